@@ -1,0 +1,79 @@
+// Package config loads sesame's native TOML configuration into the model the server runs.
+package config
+
+import (
+	"time"
+
+	"github.com/sesame-knock/sesame/internal/knock"
+	"github.com/sesame-knock/sesame/internal/netport"
+)
+
+// Firewall backends.
+const (
+	FirewallNftables = "nftables"
+	FirewallIptables = "iptables"
+	FirewallNone     = "none"
+)
+
+// What happens to the gate when the server stops.
+const (
+	OnStopClose  = "close"  // keep the gate: protected ports stay closed (fail closed, default)
+	OnStopRemove = "remove" // remove sesame's table: protected ports are no longer gated
+)
+
+// Config is a whole, validated server configuration, whatever file format it came from.
+type Config struct {
+	// Source names the file(s) it was loaded from, for messages.
+	Source string
+	Server Server
+	Doors  []Door
+}
+
+// Server holds the daemon-wide settings.
+type Server struct {
+	// Interfaces to watch for knocks; empty means every interface.
+	Interfaces []string
+	// Firewall is FirewallNftables, FirewallIptables or FirewallNone.
+	Firewall string
+	// OnStop is OnStopClose or OnStopRemove.
+	OnStop string
+	// MaxSources caps the number of sources with knock state in memory (oldest evicted first).
+	MaxSources int
+	// SweepGuard is the width of the guard band around each sequence port (0: off). See
+	// docs/SECURITY.md: a source that hits a guard port cannot start or continue a sequence.
+	SweepGuard int
+	// LogFile, when set, also writes knockd-style lines to this file; UseSyslog to syslog.
+	LogFile   string
+	UseSyslog bool
+	// PidFile, when set, is written at start and removed at a clean stop.
+	PidFile string
+	// StateDir holds persistent state (replay cache).
+	StateDir string
+}
+
+// Door is a knock door: the sequence it recognises and what it does when it opens.
+type Door struct {
+	knock.Door
+	// Open lists the ports granted to the knocking source for OpenFor.
+	Open    []netport.Port
+	OpenFor time.Duration
+	// Commands, with %IP% replaced by the knocking address, run through /bin/sh -c. The _6
+	// variants are used for IPv6 sources; they are already resolved (knockd's fallback to the
+	// IPv4 command when absent), so an empty string means "run nothing".
+	StartCommand, StartCommand6 string
+	StopCommand, StopCommand6   string
+	// CmdTimeout is the delay between the start and the stop command.
+	CmdTimeout time.Duration
+	// OneTimeFile is knockd's One_Time_Sequences file; when set, Sequence is its active line.
+	OneTimeFile string
+}
+
+// Defaults for values a configuration leaves out.
+const (
+	DefaultSequenceTimeout = 10 * time.Second
+	DefaultOpenFor         = 30 * time.Second
+	DefaultCmdTimeout      = 10 * time.Second
+	DefaultMaxSources      = 65536
+	DefaultSweepGuard      = 32
+	DefaultStateDir        = "/var/lib/sesame"
+)

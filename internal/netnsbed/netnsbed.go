@@ -1,0 +1,293 @@
+// Package netnsbed builds throw-away test beds of network namespaces joined by a veth pair.
+//
+// A bed has a server namespace and a client namespace. Packets sent inside a bed stay inside it:
+// the addresses (198.18.0.0/16, the benchmarking range, and fd5e:5a3e::/64) exist only in the
+// bed's namespaces. Beds need root and the ip(8) command; tests use SkipUnlessRoot first.
+package netnsbed
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// Addresses of a bed. Extra client addresses come from ExtraClient4/6.
+var (
+	Server4 = netip.MustParseAddr("198.18.0.1")
+	Client4 = netip.MustParseAddr("198.18.0.2")
+	Server6 = netip.MustParseAddr("fd5e:5a3e::1")
+	Client6 = netip.MustParseAddr("fd5e:5a3e::2")
+)
+
+// Bed is one server namespace and one client namespace joined by a veth pair.
+type Bed struct {
+	Server, Client     string // namespace names
+	ServerIf, ClientIf string // interface names inside the namespaces
+	extra              int
+}
+
+// SkipUnlessRoot skips t unless the test runs as root with ip(8) available.
+func SkipUnlessRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root to create network namespaces (CI runs these as root)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("skipping: ip(8) from iproute2 is not installed")
+	}
+}
+
+// NewT builds a bed for a test and removes it when the test ends, also on failure.
+func NewT(t testing.TB) *Bed {
+	t.Helper()
+	b, err := New(context.Background())
+	if err != nil {
+		t.Fatalf("netnsbed: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("netnsbed: close: %v", err)
+		}
+	})
+	return b
+}
+
+// New creates a bed with fresh, uniquely named namespaces.
+func New(ctx context.Context) (*Bed, error) {
+	var id [4]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, fmt.Errorf("netnsbed: random name: %w", err)
+	}
+	tag := hex.EncodeToString(id[:])
+	b := &Bed{
+		Server:   "sesame-" + tag + "-srv",
+		Client:   "sesame-" + tag + "-cli",
+		ServerIf: "eth0",
+		ClientIf: "eth0",
+	}
+	vs, vc := "vs"+tag, "vc"+tag
+	steps := [][]string{
+		{"netns", "add", b.Server},
+		{"netns", "add", b.Client},
+		{"link", "add", vs, "type", "veth", "peer", "name", vc},
+		{"link", "set", vs, "netns", b.Server},
+		{"link", "set", vc, "netns", b.Client},
+		{"-n", b.Server, "link", "set", vs, "name", b.ServerIf},
+		{"-n", b.Client, "link", "set", vc, "name", b.ClientIf},
+		{"-n", b.Server, "addr", "add", Server4.String() + "/16", "dev", b.ServerIf},
+		{"-n", b.Client, "addr", "add", Client4.String() + "/16", "dev", b.ClientIf},
+		{"-n", b.Server, "addr", "add", Server6.String() + "/64", "dev", b.ServerIf, "nodad"},
+		{"-n", b.Client, "addr", "add", Client6.String() + "/64", "dev", b.ClientIf, "nodad"},
+		{"-n", b.Server, "link", "set", "lo", "up"},
+		{"-n", b.Client, "link", "set", "lo", "up"},
+		{"-n", b.Server, "link", "set", b.ServerIf, "up"},
+		{"-n", b.Client, "link", "set", b.ClientIf, "up"},
+	}
+	for _, s := range steps {
+		if err := ip(ctx, nil, s...); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+	// Wait until the link is up on both sides and IPv6 addresses are usable.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _ := exec.CommandContext(ctx, "ip", "-n", b.Client, "-6", "addr", "show", "dev", b.ClientIf, "tentative").Output()
+		out2, _ := exec.CommandContext(ctx, "ip", "-n", b.Server, "-6", "addr", "show", "dev", b.ServerIf, "tentative").Output()
+		if len(bytes.TrimSpace(out)) == 0 && len(bytes.TrimSpace(out2)) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return b, nil
+}
+
+// Close deletes both namespaces; the veth pair goes with them.
+func (b *Bed) Close() error {
+	var errs []error
+	for _, ns := range []string{b.Server, b.Client} {
+		if ns == "" {
+			continue
+		}
+		if err := ip(context.Background(), nil, "netns", "del", ns); err != nil && !strings.Contains(err.Error(), "No such file") {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// AddClientAddrs adds n more addresses of each family to the client side and returns them
+// (IPv4 first, then IPv6 when v6 is true). At most 60000 per bed.
+func (b *Bed) AddClientAddrs(ctx context.Context, n int, v6 bool) ([]netip.Addr, error) {
+	if b.extra+n > 60000 {
+		return nil, fmt.Errorf("netnsbed: too many client addresses")
+	}
+	var script strings.Builder
+	var addrs []netip.Addr
+	for i := 0; i < n; i++ {
+		k := b.extra + i + 1
+		a := ExtraClient4(k)
+		addrs = append(addrs, a)
+		fmt.Fprintf(&script, "addr add %s/16 dev %s\n", a, b.ClientIf)
+		if v6 {
+			a6 := ExtraClient6(k)
+			addrs = append(addrs, a6)
+			fmt.Fprintf(&script, "addr add %s/64 dev %s nodad\n", a6, b.ClientIf)
+		}
+	}
+	b.extra += n
+	if err := ip(ctx, strings.NewReader(script.String()), "-n", b.Client, "-batch", "-"); err != nil {
+		return nil, err
+	}
+	return addrs, nil
+}
+
+// ExtraClient4 is the k-th extra client address (k >= 1): 198.18.1.0 upwards.
+func ExtraClient4(k int) netip.Addr {
+	k += 256
+	return netip.AddrFrom4([4]byte{198, 18, byte(k >> 8), byte(k)})
+}
+
+// ExtraClient6 is the k-th extra IPv6 client address (k >= 1): fd5e:5a3e::1:k.
+func ExtraClient6(k int) netip.Addr {
+	a := Client6.As16()
+	a[12], a[13], a[14], a[15] = 0, 1, byte(k>>8), byte(k)
+	return netip.AddrFrom16(a)
+}
+
+// Command returns a command that runs name with args inside namespace ns.
+func Command(ctx context.Context, ns, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
+}
+
+// Do runs fn on an OS thread switched into namespace ns. Sockets that fn creates belong to ns
+// for their whole life, so they may be used after Do returns.
+func Do(ns string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is left locked and dies with the goroutine if switching back fails.
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("netnsbed: current namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		target, err := netns.GetFromName(ns)
+		if err != nil {
+			errc <- fmt.Errorf("netnsbed: namespace %s: %w", ns, err)
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			errc <- fmt.Errorf("netnsbed: enter %s: %w", ns, err)
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("netnsbed: leave %s: %w", ns, err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// NSFd opens a handle on namespace ns; the caller closes it.
+func NSFd(ns string) (netns.NsHandle, error) {
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		return 0, fmt.Errorf("netnsbed: namespace %s: %w", ns, err)
+	}
+	return h, nil
+}
+
+// Dial opens a TCP connection from namespace ns, from address src when it is valid, to dst,
+// giving up after timeout. It returns the connection; the caller closes it.
+func Dial(ns string, src netip.Addr, dst netip.AddrPort, timeout time.Duration) (net.Conn, error) {
+	var conn net.Conn
+	err := Do(ns, func() error {
+		d := net.Dialer{Timeout: timeout}
+		if src.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
+		c, err := d.Dial("tcp", dst.String())
+		conn = c
+		return err
+	})
+	return conn, err
+}
+
+// CanConnect reports whether a TCP connection from ns (and src, when valid) to dst succeeds
+// within timeout. A refused or timed-out connection is false; other errors are returned.
+func CanConnect(ns string, src netip.Addr, dst netip.AddrPort, timeout time.Duration) (bool, error) {
+	c, err := Dial(ns, src, dst, timeout)
+	if err == nil {
+		c.Close()
+		return true, nil
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, syscall.EHOSTUNREACH) {
+		return false, nil
+	}
+	return false, err
+}
+
+// Listen starts a TCP listener in ns on addr; it accepts connections and closes them after
+// writing "hello\n". It stops when ctx ends.
+func Listen(ctx context.Context, ns string, addr netip.AddrPort) (net.Listener, error) {
+	var ln net.Listener
+	err := Do(ns, func() error {
+		l, err := net.Listen("tcp", addr.String())
+		ln = l
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("hello\n"))
+			c.Close()
+		}
+	}()
+	return ln, nil
+}
+
+func ip(ctx context.Context, stdin *strings.Reader, args ...string) error {
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("netnsbed: ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
