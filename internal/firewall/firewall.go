@@ -1,4 +1,3 @@
-// Package firewall defines the gate that sesame keeps in the kernel and the grants that open it.
 package firewall
 
 import (

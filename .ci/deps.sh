@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what sesame's demo and tests need on Debian: the kernel's firewall tools, iproute2,
+# and the real knockd/knock and fwknop/fwknopd that the tests use as peers. Idempotent; as root.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+pkgs=(iproute2 nftables iptables knockd fwknop-client fwknop-server tcpdump procps)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian packages enable their daemons; the tests start their own copies in namespaces.
+for svc in knockd fwknop-server; do
+  systemctl disable --now "$svc" >/dev/null 2>&1 || true
+done
+if ! command -v go >/dev/null; then
+  export PATH=$PATH:/usr/local/go/bin
+fi
+command -v go >/dev/null || { echo "Go 1.26 or newer is required (https://go.dev/doc/install)" >&2; exit 1; }
+go version

@@ -1,0 +1,127 @@
+package capture
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/sesame-knock/sesame/internal/netport"
+)
+
+// Errors of Decode, wrapped with details.
+var (
+	ErrTruncated        = errors.New("packet truncated")
+	ErrVersion          = errors.New("not an IPv4 or IPv6 packet")
+	ErrBadIHL           = errors.New("bad IPv4 header length")
+	ErrBadLength        = errors.New("bad IP length")
+	ErrFragment         = errors.New("IPv4 non-first fragment")
+	ErrUnsupportedProto = errors.New("unsupported protocol")
+	ErrBadTCPHeader     = errors.New("bad TCP data offset")
+	ErrBadUDPLength     = errors.New("bad UDP length")
+	ErrNotEcho          = errors.New("ICMP message is not an echo request")
+)
+
+// Decode decodes an IPv4 or IPv6 packet (chosen by the version nibble) that starts at the IP
+// header. Packets cut short by the snap length decode as long as their headers are complete;
+// bytes past the IP length (link padding) are ignored. IPv4 first fragments decode, non-first
+// fragments are ErrFragment. IPv6 extension headers are not followed (ErrUnsupportedProto).
+// Payload aliases b. Decode never panics.
+func Decode(b []byte, t time.Time, ifindex int) (Packet, error) {
+	p := Packet{Time: t, Ifindex: ifindex}
+	if len(b) == 0 {
+		return p, fmt.Errorf("capture: decode: %w: empty packet", ErrTruncated)
+	}
+	var proto uint8
+	var l4 []byte
+	v6 := false
+	switch b[0] >> 4 {
+	case 4:
+		if len(b) < 20 {
+			return p, fmt.Errorf("capture: decode: %w: %d bytes of IPv4 header", ErrTruncated, len(b))
+		}
+		ihl := int(b[0]&0x0f) * 4
+		if ihl < 20 {
+			return p, fmt.Errorf("capture: decode: %w: %d bytes", ErrBadIHL, ihl)
+		}
+		if len(b) < ihl {
+			return p, fmt.Errorf("capture: decode: %w: %d bytes of a %d-byte IPv4 header", ErrTruncated, len(b), ihl)
+		}
+		total := int(binary.BigEndian.Uint16(b[2:4]))
+		if total < ihl {
+			return p, fmt.Errorf("capture: decode: %w: IPv4 total length %d shorter than header %d", ErrBadLength, total, ihl)
+		}
+		if off := binary.BigEndian.Uint16(b[6:8]) & 0x1fff; off != 0 {
+			return p, fmt.Errorf("capture: decode: %w: offset %d", ErrFragment, int(off)*8)
+		}
+		if total < len(b) {
+			b = b[:total]
+		}
+		p.Src = netip.AddrFrom4([4]byte(b[12:16]))
+		p.Dst = netip.AddrFrom4([4]byte(b[16:20]))
+		proto, l4 = b[9], b[ihl:]
+	case 6:
+		if len(b) < 40 {
+			return p, fmt.Errorf("capture: decode: %w: %d bytes of IPv6 header", ErrTruncated, len(b))
+		}
+		if end := 40 + int(binary.BigEndian.Uint16(b[4:6])); end < len(b) {
+			b = b[:end]
+		}
+		p.Src = netip.AddrFrom16([16]byte(b[8:24]))
+		p.Dst = netip.AddrFrom16([16]byte(b[24:40]))
+		proto, l4, v6 = b[6], b[40:], true
+	default:
+		return p, fmt.Errorf("capture: decode: %w: version %d", ErrVersion, b[0]>>4)
+	}
+
+	switch {
+	case proto == ipProtoTCP:
+		if len(l4) < 20 {
+			return p, fmt.Errorf("capture: decode: %w: %d bytes of TCP header", ErrTruncated, len(l4))
+		}
+		doff := int(l4[12]>>4) * 4
+		if doff < 20 {
+			return p, fmt.Errorf("capture: decode: %w: %d bytes", ErrBadTCPHeader, doff)
+		}
+		if len(l4) < doff {
+			return p, fmt.Errorf("capture: decode: %w: %d bytes of a %d-byte TCP header", ErrTruncated, len(l4), doff)
+		}
+		p.Proto = netport.TCP
+		p.SrcPort = binary.BigEndian.Uint16(l4[0:2])
+		p.DstPort = binary.BigEndian.Uint16(l4[2:4])
+		p.TCPFlags = l4[13]
+		p.Payload = l4[doff:]
+	case proto == ipProtoUDP:
+		if len(l4) < 8 {
+			return p, fmt.Errorf("capture: decode: %w: %d bytes of UDP header", ErrTruncated, len(l4))
+		}
+		ulen := int(binary.BigEndian.Uint16(l4[4:6]))
+		if ulen < 8 {
+			return p, fmt.Errorf("capture: decode: %w: %d", ErrBadUDPLength, ulen)
+		}
+		if ulen < len(l4) {
+			l4 = l4[:ulen]
+		}
+		p.Proto = netport.UDP
+		p.SrcPort = binary.BigEndian.Uint16(l4[0:2])
+		p.DstPort = binary.BigEndian.Uint16(l4[2:4])
+		p.Payload = l4[8:]
+	case proto == ipProtoICMP && !v6, proto == ipProtoICMPv6 && v6:
+		if len(l4) < 8 {
+			return p, fmt.Errorf("capture: decode: %w: %d bytes of ICMP header", ErrTruncated, len(l4))
+		}
+		want := uint8(icmpEcho)
+		if v6 {
+			want = icmpv6Echo
+		}
+		if l4[0] != want {
+			return p, fmt.Errorf("capture: decode: %w: type %d", ErrNotEcho, l4[0])
+		}
+		p.Proto = netport.ICMP
+		p.Payload = l4[8:]
+	default:
+		return p, fmt.Errorf("capture: decode: %w: IP protocol %d", ErrUnsupportedProto, proto)
+	}
+	return p, nil
+}

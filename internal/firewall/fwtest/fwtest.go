@@ -1,0 +1,299 @@
+// Package fwtest is the conformance suite that every real firewall backend runs against real
+// packets. Each family (IPv4, IPv6) gets its own netnsbed bed; the backend gates the bed's server
+// namespace and the client namespace connects to it. It needs root; without root it skips.
+package fwtest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/sesame-knock/sesame/internal/firewall"
+	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netport"
+)
+
+// NewFunc returns a backend that works in bed's server namespace. Run closes every backend it gets
+// (with removeRules true at the end of the test); the namespaces go away with the bed.
+type NewFunc func(t *testing.T, bed *netnsbed.Bed) firewall.Backend
+
+// Timing of the suite. Blocked connects are expected to time out (the gate drops SYNs), so they
+// use a short timeout; connects expected to work get a generous one.
+const (
+	blockedTimeout = 300 * time.Millisecond
+	openTimeout    = 3 * time.Second
+	shortGrant     = 2 * time.Second
+	longGrant      = 30 * time.Second
+	expiryBound    = 15 * time.Second
+)
+
+var (
+	ssh  = netport.Port{Proto: netport.TCP, Num: 2222}
+	ssh2 = netport.Port{Proto: netport.TCP, Num: 2223}
+)
+
+type family struct {
+	name           string
+	server, client netip.Addr
+	v6             bool
+}
+
+// Run runs the suite for IPv4 and IPv6, in parallel, each in its own bed.
+func Run(t *testing.T, newBackend NewFunc) {
+	netnsbed.SkipUnlessRoot(t)
+	for _, f := range []family{
+		{"IPv4", netnsbed.Server4, netnsbed.Client4, false},
+		{"IPv6", netnsbed.Server6, netnsbed.Client6, true},
+	} {
+		t.Run(f.name, func(t *testing.T) {
+			t.Parallel()
+			runFamily(t, f, newBackend)
+		})
+	}
+}
+
+func runFamily(t *testing.T, f family, newBackend NewFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	bed := netnsbed.NewT(t)
+
+	extras, err := bed.AddClientAddrs(ctx, 1, f.v6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := extras[0]
+	if f.v6 {
+		other = extras[1]
+	}
+	dst := netip.AddrPortFrom(f.server, ssh.Num)
+	dst2 := netip.AddrPortFrom(f.server, ssh2.Num)
+	if err := echoListen(ctx, bed.Server, dst); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netnsbed.Listen(ctx, bed.Server, dst2); err != nil {
+		t.Fatal(err)
+	}
+
+	expect := func(what string, src netip.Addr, to netip.AddrPort, want bool) {
+		t.Helper()
+		timeout := blockedTimeout
+		if want {
+			timeout = openTimeout
+		}
+		got, err := netnsbed.CanConnect(bed.Client, src, to, timeout)
+		if err != nil {
+			t.Fatalf("%s: connect %s -> %s: %v", what, src, to, err)
+		}
+		if got != want {
+			t.Fatalf("%s: connect %s -> %s: got open=%v, want %v", what, src, to, got, want)
+		}
+	}
+
+	expect("before Apply", f.client, dst, true)
+
+	b := newBackend(t, bed)
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			b.Close(context.Background(), true)
+		}
+	})
+	list := func() []firewall.LiveGrant {
+		t.Helper()
+		l, err := b.List(ctx)
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		return l
+	}
+
+	gate := firewall.Gate{Protected: []netport.Port{ssh}}
+	if err := b.Apply(ctx, gate); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if err := b.Apply(ctx, gate); err != nil { // idempotent
+		t.Fatalf("Apply again: %v", err)
+	}
+	expect("gated, no grant", f.client, dst, false)
+	expect("unprotected port", f.client, dst2, true)
+	if l := list(); len(l) != 0 {
+		t.Fatalf("List after Apply = %v, want none", l)
+	}
+
+	// A grant opens the port for that source only.
+	if err := b.Grant(ctx, firewall.Grant{Src: f.client, Port: ssh, Timeout: shortGrant}); err != nil {
+		t.Fatalf("Grant: %v", err)
+	}
+	expect("granted", f.client, dst, true)
+	expect("other source", other, dst, false)
+	if l := list(); len(l) != 1 || l[0].Src != f.client || l[0].Port != ssh || l[0].Remaining <= 0 || l[0].Remaining > shortGrant {
+		t.Fatalf("List after Grant = %+v, want one grant for %s %s with 0 < remaining <= %s", l, f.client, ssh, shortGrant)
+	}
+
+	// A connection opened during the grant outlives it.
+	held, err := netnsbed.Dial(bed.Client, f.client, dst, openTimeout)
+	if err != nil {
+		t.Fatalf("dial during grant: %v", err)
+	}
+	defer held.Close()
+	rd := bufio.NewReader(held)
+	echo(t, held, rd, "during")
+
+	waitNoGrants(t, ctx, b)
+	expect("after expiry", f.client, dst, false)
+	echo(t, held, rd, "after expiry")
+	held.Close()
+
+	// Restart/reload: Apply keeps the live grant with its remaining time, and changes the ports.
+	if err := b.Grant(ctx, firewall.Grant{Src: f.client, Port: ssh, Timeout: longGrant}); err != nil {
+		t.Fatalf("Grant: %v", err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	before := list()
+	if len(before) != 1 {
+		t.Fatalf("List before reload = %+v, want one", before)
+	}
+	gate2 := firewall.Gate{Protected: []netport.Port{ssh, ssh2}}
+	if err := b.Apply(ctx, gate2); err != nil {
+		t.Fatalf("Apply (reload): %v", err)
+	}
+	after := list()
+	if len(after) != 1 || after[0].Src != f.client || after[0].Port != ssh {
+		t.Fatalf("List after reload = %+v, want the one grant for %s %s", after, f.client, ssh)
+	}
+	if after[0].Remaining <= 0 || after[0].Remaining > before[0].Remaining || after[0].Remaining >= longGrant {
+		t.Fatalf("remaining after reload = %s, before = %s: want kept (0 < after <= before < %s)", after[0].Remaining, before[0].Remaining, longGrant)
+	}
+	expect("granted after reload", f.client, dst, true)
+	expect("newly protected port", f.client, dst2, false)
+	expect("other source after reload", other, dst, false)
+
+	// A second backend (a restarted daemon) applying the same gate keeps the grant too.
+	b2 := newBackend(t, bed)
+	closed2 := false
+	t.Cleanup(func() {
+		if !closed2 {
+			b2.Close(context.Background(), true)
+		}
+	})
+	if err := b2.Apply(ctx, gate2); err != nil {
+		t.Fatalf("Apply from a second backend: %v", err)
+	}
+	if l, err := b2.List(ctx); err != nil || len(l) != 1 {
+		t.Fatalf("List from second backend = %+v, %v; want one grant", l, err)
+	}
+
+	// Revoke removes; revoking again is fine.
+	g := firewall.Grant{Src: f.client, Port: ssh, Timeout: longGrant}
+	if err := b.Revoke(ctx, g); err != nil {
+		t.Fatalf("Revoke: %v", err)
+	}
+	if l := list(); len(l) != 0 {
+		t.Fatalf("List after Revoke = %+v, want none", l)
+	}
+	expect("revoked", f.client, dst, false)
+	if err := b.Revoke(ctx, g); err != nil {
+		t.Fatalf("Revoke of an absent grant: %v", err)
+	}
+
+	// Refresh: granting again replaces the timeout, and there is still exactly one grant.
+	if err := b.Grant(ctx, firewall.Grant{Src: f.client, Port: ssh, Timeout: shortGrant}); err != nil {
+		t.Fatalf("Grant: %v", err)
+	}
+	if err := b.Grant(ctx, firewall.Grant{Src: f.client, Port: ssh, Timeout: longGrant}); err != nil {
+		t.Fatalf("Grant (refresh): %v", err)
+	}
+	l := list()
+	if len(l) != 1 || l[0].Remaining <= shortGrant+time.Second {
+		t.Fatalf("List after refresh = %+v, want one grant with more than %s left", l, shortGrant+time.Second)
+	}
+	time.Sleep(shortGrant + 500*time.Millisecond)
+	expect("refreshed grant after the first timeout", f.client, dst, true)
+
+	// Close without removing rules: the gate stays (fail closed), and so does the grant.
+	if err := b.Close(ctx, false); err != nil {
+		t.Fatalf("Close(false): %v", err)
+	}
+	closed = true
+	expect("closed, gate kept", other, dst, false)
+	expect("closed, grant kept", f.client, dst, true)
+
+	// Close removing rules: nothing is gated any more.
+	if err := b2.Close(ctx, true); err != nil {
+		t.Fatalf("Close(true): %v", err)
+	}
+	closed2 = true
+	expect("rules removed", other, dst, true)
+	expect("rules removed, port 2223", other, dst2, true)
+}
+
+// waitNoGrants polls List until it is empty, failing after expiryBound.
+func waitNoGrants(t *testing.T, ctx context.Context, b firewall.Backend) {
+	t.Helper()
+	deadline := time.Now().Add(expiryBound)
+	for {
+		l, err := b.List(ctx)
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		if len(l) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("grants did not expire within %s: %+v", expiryBound, l)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// echo writes a line on c and expects it back.
+func echo(t *testing.T, c net.Conn, rd *bufio.Reader, what string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(openTimeout))
+	msg := "ping " + what + "\n"
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatalf("held connection (%s): write: %v", what, err)
+	}
+	got, err := rd.ReadString('\n')
+	if err != nil || got != msg {
+		t.Fatalf("held connection (%s): read %q, %v; want %q", what, got, err, msg)
+	}
+}
+
+// echoListen starts a TCP echo server in ns on addr until ctx ends.
+func echoListen(ctx context.Context, ns string, addr netip.AddrPort) error {
+	var ln net.Listener
+	err := netnsbed.Do(ns, func() error {
+		l, err := net.Listen("tcp", addr.String())
+		ln = l
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return nil
+}

@@ -1,0 +1,338 @@
+// Package server wires the packet path together: capture, knock recognition, policy, grants.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sesame-knock/sesame/internal/capture"
+	"github.com/sesame-knock/sesame/internal/command"
+	"github.com/sesame-knock/sesame/internal/config"
+	"github.com/sesame-knock/sesame/internal/firewall"
+	"github.com/sesame-knock/sesame/internal/knock"
+	"github.com/sesame-knock/sesame/internal/lograte"
+	"github.com/sesame-knock/sesame/internal/netport"
+)
+
+// Intake delivers kernel-filtered packets (capture.AFPacket in production).
+type Intake interface {
+	Run(ctx context.Context, handle func(*capture.Packet)) error
+	SetFilter(capture.Filter) error
+}
+
+// OneTime reads and consumes knockd one-time sequence files (knockdconf in production).
+type OneTime interface {
+	Consume(path string, used []knock.Element) (next []knock.Element, err error)
+}
+
+// Deps are the parts a server drives.
+type Deps struct {
+	Firewall firewall.Backend
+	Intake   Intake
+	Logger   *slog.Logger
+	// KnockdLog, when set, receives knockd-style event lines (LogFile, UseSyslog).
+	KnockdLog func(line string)
+	OneTime   OneTime
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Counters are running totals, for status and metrics.
+type Counters struct {
+	Packets, Opened, Refused, Guarded, GrantErrors atomic.Uint64
+}
+
+// Server is the knock daemon.
+type Server struct {
+	deps     Deps
+	log      *slog.Logger
+	limiter  *lograte.Limiter
+	runner   *command.Runner
+	Counters Counters
+
+	mu      sync.Mutex // guards cfg and machine
+	cfg     *config.Config
+	machine *knock.Machine
+	ctx     context.Context
+}
+
+// New returns a server for cfg. It changes nothing until Run.
+func New(cfg *config.Config, deps Deps) (*Server, error) {
+	if deps.Firewall == nil || deps.Intake == nil {
+		return nil, errors.New("server: firewall and intake are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	s := &Server{
+		deps:    deps,
+		log:     deps.Logger,
+		limiter: lograte.New(10, time.Second, 4096, deps.Now),
+		runner:  command.NewRunner(deps.Logger),
+	}
+	s.install(cfg)
+	return s, nil
+}
+
+func (s *Server) install(cfg *config.Config) {
+	s.cfg = cfg
+	s.machine = knock.New(doorsOf(cfg), knock.Options{
+		MaxSources: cfg.Server.MaxSources,
+		GuardWidth: cfg.Server.SweepGuard,
+		Exclude:    OpenPorts(cfg),
+	})
+}
+
+func doorsOf(cfg *config.Config) []knock.Door {
+	out := make([]knock.Door, len(cfg.Doors))
+	for i, d := range cfg.Doors {
+		out[i] = d.Door
+	}
+	return out
+}
+
+// OpenPorts lists every port any door opens.
+func OpenPorts(cfg *config.Config) []netport.Port {
+	var out []netport.Port
+	for _, d := range cfg.Doors {
+		for _, p := range d.Open {
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// Gate is the firewall gate cfg needs: every port a door opens is protected.
+func Gate(cfg *config.Config) firewall.Gate {
+	return firewall.Gate{Protected: OpenPorts(cfg)}
+}
+
+// Filter is the kernel capture filter cfg needs: the doors' knocks and the sweep guard ports.
+func Filter(cfg *config.Config) capture.Filter {
+	var f capture.Filter
+	for _, d := range cfg.Doors {
+		for _, e := range d.Sequence {
+			k := capture.Knock{Port: e}
+			if e.Proto == netport.TCP {
+				k.Flags = d.Flags
+			}
+			if !slices.Contains(f.Knocks, k) {
+				f.Knocks = append(f.Knocks, k)
+			}
+		}
+	}
+	for _, r := range knock.GuardRanges(doorsOf(cfg), cfg.Server.SweepGuard, OpenPorts(cfg)) {
+		f.Guards = append(f.Guards, capture.PortRange{Proto: r.Proto, Lo: r.Lo, Hi: r.Hi})
+	}
+	return f
+}
+
+// Run applies the gate, then handles packets until ctx ends. At the end pending stop commands
+// run and the firewall is closed as the config's on_stop says.
+func (s *Server) Run(ctx context.Context) error {
+	s.mu.Lock()
+	cfg := s.cfg
+	s.ctx = ctx
+	s.mu.Unlock()
+	if err := s.deps.Firewall.Apply(ctx, Gate(cfg)); err != nil {
+		return fmt.Errorf("server: apply firewall gate: %w", err)
+	}
+	if err := s.deps.Intake.SetFilter(Filter(cfg)); err != nil {
+		return fmt.Errorf("server: set capture filter: %w", err)
+	}
+	s.log.Info("sesame server running", "doors", len(cfg.Doors), "protected", fmt.Sprint(Gate(cfg).Protected), "firewall", cfg.Server.Firewall)
+	for _, d := range cfg.Doors {
+		s.log.Info("door", "door", d.Name, "sequence", fmt.Sprint(d.Sequence), "tcp_flags", d.Flags.String(), "open", fmt.Sprint(d.Open), "open_for", d.OpenFor)
+	}
+	expire := time.NewTicker(time.Second)
+	defer expire.Stop()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-expire.C:
+				s.mu.Lock()
+				s.machine.Expire(s.deps.Now())
+				s.mu.Unlock()
+			}
+		}
+	}()
+	err := s.deps.Intake.Run(ctx, s.handle)
+	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+		err = nil
+	}
+	s.runner.Close()
+	s.mu.Lock()
+	remove := s.cfg.Server.OnStop == config.OnStopRemove
+	s.mu.Unlock()
+	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if cerr := s.deps.Firewall.Close(closeCtx, remove); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("server: close firewall: %w", cerr))
+	}
+	if remove {
+		s.log.Info("sesame server stopped; its firewall table was removed (on_stop = remove)")
+	} else {
+		s.log.Info("sesame server stopped; protected ports stay closed, live grants expire on time")
+	}
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	return nil
+}
+
+// Reload switches to cfg without dropping live grants. Knocks in progress are forgotten.
+func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
+	if err := s.deps.Firewall.Apply(ctx, Gate(cfg)); err != nil {
+		return fmt.Errorf("server: reload: apply firewall gate: %w", err)
+	}
+	if err := s.deps.Intake.SetFilter(Filter(cfg)); err != nil {
+		return fmt.Errorf("server: reload: set capture filter: %w", err)
+	}
+	s.mu.Lock()
+	s.install(cfg)
+	s.mu.Unlock()
+	s.log.Info("configuration reloaded", "source", cfg.Source, "doors", len(cfg.Doors))
+	return nil
+}
+
+func (s *Server) handle(p *capture.Packet) {
+	s.Counters.Packets.Add(1)
+	el := knock.Element{Proto: p.Proto, Num: p.DstPort}
+	if p.Proto == netport.ICMP {
+		el.Num = 0
+	}
+	k := knock.Knock{Time: p.Time, Src: p.Src, Dst: p.Dst, Element: el, TCPFlags: p.TCPFlags}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.machine.Observe(k, func(e knock.Event) { s.event(e, k) })
+}
+
+// event handles one state-machine event; s.mu is held.
+func (s *Server) event(e knock.Event, k knock.Knock) {
+	var door *config.Door
+	if e.Door >= 0 {
+		door = &s.cfg.Doors[e.Door]
+	}
+	switch e.Kind {
+	case knock.Opened:
+		s.Counters.Opened.Add(1)
+		s.open(door, e.Src)
+	case knock.Stage:
+		s.knockdLine("%s: %s: Stage %d", e.Src, door.Name, e.Stage)
+		s.logf(slog.LevelDebug, e.Src, "knock", "door", door.Name, "stage", e.Stage, "knock", k.Element.String())
+	case knock.Timeout:
+		s.knockdLine("%s: %s: sequence timeout", e.Src, door.Name)
+		s.logf(slog.LevelInfo, e.Src, "knock refused", "door", door.Name, "reason", "sequence timeout")
+	case knock.Failed:
+		s.Counters.Refused.Add(1)
+		s.logf(slog.LevelInfo, e.Src, "knock refused", "door", door.Name, "reason", "wrong knock", "knock", k.Element.String())
+	case knock.TooFast:
+		s.Counters.Refused.Add(1)
+		s.logf(slog.LevelInfo, e.Src, "knock refused", "door", door.Name, "reason", "knock sooner than min_gap", "knock", k.Element.String())
+	case knock.NotAllowed:
+		s.Counters.Refused.Add(1)
+		s.logf(slog.LevelInfo, e.Src, "knock refused", "door", door.Name, "reason", "source not allowed")
+	case knock.Guarded:
+		s.Counters.Guarded.Add(1)
+		s.logf(slog.LevelWarn, e.Src, "sweep guard: knocks from this source are ignored for a while", "knock", k.Element.String())
+	case knock.Ignored:
+	}
+}
+
+func (s *Server) open(d *config.Door, src netip.Addr) {
+	s.knockdLine("%s: %s: OPEN SESAME", src, d.Name)
+	ctx := s.ctx
+	if ctx == nil || ctx.Err() != nil {
+		ctx = context.Background()
+	}
+	if len(d.Open) > 0 {
+		grants := make([]firewall.Grant, len(d.Open))
+		for i, p := range d.Open {
+			grants[i] = firewall.Grant{Src: src, Port: p, Timeout: d.OpenFor}
+		}
+		if err := s.deps.Firewall.Grant(ctx, grants...); err != nil {
+			s.Counters.GrantErrors.Add(1)
+			s.log.Error("door opened but the grant failed", "door", d.Name, "src", src, "err", err)
+		} else {
+			s.log.Info("door opened", "door", d.Name, "src", src, "open", fmt.Sprint(d.Open), "open_for", d.OpenFor)
+		}
+	} else {
+		s.log.Info("door opened", "door", d.Name, "src", src)
+	}
+	start, stop := d.StartCommand, d.StopCommand
+	if src.Unmap().Is6() {
+		start, stop = d.StartCommand6, d.StopCommand6
+	}
+	if start != "" {
+		s.knockdLine("%s: running command: %s", d.Name, command.Expand(start, src))
+	}
+	s.runner.Run(command.Job{Door: d.Name, Addr: src, Start: start, Stop: stop, Delay: d.CmdTimeout})
+	if d.OneTimeFile != "" && s.deps.OneTime != nil {
+		s.nextOneTime(d)
+	}
+}
+
+// nextOneTime moves a one-time door to its next sequence; s.mu is held.
+func (s *Server) nextOneTime(d *config.Door) {
+	next, err := s.deps.OneTime.Consume(d.OneTimeFile, d.Sequence)
+	cfg := *s.cfg
+	cfg.Doors = slices.Clone(s.cfg.Doors)
+	i := slices.IndexFunc(cfg.Doors, func(x config.Door) bool { return x.Name == d.Name && x.OneTimeFile == d.OneTimeFile })
+	switch {
+	case err != nil:
+		s.log.Error("one-time sequence file", "door", d.Name, "file", d.OneTimeFile, "err", err)
+		return
+	case len(next) == 0:
+		s.knockdLine("no more sequences left in the one time sequences file for door %s --> disabling the door", d.Name)
+		s.log.Warn("no more one-time sequences: door disabled", "door", d.Name)
+		cfg.Doors = slices.Delete(cfg.Doors, i, i+1)
+	default:
+		cfg.Doors[i].Sequence = next
+	}
+	if err := s.deps.Intake.SetFilter(Filter(&cfg)); err != nil {
+		s.log.Error("one-time sequence: set capture filter", "door", d.Name, "err", err)
+	}
+	s.install(&cfg)
+}
+
+func (s *Server) logf(level slog.Level, src netip.Addr, msg string, args ...any) {
+	if !s.log.Enabled(context.Background(), level) {
+		return
+	}
+	ok, suppressed := s.limiter.Allow(src)
+	if !ok {
+		return
+	}
+	args = append(args, "src", src)
+	if suppressed > 0 {
+		args = append(args, "suppressed", suppressed)
+	}
+	s.log.Log(context.Background(), level, msg, args...)
+}
+
+func (s *Server) knockdLine(format string, args ...any) {
+	if s.deps.KnockdLog != nil {
+		s.deps.KnockdLog(fmt.Sprintf(format, args...))
+	}
+}
+
+// Progress reports the stage of src on each door, for tests and status.
+func (s *Server) Progress(src netip.Addr) []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.machine.Progress(src)
+}
