@@ -157,6 +157,9 @@ func loadServerConfig(f serverFlags) (*config.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	if f.knockdConf != "" && f.firewall == "" && len(server.OpenPorts(cfg)) > 0 {
+		return nil, usagef("%s: doors name ports to open (Open = %v): choose sesame's gate with --firewall nftables or --firewall iptables", f.knockdConf, server.OpenPorts(cfg))
+	}
 	if f.firewall != "" {
 		switch f.firewall {
 		case config.FirewallNftables, config.FirewallIptables, config.FirewallNone:

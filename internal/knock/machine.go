@@ -94,14 +94,14 @@ type Stats struct {
 //
 // State of one source never depends on packets from another source.
 type Machine struct {
-	doors     []Door
-	opts      Options
-	guard     [2]*bitmap // TCP, UDP
-	guardFor  time.Duration
-	sources   map[netip.Addr]*source
-	head      *source // most recently seen
-	tail      *source // least recently seen
-	evicted   uint64
+	doors    []Door
+	opts     Options
+	guard    [2]*bitmap // TCP, UDP
+	guardFor time.Duration
+	sources  map[netip.Addr]*source
+	head     *source // most recently seen
+	tail     *source // least recently seen
+	evicted  uint64
 }
 
 type attempt struct {

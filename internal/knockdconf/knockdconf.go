@@ -122,6 +122,13 @@ func Parse(name string, data []byte) (*config.Config, error) {
 		if !d.stop6 {
 			d.StopCommand6 = d.StopCommand
 		}
+		if len(d.Open) > 0 {
+			// A door that names ports needs a gate; the command line chooses which (--firewall).
+			cfg.Server.Firewall = config.FirewallNftables
+			if d.OpenFor == 0 {
+				d.OpenFor = config.DefaultOpenFor
+			}
+		}
 		cfg.Doors = append(cfg.Doors, d.Door)
 	}
 	if err := cfg.Validate(); err != nil {
@@ -206,9 +213,23 @@ func (p *parser) directive(d *door, key, value string) error {
 		d.StopCommand6, d.stop6 = value, true
 	case "TARGET":
 		d.Target, err = config.ParseTarget(value)
+	case "OPEN":
+		// sesame extension: ports the door opens through sesame's gate (--firewall nftables).
+		d.Open = nil
+		for item := range strings.SplitSeq(value, ",") {
+			var port netport.Port
+			if port, err = netport.Parse(item); err != nil {
+				break
+			}
+			d.Open = append(d.Open, port)
+		}
+	case "OPEN_FOR":
+		// sesame extension: how long a grant of Open lasts, in seconds.
+		d.OpenFor, err = seconds(value)
 	default:
 		return p.errorf("", "syntax error: unknown key %q (want Sequence, One_Time_Sequences, Seq_Timeout, "+
-			"TCPFlags, Start_Command, Start_Command_6, Cmd_Timeout, Stop_Command, Stop_Command_6 or Target)", key)
+			"TCPFlags, Start_Command, Start_Command_6, Cmd_Timeout, Stop_Command, Stop_Command_6, Target, "+
+			"or sesame's Open and Open_For)", key)
 	}
 	if err != nil {
 		return p.errorf(key, "%w", err)

@@ -2,6 +2,7 @@ package knockdconf
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -439,5 +440,19 @@ func TestAtoi(t *testing.T) {
 		if got := atoi(tc.in); got != tc.want {
 			t.Errorf("atoi(%q) = %d, want %d", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestParseOpenExtension(t *testing.T) {
+	cfg, err := Parse("k.conf", []byte("[d]\nsequence = 1,2\nopen = tcp/22,udp/53\nopen_for = 45\ncommand = true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Doors[0]
+	if fmt.Sprint(d.Open) != "[tcp/22 udp/53]" || d.OpenFor != 45*time.Second || cfg.Server.Firewall != "nftables" {
+		t.Errorf("open %v for %s, firewall %s", d.Open, d.OpenFor, cfg.Server.Firewall)
+	}
+	if _, err := Parse("k.conf", []byte("[d]\nsequence = 1,2\nopen = tcp/0\n")); err == nil || !strings.Contains(err.Error(), "k.conf:3") {
+		t.Errorf("bad open: %v", err)
 	}
 }

@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sesame-knock/sesame/internal/knockclient"
+	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netport"
+)
+
+// latencyTries is how many knock-to-connect measurements each daemon gets.
+const latencyTries = 120
+
+// BenchmarkKnockToConnect measures the time from the last knock packet leaving the client to a
+// TCP connection succeeding on the protected port, for sesame (both backends) and the real
+// knockd (with Debian's iptables-command style), on the same kind of bed. Run it with
+//
+//	go test ./internal/e2e -run '^$' -bench KnockToConnect -benchtime 1x
+//
+// Each sub-benchmark makes latencyTries measurements whatever b.N is, each from a fresh source
+// address, and reports the median, 95th percentile and maximum in microseconds.
+func BenchmarkKnockToConnect(b *testing.B) {
+	netnsbed.SkipUnlessRoot(b)
+	if sesameBin == "" {
+		b.Fatal("sesame binary not built")
+	}
+	for _, name := range []string{"sesame-nftables", "sesame-iptables", "knockd-iptables"} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				lat := measureKnockLatency(b, name)
+				reportLatency(b, lat)
+			}
+		})
+	}
+}
+
+func reportLatency(b *testing.B, lat []time.Duration) {
+	slices.Sort(lat)
+	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
+	b.ReportMetric(q(0.5), "p50-µs")
+	b.ReportMetric(q(0.95), "p95-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "max-µs")
+	b.ReportMetric(float64(len(lat)), "tries")
+}
+
+func measureKnockLatency(b *testing.B, name string) []time.Duration {
+	bed, err := netnsbed.New(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bed.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	svc := netip.AddrPortFrom(netnsbed.Server4, 2222)
+	if _, err := netnsbed.Listen(ctx, bed.Server, svc); err != nil {
+		b.Fatal(err)
+	}
+	srcs, err := bed.AddClientAddrs(ctx, latencyTries, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	var d *daemon
+	switch name {
+	case "sesame-nftables", "sesame-iptables":
+		fw := name[len("sesame-"):]
+		cfg := fmt.Sprintf(`[server]
+firewall = %q
+state_dir = %q
+
+[[door]]
+name = "ssh"
+sequence = ["7000/tcp", "8000/udp", "9000/tcp"]
+sequence_timeout = "5s"
+open = ["tcp/2222"]
+open_for = "60s"
+`, fw, dir)
+		path := filepath.Join(dir, "sesame.toml")
+		os.WriteFile(path, []byte(cfg), 0o600)
+		d = startDaemonB(b, bed.Server, "sesame server running", sesameBin, "server", "-c", path)
+	case "knockd-iptables":
+		knockd, err := exec.LookPath("knockd")
+		if err != nil {
+			b.Fatal("knockd not installed")
+		}
+		for _, args := range [][]string{
+			{"iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+			{"iptables", "-A", "INPUT", "-p", "tcp", "--dport", "2222", "-j", "DROP"},
+		} {
+			if out, err := netnsbed.Command(ctx, bed.Server, args[0], args[1:]...).CombinedOutput(); err != nil {
+				b.Fatalf("%v: %v %s", args, err, out)
+			}
+		}
+		conf := fmt.Sprintf(`[options]
+	LogFile = %s/knockd.log
+
+[openSSH]
+	sequence    = 7000,8000:udp,9000
+	seq_timeout = 5
+	tcpflags    = syn
+	command     = /usr/sbin/iptables -I INPUT -s %%IP%% -p tcp --dport 2222 -j ACCEPT
+`, dir)
+		path := filepath.Join(dir, "knockd.conf")
+		os.WriteFile(path, []byte(conf), 0o600)
+		d = startDaemonB(b, bed.Server, "", knockd, "-i", bed.ServerIf, "-c", path)
+		if !waitFor(10*time.Second, func() bool {
+			b, _ := os.ReadFile(filepath.Join(dir, "knockd.log"))
+			return len(b) > 0
+		}) {
+			b.Fatal("knockd did not start")
+		}
+	}
+	defer d.stop(9)
+	seq := []netport.Port{{Proto: netport.TCP, Num: 7000}, {Proto: netport.UDP, Num: 8000}, {Proto: netport.TCP, Num: 9000}}
+	var lat []time.Duration
+	for _, src := range srcs {
+		var l time.Duration
+		err := netnsbed.Do(bed.Client, func() error {
+			for _, el := range seq {
+				if err := knockclient.SendOne(ctx, src, netnsbed.Server4, el); err != nil {
+					return err
+				}
+			}
+			start := time.Now()
+			var err error
+			l, err = probeConnect(src, svc, start, 3*time.Second)
+			return err
+		})
+		if err != nil {
+			b.Fatalf("try from %s: %v", src, err)
+		}
+		lat = append(lat, l)
+		time.Sleep(20 * time.Millisecond)
+	}
+	return lat
+}
+
+// probeConnect starts a fresh non-blocking TCP connect from src to dst every 200 µs until one
+// completes, and returns the time from start to that completion. It must run on a thread in
+// the client namespace (all sockets are created by the calling thread).
+func probeConnect(src netip.Addr, dst netip.AddrPort, start time.Time, limit time.Duration) (time.Duration, error) {
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	sa := &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}
+	local := &unix.SockaddrInet4{Addr: src.As4()}
+	for time.Since(start) < limit {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return 0, err
+		}
+		fds = append(fds, fd)
+		if err := unix.Bind(fd, local); err != nil {
+			return 0, err
+		}
+		if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+			return 0, err
+		}
+		pfds := make([]unix.PollFd, len(fds))
+		for i, fd := range fds {
+			pfds[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
+		}
+		deadline := time.Now().Add(200 * time.Microsecond)
+		for time.Now().Before(deadline) {
+			ts := unix.NsecToTimespec(int64(time.Until(deadline)))
+			n, err := unix.Ppoll(pfds, &ts, nil)
+			if err != nil && !errors.Is(err, unix.EINTR) {
+				return 0, err
+			}
+			if n > 0 {
+				for _, p := range pfds {
+					if p.Revents&(unix.POLLOUT|unix.POLLERR|unix.POLLHUP) == 0 {
+						continue
+					}
+					if v, _ := unix.GetsockoptInt(int(p.Fd), unix.SOL_SOCKET, unix.SO_ERROR); v == 0 && p.Revents&unix.POLLOUT != 0 {
+						return time.Since(start), nil
+					}
+				}
+			}
+		}
+		if len(fds) > 500 {
+			// Keep the descriptor count bounded: old attempts were dropped anyway.
+			for _, fd := range fds[:250] {
+				unix.Close(fd)
+			}
+			fds = append([]int(nil), fds[250:]...)
+		}
+	}
+	return 0, fmt.Errorf("no connection to %s within %s", dst, limit)
+}
+
+// startDaemonB is startDaemon for benchmarks.
+func startDaemonB(b *testing.B, ns, ready, name string, args ...string) *daemon {
+	b.Helper()
+	d := &daemon{out: &syncBuffer{}, done: make(chan struct{})}
+	d.cmd = netnsbed.Command(context.Background(), ns, name, args...)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	if err := d.cmd.Start(); err != nil {
+		b.Fatalf("start %s: %v", name, err)
+	}
+	go func() { d.waited = d.cmd.Wait(); close(d.done) }()
+	if ready != "" && !d.waitLog(ready, 10*time.Second) {
+		d.stop(9)
+		b.Fatalf("%s did not become ready; output:\n%s", name, d.out.String())
+	}
+	return d
+}
