@@ -35,6 +35,8 @@ func commands() map[string]*command {
 	return map[string]*command{
 		"server":  serverCommand(),
 		"knock":   knockCommand(),
+		"open":    openCommand(),
+		"keygen":  keygenCommand(),
 		"demo":    demoCommand(),
 		"version": {summary: "print the version", usage: "sesame version\n\nExample:\n  sesame version\n", run: runVersion},
 		"help":    {summary: "show help for a command", usage: "sesame help [COMMAND]\n\nExamples:\n  sesame help\n  sesame help server\n"},
