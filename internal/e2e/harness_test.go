@@ -219,3 +219,12 @@ func skipUnlessRoot(t *testing.T) *netnsbed.Bed {
 	netnsbed.SkipUnlessRoot(t)
 	return netnsbed.NewT(t)
 }
+
+func mustAddr(t *testing.T, s string) netip.Addr {
+	t.Helper()
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

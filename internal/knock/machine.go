@@ -98,6 +98,7 @@ type Machine struct {
 	opts     Options
 	guard    [2]*bitmap // TCP, UDP
 	guardFor time.Duration
+	targets  []netip.Addr // every door's Target: doors without one ignore knocks sent there
 	sources  map[netip.Addr]*source
 	head     *source // most recently seen
 	tail     *source // least recently seen
@@ -130,6 +131,9 @@ func New(doors []Door, opts Options) *Machine {
 	m := &Machine{doors: slices.Clone(doors), opts: opts, sources: make(map[netip.Addr]*source)}
 	for _, d := range doors {
 		m.guardFor = max(m.guardFor, d.Timeout)
+		if d.Target.IsValid() && !slices.Contains(m.targets, d.Target) {
+			m.targets = append(m.targets, d.Target)
+		}
 	}
 	if opts.GuardWidth > 0 {
 		for _, r := range GuardRanges(doors, opts.GuardWidth, opts.Exclude) {
@@ -228,7 +232,7 @@ func (m *Machine) Observe(k Knock, emit func(Event)) {
 	}
 	for i := range m.doors {
 		d := &m.doors[i]
-		if d.Target.IsValid() && d.Target != k.Dst.Unmap() {
+		if d.Target.IsValid() && d.Target != k.Dst.Unmap() || !d.Target.IsValid() && slices.Contains(m.targets, k.Dst.Unmap()) {
 			continue
 		}
 		if k.Element.Proto == netport.TCP && !d.Flags.Match(k.TCPFlags) {

@@ -259,3 +259,29 @@ func BenchmarkObserveNoise(b *testing.B) {
 		m.Observe(Knock{Time: t0.Add(time.Duration(i) * time.Microsecond), Src: src, Element: els[i&3], TCPFlags: SYN}, func(Event) {})
 	}
 }
+
+func TestMachineTarget(t *testing.T) {
+	target := netip.MustParseAddr("198.18.0.77")
+	doors := []Door{
+		{Name: "host", Sequence: []Element{tcp(1000), tcp(2000)}, Timeout: time.Second},
+		{Name: "wol", Sequence: []Element{tcp(1000), tcp(2000)}, Timeout: time.Second, Target: target},
+	}
+	for _, dst := range []netip.Addr{self, target} {
+		m := New(doors, Options{MaxSources: 10})
+		var opened []string
+		for i, el := range []Element{tcp(1000), tcp(2000)} {
+			m.Observe(Knock{Time: t0.Add(time.Duration(i) * time.Millisecond), Src: alice, Dst: dst, Element: el, TCPFlags: SYN}, func(e Event) {
+				if e.Kind == Opened {
+					opened = append(opened, doors[e.Door].Name)
+				}
+			})
+		}
+		want := "host"
+		if dst == target {
+			want = "wol"
+		}
+		if strings.Join(opened, ",") != want {
+			t.Errorf("knock to %s opened %v, want %s", dst, opened, want)
+		}
+	}
+}
