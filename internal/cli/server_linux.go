@@ -9,6 +9,7 @@ import (
 	"log/syslog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,13 +22,18 @@ import (
 	"github.com/sesame-knock/sesame/internal/firewall/ipt"
 	"github.com/sesame-knock/sesame/internal/firewall/nft"
 	"github.com/sesame-knock/sesame/internal/firewall/none"
+	"github.com/sesame-knock/sesame/internal/fwknopconf"
 	"github.com/sesame-knock/sesame/internal/knock"
 	"github.com/sesame-knock/sesame/internal/knockdconf"
+	"github.com/sesame-knock/sesame/internal/replay"
 	"github.com/sesame-knock/sesame/internal/server"
+	"github.com/sesame-knock/sesame/internal/spaserver"
+	"github.com/sesame-knock/sesame/internal/udpintake"
 )
 
 type serverFlags struct {
 	config, knockdConf  string
+	fwknopConf          string
 	firewall            string
 	iface               string
 	logFormat, logLevel string
@@ -40,6 +46,7 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	fs.StringVar(&f.config, "c", "", "native TOML configuration `FILE`")
 	fs.StringVar(&f.config, "config", "", "same as -c")
 	fs.StringVar(&f.knockdConf, "knockd-conf", "", "run an existing knockd.conf `FILE` unchanged")
+	fs.StringVar(&f.fwknopConf, "fwknop-conf", "", "run an existing fwknopd configuration: `DIR` holding fwknopd.conf and access.conf")
 	fs.StringVar(&f.firewall, "firewall", "", "override the firewall backend: nftables, iptables or none")
 	fs.StringVar(&f.iface, "i", "", "watch only this `INTERFACE` (overrides the config, as knockd's -i)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
@@ -65,12 +72,18 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 		for _, d := range cfg.Doors {
 			fmt.Fprintf(stdout, "  door %q: sequence %v, timeout %s, open %v for %s\n", d.Name, d.Sequence, d.Timeout, d.Open, d.OpenFor)
 		}
+		printSPA(stdout, cfg)
 		return nil
 	}
 	if os.Geteuid() != 0 {
 		log.Warn("not running as root: the server needs CAP_NET_ADMIN and CAP_NET_RAW")
 	}
 
+	spaDeps, err := openSPA(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer spaDeps.Close()
 	fw, err := newFirewall(cfg.Server.Firewall)
 	if err != nil {
 		return err
@@ -95,7 +108,8 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 			defer os.Remove(cfg.Server.PidFile)
 		}
 	}
-	srv, err := server.New(cfg, server.Deps{Firewall: fw, Intake: intake, Logger: log, KnockdLog: kl.Line, OneTime: oneTime{}})
+	srv, err := server.New(cfg, server.Deps{Firewall: fw, Intake: intake, Logger: log, KnockdLog: kl.Line, OneTime: oneTime{},
+		SPA: spaDeps.handler, SPAIntake: spaDeps.intake})
 	if err != nil {
 		return err
 	}
@@ -125,6 +139,9 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 				if err := srv.Reload(ctx, next); err != nil {
 					log.Error("reload failed", "err", err)
 				}
+				if next.SPA != nil || cfg.SPA != nil {
+					log.Warn("reload: changes to [spa] clients, keys and listener take effect at the next restart")
+				}
 			}
 		}
 	}()
@@ -144,15 +161,23 @@ func ifaceList(ifs []string) string {
 func loadServerConfig(f serverFlags) (*config.Config, error) {
 	var cfg *config.Config
 	var err error
+	n := 0
+	for _, s := range []string{f.config, f.knockdConf, f.fwknopConf} {
+		if s != "" {
+			n++
+		}
+	}
 	switch {
-	case f.config != "" && f.knockdConf != "":
-		return nil, usagef("-c and --knockd-conf cannot be used together")
+	case n > 1:
+		return nil, usagef("use only one of -c, --knockd-conf and --fwknop-conf")
+	case f.fwknopConf != "":
+		cfg, err = fwknopconf.Load(f.fwknopConf)
 	case f.config != "":
 		cfg, err = config.Load(f.config)
 	case f.knockdConf != "":
 		cfg, err = knockdconf.Load(f.knockdConf)
 	default:
-		return nil, usagef("a configuration is required: -c FILE or --knockd-conf FILE")
+		return nil, usagef("a configuration is required: -c FILE, --knockd-conf FILE or --fwknop-conf DIR")
 	}
 	if err != nil {
 		return nil, err
@@ -165,6 +190,9 @@ func loadServerConfig(f serverFlags) (*config.Config, error) {
 		case config.FirewallNftables, config.FirewallIptables, config.FirewallNone:
 		default:
 			return nil, usagef("--firewall %q: want nftables, iptables or none", f.firewall)
+		}
+		if f.firewall == config.FirewallNone && cfg.SPA != nil {
+			return nil, usagef("--firewall none: SPA clients open ports; firewall none can only run commands")
 		}
 		if f.firewall == config.FirewallNone && len(server.OpenPorts(cfg)) > 0 {
 			return nil, usagef("--firewall none: doors open ports %v; firewall none can only run commands", server.OpenPorts(cfg))
@@ -276,4 +304,80 @@ func (oneTime) Consume(path string, used []knock.Element) ([]knock.Element, erro
 		return nil, nil
 	}
 	return next, nil
+}
+
+// spaDeps are the SPA handler, its replay store and its UDP socket (nil in sniff mode).
+type spaDeps struct {
+	handler *spaserver.Handler
+	store   *replay.Bolt
+	intake  server.Intake
+	closers []func() error
+}
+
+// openSPA opens the replay store (state_dir/replay.db), builds the handler and, unless SPA
+// sniffs, binds the UDP socket. It returns empty deps when SPA is off.
+func openSPA(cfg *config.Config, log *slog.Logger) (*spaDeps, error) {
+	d := &spaDeps{}
+	if cfg.SPA == nil {
+		return d, nil
+	}
+	if err := os.MkdirAll(cfg.Server.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("spa: state directory: %w", err)
+	}
+	store, err := replay.OpenBolt(filepath.Join(cfg.Server.StateDir, "replay.db"), replay.WithSweepEvery(time.Minute),
+		// No fsync per packet (it costs ~1 ms): the cache survives any process crash at once, and
+		// a power loss forgets at most the last second (docs/SECURITY.md).
+		replay.WithNoSync(), replay.WithSyncEvery(time.Second))
+	if err != nil {
+		return nil, err
+	}
+	d.store = store
+	d.closers = append(d.closers, store.Close)
+	d.handler, err = spaserver.New(cfg.SPA, store, log, nil)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	if !cfg.SPA.Sniff {
+		l, err := udpintake.Listen(cfg.SPA.Port)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		d.intake = l
+		d.closers = append(d.closers, l.Close)
+	}
+	return d, nil
+}
+
+// Close releases the socket and the replay store.
+func (d *spaDeps) Close() error {
+	var errs []error
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		errs = append(errs, d.closers[i]())
+	}
+	d.closers = nil
+	return errors.Join(errs...)
+}
+
+func printSPA(w io.Writer, cfg *config.Config) {
+	s := cfg.SPA
+	if s == nil {
+		return
+	}
+	mode := "udp socket"
+	if s.Sniff {
+		mode = "sniff (the port stays dropped)"
+	}
+	fmt.Fprintf(w, "  spa: udp/%d, %s, max_age %s, %d client(s)\n", s.Port, mode, s.MaxAge, len(s.Clients))
+	for _, c := range s.Clients {
+		open := fmt.Sprint(c.Open)
+		if c.AnyPort {
+			open = "any port"
+		}
+		fmt.Fprintf(w, "  spa client %q (%s): open %s from %v, for %s (at most %s)\n", c.Name, c.Format, open, c.Sources, c.DefaultOpenFor, c.MaxOpenFor)
+	}
+	for _, warn := range s.Warnings {
+		fmt.Fprintf(w, "  warning: %s\n", warn)
+	}
 }

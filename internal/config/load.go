@@ -93,8 +93,8 @@ func Parse(name string, data []byte) (*Config, error) {
 	p := &parser{file: name, lines: keyLines(data)}
 	cfg := &Config{Source: name, Server: DefaultServer()}
 	for _, k := range sortedKeys(raw) {
-		if k != "server" && k != "door" {
-			p.fail(k, "", "", fmt.Errorf("unknown key %q (want [server] or [[door]])", k))
+		if k != "server" && k != "door" && k != "spa" {
+			p.fail(k, "", "", fmt.Errorf("unknown key %q (want [server], [[door]] or [spa])", k))
 		}
 	}
 	if v, ok := raw["server"]; ok {
@@ -102,6 +102,9 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	if v, ok := raw["door"]; ok {
 		cfg.Doors = p.doors(v, cfg.Server.Firewall)
+	}
+	if v, ok := raw["spa"]; ok {
+		cfg.SPA = p.spa(v, cfg.Server.Firewall)
 	}
 	if p.err != nil {
 		return nil, p.err
@@ -672,6 +675,11 @@ func (c *Config) Validate() error {
 	for i := range c.Doors {
 		if err := c.Doors[i].validate(s.Firewall); err != nil {
 			return fmt.Errorf("door %q: %w", c.Doors[i].Name, err)
+		}
+	}
+	if c.SPA != nil {
+		if err := c.SPA.Validate(s.Firewall); err != nil {
+			return err
 		}
 	}
 	return nil

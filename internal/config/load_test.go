@@ -230,7 +230,7 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"toml syntax", "[server\n", "s.toml:1: "},
 		{"toml duplicate", "[server]\nfirewall = \"none\"\nfirewall = \"none\"\n", "s.toml:3: "},
-		{"unknown top key", "[server]\n[spa]\nkey = 1\n", `s.toml:2: unknown key "spa" (want [server] or [[door]])`},
+		{"unknown top key", "[server]\n[spq]\nkey = 1\n", `s.toml:2: unknown key "spq" (want [server], [[door]] or [spa])`},
 		{"unknown top value", "x = 1\n", `s.toml:1: unknown key "x"`},
 		{"server not table", "server = 1\n", `s.toml:1: server: want a table, got an integer`},
 		{"door not array", "[door]\nname = \"x\"\n", `s.toml:1: door: want [[door]] tables, got a table`},

@@ -27,6 +27,8 @@ type Config struct {
 	Source string
 	Server Server
 	Doors  []Door
+	// SPA is the single packet authorization server; nil means SPA is off.
+	SPA *SPA
 }
 
 // Server holds the daemon-wide settings.

@@ -19,6 +19,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/knock"
 	"github.com/sesame-knock/sesame/internal/lograte"
 	"github.com/sesame-knock/sesame/internal/netport"
+	"github.com/sesame-knock/sesame/internal/spaserver"
 )
 
 // Intake delivers kernel-filtered packets (capture.AFPacket in production).
@@ -42,6 +43,10 @@ type Deps struct {
 	OneTime   OneTime
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// SPA, when set, checks SPA packets: sniffed ones (cfg.SPA.Sniff) from Intake, and those
+	// SPAIntake (a UDP socket, optional) receives.
+	SPA       *spaserver.Handler
+	SPAIntake Intake
 }
 
 // Counters are running totals, for status and metrics.
@@ -116,7 +121,7 @@ func OpenPorts(cfg *config.Config) []netport.Port {
 
 // Gate is the firewall gate cfg needs: every port a door opens is protected.
 func Gate(cfg *config.Config) firewall.Gate {
-	return firewall.Gate{Protected: OpenPorts(cfg)}
+	return firewall.Gate{Protected: spaProtected(cfg, OpenPorts(cfg))}
 }
 
 // Filter is the kernel capture filter cfg needs: the doors' knocks and the sweep guard ports.
@@ -136,6 +141,7 @@ func Filter(cfg *config.Config) capture.Filter {
 	for _, r := range knock.GuardRanges(doorsOf(cfg), cfg.Server.SweepGuard, OpenPorts(cfg)) {
 		f.Guards = append(f.Guards, capture.PortRange{Proto: r.Proto, Lo: r.Lo, Hi: r.Hi})
 	}
+	f.SPA = SPAPorts(cfg)
 	return f
 }
 
@@ -170,7 +176,9 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}
 	}()
+	waitSPA := s.startSPA(ctx)
 	err := s.deps.Intake.Run(ctx, s.handle)
+	waitSPA()
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 		err = nil
 	}
@@ -211,6 +219,9 @@ func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 
 func (s *Server) handle(p *capture.Packet) {
 	s.Counters.Packets.Add(1)
+	if s.spaPacket(p) {
+		return
+	}
 	el := knock.Element{Proto: p.Proto, Num: p.DstPort}
 	if p.Proto == netport.ICMP {
 		el.Num = 0

@@ -1,0 +1,212 @@
+package config
+
+import (
+	"crypto/rand"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sesame-knock/sesame/internal/fwknop"
+	"github.com/sesame-knock/sesame/internal/netport"
+	"github.com/sesame-knock/sesame/internal/spa"
+)
+
+// spaKeys writes a shared key, a server key pair, an fwknop key file and a world-readable copy
+// into a temporary directory and returns it with the client's public key.
+func spaKeys(t *testing.T) (dir string, pub spa.PublicKey) {
+	t.Helper()
+	dir = t.TempDir()
+	write := func(name string, data []byte, mode os.FileMode) {
+		if err := os.WriteFile(filepath.Join(dir, name), data, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(filepath.Join(dir, name), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sk, _ := spa.GenerateSharedKey(rand.Reader)
+	skText, _ := sk.MarshalText()
+	write("alice.key", append([]byte("# alice\n"), skText...), 0o600)
+	write("open.key", skText, 0o644)
+	server, _ := spa.GeneratePair(rand.Reader)
+	serverText, _ := server.MarshalText()
+	write("server", serverText, 0o600)
+	client, _ := spa.GeneratePair(rand.Reader)
+	write("fwknop.keys", []byte("KEY_BASE64 iydGYI5G+2uHWjfW+IeiSY2bkRJEJ8xorcw5mENTqJY=\n"+
+		"HMAC_KEY_BASE64 kRzlTYr0K1R4pc+Vy2hRIOY3ggfgSjsrylbO/9g/VZA9FfhU8R+Xg2cTnNTw+PAyHyeCQL1G64J++Gr4cPhpmg==\n"), 0o600)
+	write("fwknop.key", []byte("iydGYI5G+2uHWjfW+IeiSY2bkRJEJ8xorcw5mENTqJY=\n"), 0o600)
+	write("fwknop.hmac", []byte("kRzlTYr0K1R4pc+Vy2hRIOY3ggfgSjsrylbO/9g/VZA9FfhU8R+Xg2cTnNTw+PAyHyeCQL1G64J++Gr4cPhpmg==\n"), 0o600)
+	return dir, client.Public()
+}
+
+// issueSPA is the [spa] example of the issue, with paths into dir.
+const issueSPA = `[spa]
+listen = "udp/62201"          # a UDP socket; or sniff = true to see the packet while the port stays dropped
+max_age = "120s"
+server_key_file = "DIR/server"        # the server's own key pair, for clients with key pairs
+
+[[spa.client]]
+name = "alice"
+key_file = "DIR/alice.key"     # shared key; or public_key = "..." for a key pair
+open = ["tcp/22", "tcp/443"]                   # what this client may ask for
+sources = ["0.0.0.0/0", "::/0"]
+max_open_for = "1h"
+`
+
+func TestSPAConfigIssueExample(t *testing.T) {
+	dir, pub := spaKeys(t)
+	pubText, _ := pub.MarshalText()
+	src := strings.ReplaceAll(issueSPA, "DIR", dir) + `
+[[spa.client]]
+name = "bob"
+public_key = "` + string(pubText) + `"
+open = ["udp/53"]
+default_open_for = "10s"
+
+[[spa.client]]
+name = "legacy"
+format = "fwknop"
+key_file = "fwknop.keys"
+hmac_digest = "sha512"
+open = ["tcp/22"]
+sources = ["198.18.0.0/16"]
+require_username = "root"
+require_source_address = true
+access_expire = "2099-12-31"
+
+[[spa.client]]
+name = "split"
+format = "fwknop"
+key_file = "fwknop.key"
+hmac_key_file = "fwknop.hmac"
+encryption_mode = "cbc"
+open = ["tcp/2222"]
+`
+	cfg, err := Parse(filepath.Join(dir, "sesame.toml"), []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.SPA
+	if s == nil || s.Port != 62201 || s.Sniff || s.MaxAge != 120*time.Second || s.ServerKey == nil || len(s.Clients) != 4 {
+		t.Fatalf("spa = %+v", s)
+	}
+	a := s.Clients[0]
+	if a.Name != "alice" || a.Format != SPAFormatNative || a.Shared == nil || a.Public != nil ||
+		len(a.Open) != 2 || a.Open[1] != (netport.Port{Proto: netport.TCP, Num: 443}) ||
+		len(a.Sources) != 2 || a.MaxOpenFor != time.Hour || a.DefaultOpenFor != DefaultSPAOpenFor {
+		t.Errorf("alice = %+v", a)
+	}
+	b := s.Clients[1]
+	if b.Public == nil || *b.Public != pub || b.Shared != nil || b.DefaultOpenFor != 10*time.Second || b.MaxOpenFor != DefaultSPAMaxOpenFor {
+		t.Errorf("bob = %+v", b)
+	}
+	l := s.Clients[2]
+	if l.Format != SPAFormatFwknop || len(l.Fwknop.Key) != 32 || len(l.Fwknop.HMACKey) != 64 || l.Fwknop.HMACDigest != fwknop.DigestSHA512 ||
+		l.RequireUsername != "root" || !l.RequireSourceAddress || l.AccessExpire.Year() != 2099 ||
+		l.Sources[0] != netip.MustParsePrefix("198.18.0.0/16") {
+		t.Errorf("legacy = %+v", l)
+	}
+	if sp := s.Clients[3]; len(sp.Fwknop.Key) != 32 || len(sp.Fwknop.HMACKey) != 64 {
+		t.Errorf("split = %+v", sp)
+	}
+	want := []netport.Port{{Proto: netport.TCP, Num: 22}, {Proto: netport.TCP, Num: 443}, {Proto: netport.UDP, Num: 53}, {Proto: netport.TCP, Num: 2222}}
+	if got := s.Protected(); len(got) != len(want) {
+		t.Errorf("Protected = %v, want %v", got, want)
+	}
+	if strings.Contains(strings.ToLower(strings.ReplaceAll(fmtValue(*cfg.SPA), "<redacted", "")), "iydgyi5g") {
+		t.Error("a printed config reveals a key")
+	}
+}
+
+func TestSPAConfigSniff(t *testing.T) {
+	dir, _ := spaKeys(t)
+	cfg, err := Parse(filepath.Join(dir, "s.toml"), []byte("[spa]\nlisten = \"udp/4000\"\nsniff = true\n[[spa.client]]\nname = \"a\"\nkey_file = \"alice.key\"\nopen = [\"tcp/22\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.SPA.Protected()
+	if !cfg.SPA.Sniff || len(got) != 2 || got[0] != (netport.Port{Proto: netport.UDP, Num: 4000}) {
+		t.Errorf("Protected = %v", got)
+	}
+}
+
+func TestSPAConfigErrors(t *testing.T) {
+	dir, _ := spaKeys(t)
+	client := "[[spa.client]]\nname = \"a\"\nkey_file = \"alice.key\"\nopen = [\"tcp/22\"]\n"
+	tests := []struct{ name, src, want string }{
+		{"listen tcp", "[spa]\nlisten = \"tcp/1\"\n" + client, `s.toml:2: spa: listen: "tcp/1": SPA packets are UDP`},
+		{"listen bad", "[spa]\nlisten = \"62201\"\n" + client, `s.toml:2: spa: listen: "62201": want udp/PORT`},
+		{"max_age", "[spa]\nmax_age = \"2h\"\n" + client, `s.toml:2: spa: max_age: 2h0m0s is out of range`},
+		{"unknown key", "[spa]\nlisen = \"udp/1\"\n" + client, `s.toml:2: spa: unknown key "lisen"`},
+		{"no clients", "[spa]\n", `spa: no [[spa.client]]`},
+		{"inline secret", "[spa]\n[[spa.client]]\nname = \"a\"\nkey_base64 = \"AAAA\"\nopen = [\"tcp/22\"]\n", `s.toml:4: spa client "a": key_base64: secrets do not belong in the configuration`},
+		{"inline server secret", "[spa]\nprivate_key = \"x\"\n" + client, `s.toml:2: spa: private_key: secrets do not belong`},
+		{"world readable", "[spa]\n[[spa.client]]\nname = \"a\"\nkey_file = \"open.key\"\nopen = [\"tcp/22\"]\n", `open.key is readable by group or others (mode 0644)`},
+		{"missing key file", "[spa]\n[[spa.client]]\nname = \"a\"\nkey_file = \"nope.key\"\nopen = [\"tcp/22\"]\n", `s.toml:4: spa client "a": key_file: key file: open`},
+		{"wrong key kind", "[spa]\n[[spa.client]]\nname = \"a\"\nkey_file = \"server\"\nopen = [\"tcp/22\"]\n", `not a sesame shared key`},
+		{"no key", "[spa]\n[[spa.client]]\nname = \"a\"\nopen = [\"tcp/22\"]\n", `s.toml:2: spa client "a": set key_file (shared key) or public_key (key pair)`},
+		{"pair without server", "[spa]\n[[spa.client]]\nname = \"a\"\npublic_key = \"sesame-pub-v1 " + strings.Repeat("A", 86) + "==\"\nopen = [\"tcp/22\"]\n", `needs the server's own key`},
+		{"no open", "[spa]\n[[spa.client]]\nname = \"a\"\nkey_file = \"alice.key\"\n", `open is required`},
+		{"open reversed", "[spa]\n[[spa.client]]\nname = \"a\"\nkey_file = \"alice.key\"\nopen = [\"22/tcp\"]\n", `s.toml:5: spa client "a": open: "22/tcp": open entries are written PROTO/PORT`},
+		{"bad name", "[spa]\n[[spa.client]]\nname = \"a b\"\nkey_file = \"alice.key\"\nopen = [\"tcp/22\"]\n", `s.toml:3: spa client #1: name: "a b": a client name is printable ASCII`},
+		{"duplicate", "[spa]\n" + client + client, `s.toml:7: spa client "a": name: client #1 has the same name`},
+		{"bad format", "[spa]\n" + client + "format = \"gpg\"\n", `format: "gpg" is not a format`},
+		{"fwknop option on native", "[spa]\n" + client + "hmac_digest = \"sha256\"\n", `hmac_digest: is an fwknop option`},
+		{"fwknop without key", "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nopen = [\"tcp/22\"]\n", `key_file is required`},
+		{"fwknop bad digest", "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nkey_file = \"fwknop.keys\"\nhmac_digest = \"crc32\"\nopen = [\"tcp/22\"]\n", `s.toml:6: spa client "a": hmac_digest: "crc32"`},
+		{"fwknop shared key file", "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nkey_file = \"alice.key\"\nopen = [\"tcp/22\"]\n", `key_file: alice.key: unexpected "sesame-shared-v1"`},
+		{"max_open_for", "[spa]\n" + client + "max_open_for = \"48h\"\n", `max_open_for: 48h0m0s is out of range`},
+		{"default above max", "[spa]\n" + client + "max_open_for = \"1m\"\ndefault_open_for = \"2m\"\n", `default_open_for: 2m0s is out of range 1s-1m0s`},
+		{"sources empty", "[spa]\n" + client + "sources = []\n", `sources: is empty`},
+		{"firewall none", "[server]\nfirewall = \"none\"\n[spa]\n" + client, `firewall none cannot open ports for SPA clients`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse(filepath.Join(dir, "s.toml"), []byte(tc.src))
+			if err == nil {
+				t.Fatalf("Parse succeeded: %+v", cfg.SPA)
+			}
+			msg := strings.ReplaceAll(err.Error(), dir+"/", "")
+			if !strings.Contains(msg, tc.want) {
+				t.Errorf("err = %q\nwant it to contain %q", msg, tc.want)
+			}
+			if strings.Contains(msg, "iydGYI5G") || strings.Contains(msg, "AAAA") {
+				t.Errorf("error reveals a key: %q", msg)
+			}
+		})
+	}
+}
+
+func TestSPAConfigParseFwknopKeyFile(t *testing.T) {
+	tests := []struct {
+		name, data   string
+		key, hmacKey int // lengths; -1: error
+	}{
+		{"lines", "KEY_BASE64 iydGYI5G+2uHWjfW+IeiSY2bkRJEJ8xorcw5mENTqJY=\nHMAC_KEY_BASE64 AAAA\n", 32, 3},
+		{"single", "# comment\niydGYI5G+2uHWjfW+IeiSY2bkRJEJ8xorcw5mENTqJY=\n", 32, 0},
+		{"passphrase", "KEY   my secret pass\nHMAC_KEY other\n", 14, 5},
+		{"bad base64", "KEY_BASE64 !!!\n", -1, 0},
+		{"no key", "HMAC_KEY_BASE64 AAAA\n", -1, 0},
+		{"other line", "SOURCE ANY\nKEY x\n", -1, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k, h, err := ParseFwknopKeyFile([]byte(tc.data))
+			if tc.key < 0 {
+				if err == nil {
+					t.Fatal("no error")
+				}
+				return
+			}
+			if err != nil || len(k) != tc.key || len(h) != tc.hmacKey {
+				t.Errorf("got %d, %d, %v; want %d, %d", len(k), len(h), err, tc.key, tc.hmacKey)
+			}
+		})
+	}
+}
+
+func fmtValue(v any) string { return fmt.Sprintf("%+v\n%#v", v, v) }

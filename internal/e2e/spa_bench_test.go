@@ -1,0 +1,175 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sesame-knock/sesame/internal/fwknop"
+	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netport"
+	"github.com/sesame-knock/sesame/internal/spa"
+)
+
+// BenchmarkSPAToConnect measures the time from an SPA packet leaving the client to a TCP
+// connection succeeding on the protected port: sesame with its native format (shared key and
+// key pair) and with fwknop's format, and the real fwknopd in UDP server mode, on the same kind
+// of bed. Run it with
+//
+//	go test ./internal/e2e -run '^$' -bench SPAToConnect -benchtime 1x
+//
+// Each sub-benchmark makes latencyTries measurements, each from a fresh source address.
+func BenchmarkSPAToConnect(b *testing.B) {
+	netnsbed.SkipUnlessRoot(b)
+	if sesameBin == "" {
+		b.Fatal("sesame binary not built")
+	}
+	for _, name := range []string{"sesame-native-shared", "sesame-native-pair", "sesame-fwknop", "fwknopd-udp"} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				reportLatency(b, measureSPALatency(b, name))
+			}
+		})
+	}
+}
+
+func measureSPALatency(b *testing.B, name string) []time.Duration {
+	bed, err := netnsbed.New(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bed.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	svc := netip.AddrPortFrom(netnsbed.Server4, 2222)
+	if _, err := netnsbed.Listen(ctx, bed.Server, svc); err != nil {
+		b.Fatal(err)
+	}
+	srcs, err := bed.AddClientAddrs(ctx, latencyTries, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		return p
+	}
+	shared, _ := spa.GenerateSharedKey(rand.Reader)
+	pair, _ := spa.GeneratePair(rand.Reader)
+	server, _ := spa.GeneratePair(rand.Reader)
+	serverPub := server.Public()
+	sharedText, _ := shared.MarshalText()
+	serverText, _ := server.MarshalText()
+	pubText, _ := pair.Public().MarshalText()
+	fwKey, _ := base64.StdEncoding.DecodeString(fwknopKey)
+	fwHMAC, _ := base64.StdEncoding.DecodeString(fwknopHMAC)
+	fwKeys := fwknop.Keys{Key: fwKey, HMACKey: fwHMAC}
+
+	var d *daemon
+	if name == "fwknopd-udp" {
+		if _, err := exec.LookPath("fwknopd"); err != nil {
+			b.Fatal("fwknopd not installed")
+		}
+		for _, rule := range [][]string{
+			{"-A", "INPUT", "-i", "lo", "-j", "ACCEPT"},
+			{"-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"},
+			{"-A", "INPUT", "-p", "udp", "--dport", "62201", "-j", "ACCEPT"},
+			{"-P", "INPUT", "DROP"},
+		} {
+			if out, err := netnsbed.Command(ctx, bed.Server, "iptables", rule...).CombinedOutput(); err != nil {
+				b.Fatalf("iptables %v: %v %s", rule, err, out)
+			}
+		}
+		run := filepath.Join(dir, "run")
+		os.Mkdir(run, 0o700)
+		conf := write("fwknopd.conf", "ENABLE_UDP_SERVER Y;\nUDPSERV_PORT 62201;\nENABLE_SPA_PACKET_AGING Y;\nMAX_SPA_PACKET_AGE 120;\nFLUSH_IPT_AT_INIT Y;\nFLUSH_IPT_AT_EXIT Y;\nFWKNOP_RUN_DIR "+run+";\n")
+		access := write("access.conf", "SOURCE ANY\nKEY_BASE64 "+fwknopKey+"\nHMAC_KEY_BASE64 "+fwknopHMAC+"\nFW_ACCESS_TIMEOUT 60\nOPEN_PORTS tcp/2222\n")
+		d = startDaemonB(b, bed.Server, "Kicking off UDP server", "fwknopd", "-f", "-c", conf, "-a", access,
+			"-d", filepath.Join(run, "digest.cache"), "-p", filepath.Join(run, "fwknopd.pid"))
+		time.Sleep(100 * time.Millisecond)
+	} else {
+		cfg := fmt.Sprintf(`[server]
+state_dir = %q
+
+[spa]
+listen = "udp/62201"
+server_key_file = %q
+
+[[spa.client]]
+name = "alice"
+key_file = %q
+open = ["tcp/2222"]
+
+[[spa.client]]
+name = "bob"
+public_key = %q
+open = ["tcp/2222"]
+
+[[spa.client]]
+name = "legacy"
+format = "fwknop"
+key_file = %q
+open = ["tcp/2222"]
+`, dir, write("server", string(serverText)), write("alice.key", string(sharedText)), string(pubText),
+			write("fwknop.key", "KEY_BASE64 "+fwknopKey+"\nHMAC_KEY_BASE64 "+fwknopHMAC+"\n"))
+		d = startDaemonB(b, bed.Server, "sesame server running", sesameBin, "server", "-c", write("sesame.toml", cfg))
+	}
+	defer d.stop(9)
+
+	dst := netip.AddrPortFrom(netnsbed.Server4, 62201)
+	var lat []time.Duration
+	for _, src := range srcs {
+		var pkt []byte
+		var err error
+		now := time.Now()
+		switch name {
+		case "sesame-native-shared":
+			pkt, err = spa.Seal(spa.Request{Ports: []netport.Port{{Proto: netport.TCP, Num: 2222}}, Duration: time.Minute}, spa.ClientCredential{ID: "alice", Shared: &shared}, now, rand.Reader)
+		case "sesame-native-pair":
+			pkt, err = spa.Seal(spa.Request{Ports: []netport.Port{{Proto: netport.TCP, Num: 2222}}, Duration: time.Minute}, spa.ClientCredential{ID: "bob", Pair: pair, Server: &serverPub}, now, rand.Reader)
+		default:
+			pkt, err = fwknop.Encode(&fwknop.Message{User: "bench", Timestamp: now, Type: fwknop.TypeAccess, AllowIP: src,
+				Ports: []netport.Port{{Proto: netport.TCP, Num: 2222}}}, fwKeys, rand.Reader)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		var l time.Duration
+		err = netnsbed.Do(bed.Client, func() error {
+			c, err := net.DialUDP("udp", &net.UDPAddr{IP: src.AsSlice()}, net.UDPAddrFromAddrPort(dst))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := c.Write(pkt); err != nil {
+				return err
+			}
+			start := time.Now()
+			l, err = probeConnect(src, svc, start, 3*time.Second)
+			return err
+		})
+		if err != nil {
+			b.Fatalf("%s: try from %s: %v\n%s", name, src, err, tail(d.out.String()))
+		}
+		lat = append(lat, l)
+		time.Sleep(10 * time.Millisecond)
+	}
+	return lat
+}
+
+func tail(s string) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-15):], "\n")
+}

@@ -1,0 +1,212 @@
+package fwknopconf
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sesame-knock/sesame/internal/config"
+	"github.com/sesame-knock/sesame/internal/fwknop"
+	"github.com/sesame-knock/sesame/internal/netport"
+)
+
+// liveDir copies two of the live configurations (testdata, from the fwknop reference run) into a
+// directory as fwknopd.conf and access.conf, mode 0600.
+func liveDir(t *testing.T, server, access string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for src, dst := range map[string]string{server: "fwknopd.conf", access: "access.conf"} {
+		if src == "" {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("testdata", src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, dst), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func hasWarning(s *config.SPA, sub string) bool {
+	return slices.ContainsFunc(s.Warnings, func(w string) bool { return strings.Contains(w, sub) })
+}
+
+func TestFwknopConfLive(t *testing.T) {
+	tests := []struct {
+		name, server, access string
+		sniff                bool
+		ifaces               []string
+		warnings             []string
+		check                func(t *testing.T, c config.SPAClient)
+	}{
+		{"pcap", "fwknopd.conf", "access.conf", true, []string{"veth-fs"},
+			[]string{"FLUSH_IPT_AT_INIT is ignored", "FLUSH_IPT_AT_EXIT is ignored", "no OPEN_PORTS"}, nil},
+		{"udp", "fwknopd-udp.conf", "access.conf", false, nil, []string{"no OPEN_PORTS"}, nil},
+		{"nat", "fwknopd-nat.conf", "access.conf", true, []string{"veth-fs"}, []string{"NAT requests are refused"}, nil},
+		{"cmd", "fwknopd-udp.conf", "access-cmd.conf", false, nil, []string{"ENABLE_CMD_EXEC is not supported"},
+			func(t *testing.T, c config.SPAClient) {
+				if c.DefaultOpenFor != 10*time.Second || c.MaxOpenFor != fwknop.DefaultMaxFWTimeout {
+					t.Errorf("timeouts %v/%v", c.DefaultOpenFor, c.MaxOpenFor)
+				}
+			}},
+		{"nft", "fwknopd-udp.conf", "access-nft.conf", false, nil, []string{"CMD_CYCLE_OPEN/CMD_CYCLE_CLOSE are not supported"},
+			func(t *testing.T, c config.SPAClient) {
+				if c.DefaultOpenFor != fwknop.DefaultFWAccessTimeout {
+					t.Errorf("default %v", c.DefaultOpenFor)
+				}
+			}},
+		{"no fwknopd.conf", "", "access.conf", true, nil, []string{"PCAP_INTF is not set"}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := liveDir(t, tc.server, tc.access)
+			cfg, err := Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := cfg.SPA
+			if cfg.Server.Firewall != config.FirewallIptables || s == nil || s.Port != 62201 || s.Sniff != tc.sniff ||
+				s.MaxAge != 120*time.Second || len(cfg.Doors) != 0 {
+				t.Fatalf("config %+v spa %+v", cfg.Server, s)
+			}
+			if !slices.Equal(cfg.Server.Interfaces, tc.ifaces) {
+				t.Errorf("interfaces %v, want %v", cfg.Server.Interfaces, tc.ifaces)
+			}
+			if tc.server != "" && cfg.Server.StateDir != "/tmp/fwklive/run" {
+				t.Errorf("state dir %q", cfg.Server.StateDir)
+			}
+			for _, w := range tc.warnings {
+				if !hasWarning(s, w) {
+					t.Errorf("no warning %q in %q", w, s.Warnings)
+				}
+			}
+			if len(s.Clients) != 1 {
+				t.Fatalf("%d clients", len(s.Clients))
+			}
+			c := s.Clients[0]
+			if c.Format != config.SPAFormatFwknop || c.Name != "stanza#1" || !c.AnyPort || len(c.Open) != 0 ||
+				!slices.Equal(c.Sources, config.AnySource) || len(c.Fwknop.Key) != 32 || len(c.Fwknop.HMACKey) != 64 {
+				t.Errorf("client %+v", c)
+			}
+			if tc.check != nil {
+				tc.check(t, c)
+			} else if c.DefaultOpenFor != 10*time.Second || c.MaxOpenFor != 60*time.Second {
+				t.Errorf("timeouts %v/%v, want 10s/60s", c.DefaultOpenFor, c.MaxOpenFor)
+			}
+			for _, w := range s.Warnings {
+				if strings.Contains(w, "iydGYI5G") {
+					t.Errorf("warning reveals a key: %q", w)
+				}
+			}
+			// Protected: only the sniffed SPA port (the stanza allows any port).
+			want := []netport.Port(nil)
+			if tc.sniff {
+				want = []netport.Port{{Proto: netport.UDP, Num: 62201}}
+			}
+			if got := s.Protected(); !slices.Equal(got, want) {
+				t.Errorf("Protected %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+const keys = "KEY_BASE64 iydGYI5G+2uHWjfW+IeiSY2bkRJEJ8xorcw5mENTqJY=\nHMAC_KEY_BASE64 kRzlTYr0K1R4pc+Vy2hRIOY3ggfgSjsrylbO/9g/VZA9FfhU8R+Xg2cTnNTw+PAyHyeCQL1G64J++Gr4cPhpmg==\n"
+
+func TestFwknopConfOptions(t *testing.T) {
+	srv := "ENABLE_UDP_SERVER Y;\nUDPSERV_PORT 4000;\nMAX_SPA_PACKET_AGE 30;\nFW_ACCESS_TIMEOUT 20;\nFWKNOP_RUN_DIR /var/lib/x;\n"
+	acc := "SOURCE 198.18.0.0/16, 10.0.0.1\n" + keys +
+		"OPEN_PORTS tcp/22, udp/53\nRESTRICT_PORTS tcp/23\nHMAC_DIGEST_TYPE sha512\nENCRYPTION_MODE CBC\n" +
+		"MAX_FW_TIMEOUT 120\nREQUIRE_USERNAME alice\nREQUIRE_SOURCE_ADDRESS Y\nACCESS_EXPIRE 12/31/2099\n" +
+		"SOURCE ANY\nKEY secret pass\n"
+	cfg, err := Parse("dir", "fwknopd.conf", []byte(srv), "access.conf", []byte(acc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.SPA
+	if s.Sniff || s.Port != 4000 || s.MaxAge != 30*time.Second || cfg.Server.StateDir != "/var/lib/x" || len(s.Clients) != 2 {
+		t.Fatalf("spa %+v", s)
+	}
+	c := s.Clients[0]
+	want := []netport.Port{{Proto: netport.TCP, Num: 22}, {Proto: netport.UDP, Num: 53}}
+	if c.AnyPort || !slices.Equal(c.Open, want) || len(c.Restrict) != 1 || len(c.Sources) != 2 ||
+		c.Fwknop.HMACDigest != fwknop.DigestSHA512 || c.RequireUsername != "alice" || !c.RequireSourceAddress ||
+		c.AccessExpire.Year() != 2099 || c.DefaultOpenFor != 20*time.Second || c.MaxOpenFor != 120*time.Second {
+		t.Errorf("stanza 1 %+v", c)
+	}
+	if c2 := s.Clients[1]; string(c2.Fwknop.Key) != "secret pass" || c2.Fwknop.HMACKey != nil || !hasWarning(s, "no HMAC key") {
+		t.Errorf("stanza 2 %+v, warnings %q", c2, s.Warnings)
+	}
+	if got := s.Protected(); !slices.Equal(got, want) {
+		t.Errorf("Protected %v, want %v", got, want)
+	}
+}
+
+func TestFwknopConfErrors(t *testing.T) {
+	acc := "SOURCE ANY\n" + keys
+	tests := []struct{ name, srv, acc, want string }{
+		{"complex filter", "PCAP_FILTER udp port 1 or udp port 2;\n", acc, `PCAP_FILTER "udp port 1 or udp port 2": sesame needs a filter of the form "udp port N"`},
+		{"tcp filter", "PCAP_FILTER tcp port 1;\n", acc, `sesame needs a filter`},
+		{"tcp server", "ENABLE_TCP_SERVER Y;\n", acc, `fwknopd.conf: ENABLE_TCP_SERVER: SPA over TCP is not supported`},
+		{"http", "ENABLE_SPA_OVER_HTTP Y;\n", acc, `SPA over HTTP is not supported`},
+		{"destination", "", acc + "DESTINATION 10.0.0.1\n", `access.conf:1: stanza #1: DESTINATION is not supported`},
+		{"force nat", "", acc + "FORCE_NAT 192.168.1.2 22\n", `stanza #1: FORCE_NAT: NAT is not supported`},
+		{"gpg", "", "SOURCE ANY\nGPG_DECRYPT_ID ABCD\n", `stanza #1: GPG keys are not supported`},
+		{"bad access", "", "KEY x\n", `option before the first SOURCE`},
+		{"timeout too long", "", acc + "MAX_FW_TIMEOUT 100000\n", `may be at most 24h0m0s`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("dir", "fwknopd.conf", []byte(tc.srv), "access.conf", []byte(tc.acc))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "iydGYI5G") {
+				t.Errorf("error reveals a key: %v", err)
+			}
+		})
+	}
+	warnings := []struct{ name, srv, acc, want string }{
+		{"aging off", "ENABLE_SPA_PACKET_AGING N;\n", acc, "ENABLE_SPA_PACKET_AGING N is ignored"},
+		{"unknown server option", "SOMETHING_NEW Y;\n", acc, "SOMETHING_NEW is ignored: not supported by sesame"},
+		{"tcp server off", "ENABLE_TCP_SERVER N;\n", acc, ""},
+		{"gpg with key", "", acc + "GPG_REMOTE_ID ABCD\n", "GPG_REMOTE_ID is not supported and is ignored"},
+		{"access file", "ACCESS_FILE /etc/fwknop/other.conf;\n", acc, "ACCESS_FILE /etc/fwknop/other.conf is not read"},
+		{"default above max", "", acc + "FW_ACCESS_TIMEOUT 600\n", "client timeouts are capped at 10m0s"},
+	}
+	for _, tc := range warnings {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse("dir", "fwknopd.conf", []byte(tc.srv), "access.conf", []byte(tc.acc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.want != "" && !hasWarning(cfg.SPA, tc.want) {
+				t.Errorf("no warning %q in %q", tc.want, cfg.SPA.Warnings)
+			}
+		})
+	}
+}
+
+func TestFwknopConfLoadErrors(t *testing.T) {
+	dir := liveDir(t, "fwknopd-udp.conf", "access.conf")
+	if err := os.Chmod(filepath.Join(dir, "access.conf"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "readable by group or others") {
+		t.Errorf("world-readable access.conf: %v", err)
+	}
+	if _, err := Load(filepath.Join(dir, "nope")); err == nil {
+		t.Error("missing directory accepted")
+	}
+	if _, err := Load(filepath.Join(dir, "fwknopd.conf")); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("file as directory: %v", err)
+	}
+	if _, err := Load(t.TempDir()); err == nil || !strings.Contains(err.Error(), "access.conf") {
+		t.Errorf("no access.conf: %v", err)
+	}
+}

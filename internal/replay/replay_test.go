@@ -1,0 +1,246 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newClock() *clock { return &clock{t: time.Unix(1_800_000_000, 0)} }
+
+type store interface {
+	Store
+}
+
+// stores returns each Store implementation on clk.
+func stores(t *testing.T, clk *clock) map[string]store {
+	t.Helper()
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "replay.db"), WithClock(clk.now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	m := NewMemory(1000)
+	m.SetClock(clk.now)
+	return map[string]store{"bolt": b, "memory": m}
+}
+
+func TestReplayInsertIfAbsent(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	for name, s := range stores(t, clk) {
+		t.Run(name, func(t *testing.T) {
+			steps := []struct {
+				key     string
+				advance time.Duration
+				expiry  time.Duration // from the clock after advancing
+				want    bool
+			}{
+				{"a", 0, time.Minute, true},
+				{"a", 0, time.Minute, false},
+				{"b", 0, time.Minute, true},
+				{"a", 30 * time.Second, time.Minute, false},
+				{"a", 31 * time.Second, time.Minute, true}, // "a" expired
+				{"b", 0, time.Minute, true},                // "b" too
+				{"b", 0, time.Minute, false},
+			}
+			for i, st := range steps {
+				clk.add(st.advance)
+				got, err := s.InsertIfAbsent(ctx, []byte(name+st.key), clk.now().Add(st.expiry))
+				if err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+				if got != st.want {
+					t.Fatalf("step %d: insert %q = %v, want %v", i, st.key, got, st.want)
+				}
+			}
+		})
+	}
+}
+
+func TestReplayConcurrentInsertsOneWins(t *testing.T) {
+	clk := newClock()
+	for name, s := range stores(t, clk) {
+		t.Run(name, func(t *testing.T) {
+			for k := range 5 {
+				var wins atomic.Int32
+				var wg sync.WaitGroup
+				key := []byte(fmt.Sprintf("key-%d", k))
+				for range 16 {
+					wg.Go(func() {
+						ok, err := s.InsertIfAbsent(context.Background(), key, clk.now().Add(time.Minute))
+						if err != nil {
+							t.Error(err)
+						}
+						if ok {
+							wins.Add(1)
+						}
+					})
+				}
+				wg.Wait()
+				if n := wins.Load(); n != 1 {
+					t.Fatalf("key %d: %d inserts won, want exactly 1", k, n)
+				}
+			}
+		})
+	}
+}
+
+func TestReplayBoltPersistsAcrossReopen(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	path := filepath.Join(t.TempDir(), "replay.db")
+	b, err := OpenBolt(path, WithClock(clk.now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := b.InsertIfAbsent(ctx, []byte("nonce"), clk.now().Add(time.Minute)); !ok || err != nil {
+		t.Fatalf("first insert: %v %v", ok, err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", st.Mode().Perm())
+	}
+	b, err = OpenBolt(path, WithClock(clk.now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if ok, err := b.InsertIfAbsent(ctx, []byte("nonce"), clk.now().Add(time.Minute)); ok || err != nil {
+		t.Fatalf("insert after reopen: %v %v, want refused", ok, err)
+	}
+	clk.add(2 * time.Minute)
+	if ok, err := b.InsertIfAbsent(ctx, []byte("nonce"), clk.now().Add(time.Minute)); !ok || err != nil {
+		t.Fatalf("insert after expiry: %v %v, want inserted", ok, err)
+	}
+}
+
+func TestReplayBoltSweep(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "replay.db"), WithClock(clk.now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	const n = 100
+	for i := range n {
+		if _, err := b.InsertIfAbsent(ctx, []byte(fmt.Sprint("old", i)), clk.now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.add(2 * time.Second)
+	// One insert sweeps at most SweepPerInsert entries.
+	if _, err := b.InsertIfAbsent(ctx, []byte("new"), clk.now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := b.Len(); got != n+1-SweepPerInsert {
+		t.Errorf("after one insert: %d entries, want %d", got, n+1-SweepPerInsert)
+	}
+	if removed, err := b.Sweep(); err != nil || removed != n-SweepPerInsert {
+		t.Errorf("Sweep removed %d (%v), want %d", removed, err, n-SweepPerInsert)
+	}
+	if got, _ := b.Len(); got != 1 {
+		t.Errorf("after sweep: %d entries, want 1", got)
+	}
+	if ok, _ := b.InsertIfAbsent(ctx, []byte("new"), clk.now().Add(time.Hour)); ok {
+		t.Error("live entry was swept")
+	}
+}
+
+func TestReplayBoltErrors(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name string
+		path func() string
+		want string
+	}{
+		{"missing dir", func() string { return filepath.Join(dir, "nope", "replay.db") }, "does not exist"},
+		{"locked", func() string {
+			p := filepath.Join(dir, "locked.db")
+			b, err := OpenBolt(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { b.Close() })
+			return p
+		}, "locked by another process"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := OpenBolt(tc.path(), WithLockTimeout(100*time.Millisecond))
+			if err == nil {
+				b.Close()
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "replay: open: ") {
+				t.Errorf("error %q, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestReplayMemoryBounded(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	m := NewMemory(3)
+	m.SetClock(clk.now)
+	for i := range 3 {
+		if ok, err := m.InsertIfAbsent(ctx, []byte{byte(i)}, clk.now().Add(time.Second)); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	if _, err := m.InsertIfAbsent(ctx, []byte{9}, clk.now().Add(time.Second)); !errors.Is(err, ErrFull) {
+		t.Fatalf("full store: err %v, want ErrFull", err)
+	}
+	clk.add(time.Second)
+	if ok, err := m.InsertIfAbsent(ctx, []byte{9}, clk.now().Add(time.Second)); !ok || err != nil {
+		t.Fatalf("after expiry: %v %v", ok, err)
+	}
+	if m.Len() != 1 {
+		t.Errorf("Len %d, want 1", m.Len())
+	}
+	m.Close()
+	if _, err := m.InsertIfAbsent(ctx, []byte{1}, clk.now()); !errors.Is(err, ErrClosed) {
+		t.Errorf("after Close: %v", err)
+	}
+}
+
+func BenchmarkReplayBoltInsert(b *testing.B) {
+	s, err := OpenBolt(filepath.Join(b.TempDir(), "replay.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	exp := time.Now().Add(time.Hour)
+	for i := 0; b.Loop(); i++ {
+		if _, err := s.InsertIfAbsent(context.Background(), fmt.Appendf(nil, "k%d", i), exp); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

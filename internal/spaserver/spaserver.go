@@ -1,0 +1,412 @@
+// Package spaserver decides what single packet authorization requests, native or fwknop, are granted.
+package spaserver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sesame-knock/sesame/internal/config"
+	"github.com/sesame-knock/sesame/internal/firewall"
+	"github.com/sesame-knock/sesame/internal/fwknop"
+	"github.com/sesame-knock/sesame/internal/lograte"
+	"github.com/sesame-knock/sesame/internal/netport"
+	"github.com/sesame-knock/sesame/internal/replay"
+	"github.com/sesame-knock/sesame/internal/spa"
+)
+
+// Reasons, as logged in the "reason" attribute of every decision.
+const (
+	ReasonAccepted         = "accepted"
+	ReasonReplay           = "replay"
+	ReasonStale            = "stale"
+	ReasonFuture           = "future"
+	ReasonBadMAC           = "bad MAC"
+	ReasonUnknownClient    = "unknown client"
+	ReasonPortNotAllowed   = "port not allowed"
+	ReasonSourceNotAllowed = "source not allowed"
+	ReasonAddrNotAllowed   = "address not allowed"
+	ReasonSourceAddrNeeded = "source address required"
+	ReasonUserNotAllowed   = "username not allowed"
+	ReasonAccessExpired    = "access expired"
+	ReasonNATRefused       = "NAT not supported"
+	ReasonCommandRefused   = "command not supported"
+	ReasonMalformed        = "malformed"
+	ReasonTooShort         = "too short"
+	ReasonTooLong          = "too long"
+	ReasonInternal         = "internal error"
+)
+
+// Replay key prefixes keep the two formats' keys apart in one store.
+const (
+	prefixNative = 'n'
+	prefixFwknop = 'f'
+)
+
+// Handler checks SPA packets against a configuration. It is safe for concurrent use.
+type Handler struct {
+	cfg     *config.SPA
+	store   replay.Store
+	log     *slog.Logger
+	now     func() time.Time
+	limiter *lograte.Limiter
+
+	keys   spa.Clients
+	native map[string]*config.SPAClient
+	fwknop []*config.SPAClient
+
+	mu     sync.Mutex
+	counts map[string]uint64
+}
+
+// New builds a Handler for cfg. store records accepted packets' replay keys; log receives one
+// line per decision (refusals rate-limited per source); now is the clock (time.Now when nil).
+func New(cfg *config.SPA, store replay.Store, log *slog.Logger, now func() time.Time) (*Handler, error) {
+	const op = "spaserver: new"
+	if cfg == nil || store == nil {
+		return nil, fmt.Errorf("%s: configuration and replay store are required", op)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	h := &Handler{
+		cfg: cfg, store: store, log: log, now: now,
+		limiter: lograte.New(10, time.Second, 4096, now),
+		native:  map[string]*config.SPAClient{},
+		counts:  map[string]uint64{},
+	}
+	var clients []*spa.Client
+	for i := range cfg.Clients {
+		c := &cfg.Clients[i]
+		switch c.Format {
+		case config.SPAFormatNative:
+			var sc *spa.Client
+			var err error
+			switch {
+			case c.Shared != nil:
+				sc, err = spa.NewSharedClient(c.Name, *c.Shared)
+			case c.Public != nil && cfg.ServerKey != nil:
+				sc, err = spa.NewPairClient(c.Name, *c.Public, cfg.ServerKey)
+			default:
+				err = errors.New("no usable key")
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: client %q: %w", op, c.Name, err)
+			}
+			clients = append(clients, sc)
+			h.native[c.Name] = c
+		case config.SPAFormatFwknop:
+			h.fwknop = append(h.fwknop, c)
+		default:
+			return nil, fmt.Errorf("%s: client %q: unknown format %q", op, c.Name, c.Format)
+		}
+	}
+	keys, err := spa.NewKeyring(clients...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	h.keys = keys
+	return h, nil
+}
+
+// Counts returns how many packets ended with each reason so far.
+func (h *Handler) Counts() map[string]uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[string]uint64, len(h.counts))
+	for k, v := range h.counts {
+		out[k] = v
+	}
+	return out
+}
+
+// decision is the outcome for one packet, logged exactly once.
+type decision struct {
+	reason string
+	format string
+	client string
+	detail string
+	grants []firewall.Grant
+}
+
+// Handle checks one SPA payload from src and returns the grants it earns (nil when refused).
+// Cheap checks run first; the replay store is written only for authenticated, fresh packets.
+// payload may alias a read buffer: nothing of it is kept.
+func (h *Handler) Handle(ctx context.Context, src netip.Addr, payload []byte) []firewall.Grant {
+	src = src.Unmap()
+	var d decision
+	if len(payload) >= len(spa.Magic) && string(payload[:len(spa.Magic)]) == spa.Magic {
+		d = h.native1(ctx, src, payload)
+	} else {
+		d = h.fwknop1(ctx, src, payload)
+	}
+	h.record(src, &d)
+	return d.grants
+}
+
+func (h *Handler) native1(ctx context.Context, src netip.Addr, pkt []byte) decision {
+	d := decision{format: config.SPAFormatNative}
+	if len(pkt) >= spa.HeaderLen {
+		if c := h.keys.Lookup(spa.KeyHint(pkt[5:spa.HeaderLen])); c != nil {
+			d.client = c.ID
+		}
+	}
+	now := h.now()
+	req, err := spa.Open(pkt, h.keys, now, h.cfg.MaxAge)
+	if err != nil {
+		switch {
+		case errors.Is(err, spa.ErrTooShort):
+			d.reason = ReasonTooShort
+		case errors.Is(err, spa.ErrTooLong):
+			d.reason = ReasonTooLong
+		case errors.Is(err, spa.ErrUnknownClient):
+			d.reason = ReasonUnknownClient
+		case errors.Is(err, spa.ErrBadMAC), errors.Is(err, spa.ErrDecrypt), errors.Is(err, spa.ErrBadSignature):
+			d.reason = ReasonBadMAC
+		case errors.Is(err, spa.ErrStale):
+			d.reason = ReasonStale
+		case errors.Is(err, spa.ErrFuture):
+			d.reason = ReasonFuture
+		default:
+			d.reason = ReasonMalformed
+		}
+		d.detail = err.Error()
+		return d
+	}
+	d.client = req.Client
+	c := h.native[req.Client]
+	if c == nil { // cannot happen: the keyring holds only configured clients
+		d.reason = ReasonUnknownClient
+		return d
+	}
+	if !h.fresh(ctx, &d, append([]byte{prefixNative}, req.ReplayKey()...), req.ReplayExpiry(h.cfg.MaxAge)) {
+		return d
+	}
+	addr := src
+	if !req.FromSource() {
+		addr = req.Addr.Unmap()
+		if !inPrefixes(addr, c.Sources) {
+			d.reason, d.detail = ReasonAddrNotAllowed, "requested address "+addr.String()
+			return d
+		}
+	}
+	h.policy(&d, c, src, addr, req.Ports, req.Duration, now)
+	return d
+}
+
+func (h *Handler) fwknop1(ctx context.Context, src netip.Addr, wire []byte) decision {
+	d := decision{format: config.SPAFormatFwknop}
+	switch {
+	case len(h.fwknop) == 0:
+		d.format, d.reason, d.detail = "", ReasonMalformed, "not a sesame packet, and no fwknop clients are configured"
+		return d
+	case len(wire) < fwknop.MinPacketLen:
+		d.reason, d.detail = ReasonTooShort, fmt.Sprintf("%d bytes", len(wire))
+		return d
+	case len(wire) > fwknop.MaxPacketLen:
+		d.reason, d.detail = ReasonTooLong, fmt.Sprintf("%d bytes", len(wire))
+		return d
+	}
+	if bytes.HasPrefix(wire, []byte("U2FsdGVkX1")) {
+		d.reason, d.detail = ReasonMalformed, "starts with the Salted__ prefix"
+		return d
+	}
+	for _, b := range wire {
+		if !isB64(b) {
+			d.reason, d.detail = ReasonMalformed, "not base64 text"
+			return d
+		}
+	}
+	var (
+		msg     *fwknop.Message
+		c       *config.SPAClient
+		matched bool
+		// authErr is a failure after a stanza's HMAC matched: the packet is that client's.
+		authErr    error
+		authClient string
+	)
+	for _, cand := range h.fwknop {
+		if !inPrefixes(src, cand.Sources) {
+			continue
+		}
+		matched = true
+		m, err := fwknop.Decode(wire, cand.Fwknop)
+		if err == nil {
+			msg, c = m, cand
+			break
+		}
+		if cand.Fwknop.HMACKey != nil && !errors.Is(err, fwknop.ErrBadHMAC) && authErr == nil {
+			authErr, authClient = err, cand.Name
+		}
+	}
+	if !matched {
+		d.reason = ReasonSourceNotAllowed
+		return d
+	}
+	if msg == nil {
+		// Without a matching HMAC a wrong key and a damaged packet look alike: "bad MAC".
+		d.reason, d.detail = ReasonBadMAC, "no stanza's keys authenticate the packet"
+		if authErr != nil {
+			d.client, d.detail = authClient, authErr.Error()
+			if errors.Is(authErr, fwknop.ErrMalformed) {
+				d.reason = ReasonMalformed
+			}
+		}
+		return d
+	}
+	d.client = c.Name
+	now := h.now()
+	switch age := now.Sub(msg.Timestamp); {
+	case age > h.cfg.MaxAge:
+		d.reason, d.detail = ReasonStale, fmt.Sprintf("%v old", age.Round(time.Second))
+		return d
+	case age < -h.cfg.MaxAge:
+		d.reason, d.detail = ReasonFuture, fmt.Sprintf("%v ahead", (-age).Round(time.Second))
+		return d
+	}
+	// fwknop's digest: SHA-256 of the wire text. Kept for twice max_age, as a timestamp up to
+	// max_age ahead stays fresh until max_age after it.
+	key := append([]byte{prefixFwknop}, fwknop.ReplayKey(wire)...)
+	if !h.fresh(ctx, &d, key, now.Add(2*h.cfg.MaxAge)) {
+		return d
+	}
+	switch {
+	case msg.Type == fwknop.TypeCommand:
+		d.reason, d.detail = ReasonCommandRefused, "command messages are not enabled"
+		return d
+	case msg.Type.HasNAT():
+		d.reason, d.detail = ReasonNATRefused, "NAT access requests are not enabled"
+		return d
+	case c.RequireUsername != "" && msg.User != c.RequireUsername:
+		d.reason, d.detail = ReasonUserNotAllowed, fmt.Sprintf("username %q", msg.User)
+		return d
+	}
+	addr := src
+	if !msg.FromSource() {
+		addr = msg.AllowIP.Unmap()
+	} else if c.RequireSourceAddress {
+		d.reason, d.detail = ReasonSourceAddrNeeded, "allow IP 0.0.0.0 with REQUIRE_SOURCE_ADDRESS"
+		return d
+	}
+	dur := msg.ClientTimeout
+	if !msg.Type.HasTimeout() {
+		dur = 0
+	}
+	h.policy(&d, c, src, addr, msg.Ports, dur, now)
+	return d
+}
+
+// fresh records key in the replay store; false (with the reason set) when it was there already
+// or the store failed.
+func (h *Handler) fresh(ctx context.Context, d *decision, key []byte, expiry time.Time) bool {
+	ok, err := h.store.InsertIfAbsent(ctx, key, expiry)
+	switch {
+	case err != nil:
+		d.reason, d.detail = ReasonInternal, err.Error()
+		return false
+	case !ok:
+		d.reason = ReasonReplay
+		return false
+	}
+	return true
+}
+
+// policy applies a client's limits to an authenticated request and sets the grants.
+func (h *Handler) policy(d *decision, c *config.SPAClient, src, addr netip.Addr, ports []netport.Port, dur time.Duration, now time.Time) {
+	switch {
+	case !inPrefixes(src, c.Sources):
+		d.reason = ReasonSourceNotAllowed
+		return
+	case !c.AccessExpire.IsZero() && !now.Before(c.AccessExpire):
+		d.reason, d.detail = ReasonAccessExpired, "since "+c.AccessExpire.Format(time.DateOnly)
+		return
+	case len(ports) == 0:
+		d.reason, d.detail = ReasonMalformed, "no ports"
+		return
+	}
+	for _, p := range ports {
+		if slices.Contains(c.Restrict, p) || (!c.AnyPort && !slices.Contains(c.Open, p)) {
+			d.reason, d.detail = ReasonPortNotAllowed, p.String()
+			return
+		}
+	}
+	if dur <= 0 {
+		dur = c.DefaultOpenFor
+	}
+	dur = min(dur, c.MaxOpenFor)
+	d.grants = make([]firewall.Grant, 0, len(ports))
+	for _, p := range ports {
+		g := firewall.Grant{Src: addr, Port: p, Timeout: dur}
+		if !slices.Contains(d.grants, g) {
+			d.grants = append(d.grants, g)
+		}
+	}
+	d.reason = ReasonAccepted
+}
+
+func isB64(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '='
+}
+
+func inPrefixes(a netip.Addr, ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// record counts and logs a decision once: accepted packets always, refusals within the
+// per-source rate limit (with the count held back since the last line).
+func (h *Handler) record(src netip.Addr, d *decision) {
+	h.mu.Lock()
+	h.counts[d.reason]++
+	h.mu.Unlock()
+	args := make([]any, 0, 14)
+	args = append(args, "src", src)
+	if d.client != "" {
+		args = append(args, "client", d.client)
+	}
+	if d.format != "" {
+		args = append(args, "format", d.format)
+	}
+	args = append(args, "reason", d.reason)
+	if d.reason == ReasonAccepted {
+		ports := make([]string, len(d.grants))
+		for i, g := range d.grants {
+			ports[i] = g.Port.String()
+		}
+		args = append(args, "addr", d.grants[0].Src, "open", strings.Join(ports, ","), "open_for", d.grants[0].Timeout)
+		h.log.Info("spa accepted", args...)
+		return
+	}
+	level := slog.LevelInfo
+	if d.reason == ReasonInternal {
+		level = slog.LevelError
+	}
+	if !h.log.Enabled(context.Background(), level) {
+		return
+	}
+	ok, suppressed := h.limiter.Allow(src)
+	if !ok {
+		return
+	}
+	if d.detail != "" {
+		args = append(args, "detail", d.detail)
+	}
+	if suppressed > 0 {
+		args = append(args, "suppressed", suppressed)
+	}
+	h.log.Log(context.Background(), level, "spa refused", args...)
+}
