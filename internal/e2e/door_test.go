@@ -125,7 +125,7 @@ func TestIntegrationWrongKnocksOpenNothing(t *testing.T) {
 	}
 	// Every refusal is logged with its source and reason.
 	for _, want := range []string{"source not allowed", "sequence timeout", "wrong knock"} {
-		if !d.waitLog(want, time.Second) {
+		if !d.WaitOutput(want, time.Second) {
 			t.Errorf("log lacks a %q line", want)
 		}
 	}
@@ -253,7 +253,7 @@ func TestIntegrationSweepOpensNothing(t *testing.T) {
 			}
 		})
 	}
-	if !d.waitLog("sweep guard", time.Second) {
+	if !d.WaitOutput("sweep guard", time.Second) {
 		t.Error("no sweep guard log line")
 	}
 	// The guard is per source: the legitimate client still gets in at once.
@@ -328,7 +328,7 @@ func TestIntegrationKill9(t *testing.T) {
 		t.Fatal("not open after knock")
 	}
 	granted := time.Now()
-	d.stop(syscall.SIGKILL)
+	d.Stop(syscall.SIGKILL)
 	if canConnect(t, bed, extra[0], svc) {
 		t.Error("daemon dead: port open to a source without a grant")
 	}
@@ -364,16 +364,16 @@ func TestIntegrationDaemonDownFailsClosed(t *testing.T) {
 	if !eventually(t, bed, netnsbed.Client6, svc, true) {
 		t.Fatal("not open after knock")
 	}
-	d.stop(syscall.SIGKILL)
+	d.Stop(syscall.SIGKILL)
 	time.Sleep(1500 * time.Millisecond)
 	if canConnect(t, bed, netnsbed.Client6, svc) {
 		t.Error("daemon dead and grant expired, but the port is open")
 	}
 	// A clean stop also keeps the gate (on_stop = "close" by default).
 	d2, _ := startSesame(t, bed, fmt.Sprintf(doorConfig, "nftables", "5s", "1s"))
-	d2.stop(syscall.SIGTERM)
-	if d2.waited != nil {
-		t.Errorf("SIGTERM: server exited with %v", d2.waited)
+	d2.Stop(syscall.SIGTERM)
+	if d2.Err() != nil {
+		t.Errorf("SIGTERM: server exited with %v", d2.Err())
 	}
 	if canConnect(t, bed, netnsbed.Client6, svc) {
 		t.Error("after a clean stop the port is open")
@@ -405,8 +405,8 @@ func TestIntegrationReload(t *testing.T) {
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	if !d.waitLog("configuration reloaded", 5*time.Second) {
+	d.Cmd.Process.Signal(syscall.SIGHUP)
+	if !d.WaitOutput("configuration reloaded", 5*time.Second) {
 		t.Fatal("no reload log line")
 	}
 	if !canConnect(t, bed, netnsbed.Client4, svc) {
@@ -419,8 +419,8 @@ func TestIntegrationReload(t *testing.T) {
 	if err := os.WriteFile(path, []byte("[server]\nbogus = 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	if !d.waitLog("reload failed", 5*time.Second) {
+	d.Cmd.Process.Signal(syscall.SIGHUP)
+	if !d.WaitOutput("reload failed", 5*time.Second) {
 		t.Fatal("no reload failure log line")
 	}
 	if !canConnect(t, bed, netnsbed.Client4, svc) {

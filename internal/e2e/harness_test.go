@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/netip"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -44,51 +42,25 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a process's output safely.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// daemon is a sesame server, knockd or fwknopd running in a bed's server namespace.
+type daemon = netnsbed.Daemon
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// daemon is a sesame server (or knockd) running in a bed's server namespace.
-type daemon struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	out    *syncBuffer
-	done   chan struct{}
-	waited error
-}
-
-// startDaemon runs name args in ns and waits until its output contains ready.
-func startDaemon(t *testing.T, ns, ready string, name string, args ...string) *daemon {
+// startDaemon runs name args in ns, stops it when the test ends, and waits until its output
+// contains ready.
+func startDaemon(t testing.TB, ns, ready string, name string, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, out: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd = netnsbed.Command(context.Background(), ns, name, args...)
-	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
-	if err := d.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
+	d, err := netnsbed.StartDaemon(ns, name, args...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	go func() { d.waited = d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {
-		d.stop(syscall.SIGKILL)
+		d.Stop(syscall.SIGKILL)
 		if t.Failed() {
-			t.Logf("%s output:\n%s", name, d.out.String())
+			t.Logf("%s output:\n%s", name, d.Output())
 		}
 	})
-	if ready != "" && !d.waitLog(ready, 10*time.Second) {
-		t.Fatalf("%s did not become ready (%q) in 10s; output:\n%s", name, ready, d.out.String())
+	if ready != "" && !d.WaitOutput(ready, 10*time.Second) {
+		t.Fatalf("%s did not become ready (%q) in 10s; output:\n%s", name, ready, d.Output())
 	}
 	return d
 }
@@ -109,40 +81,8 @@ func startSesame(t *testing.T, bed *netnsbed.Bed, cfg string, extra ...string) (
 	return startDaemon(t, bed.Server, "sesame server running", sesameBin, args...), path
 }
 
-// stop sends sig and waits up to 10 s for the process to end.
-func (d *daemon) stop(sig syscall.Signal) {
-	select {
-	case <-d.done:
-		return
-	default:
-	}
-	d.cmd.Process.Signal(sig)
-	select {
-	case <-d.done:
-	case <-time.After(10 * time.Second):
-		d.cmd.Process.Kill()
-		<-d.done
-	}
-}
-
-// waitLog waits until the output contains s.
-func (d *daemon) waitLog(s string, timeout time.Duration) bool {
-	return waitFor(timeout, func() bool { return strings.Contains(d.out.String(), s) })
-}
-
-// waitFor polls cond every 20 ms until it holds or timeout passes.
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// waitFor polls cond until it holds or timeout passes.
+var waitFor = netnsbed.WaitFor
 
 // knockFrom sends a sequence from src (any client address when invalid) in the client namespace.
 func knockFrom(t *testing.T, bed *netnsbed.Bed, src, dst netip.Addr, seq ...string) {

@@ -89,7 +89,7 @@ open_for = "60s"
 `, fw, dir)
 		path := filepath.Join(dir, "sesame.toml")
 		os.WriteFile(path, []byte(cfg), 0o600)
-		d = startDaemonB(b, bed.Server, "sesame server running", sesameBin, "server", "-c", path)
+		d = startDaemon(b, bed.Server, "sesame server running", sesameBin, "server", "-c", path)
 	case "knockd-iptables":
 		knockd, err := exec.LookPath("knockd")
 		if err != nil {
@@ -114,7 +114,7 @@ open_for = "60s"
 `, dir)
 		path := filepath.Join(dir, "knockd.conf")
 		os.WriteFile(path, []byte(conf), 0o600)
-		d = startDaemonB(b, bed.Server, "", knockd, "-i", bed.ServerIf, "-c", path)
+		d = startDaemon(b, bed.Server, "", knockd, "-i", bed.ServerIf, "-c", path)
 		if !waitFor(10*time.Second, func() bool {
 			b, _ := os.ReadFile(filepath.Join(dir, "knockd.log"))
 			return len(b) > 0
@@ -122,7 +122,7 @@ open_for = "60s"
 			b.Fatal("knockd did not start")
 		}
 	}
-	defer d.stop(9)
+	defer d.Stop(9)
 	seq := []netport.Port{{Proto: netport.TCP, Num: 7000}, {Proto: netport.UDP, Num: 8000}, {Proto: netport.TCP, Num: 9000}}
 	var lat []time.Duration
 	for _, src := range srcs {
@@ -202,21 +202,4 @@ func probeConnect(src netip.Addr, dst netip.AddrPort, start time.Time, limit tim
 		}
 	}
 	return 0, fmt.Errorf("no connection to %s within %s", dst, limit)
-}
-
-// startDaemonB is startDaemon for benchmarks.
-func startDaemonB(b *testing.B, ns, ready, name string, args ...string) *daemon {
-	b.Helper()
-	d := &daemon{out: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd = netnsbed.Command(context.Background(), ns, name, args...)
-	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
-	if err := d.cmd.Start(); err != nil {
-		b.Fatalf("start %s: %v", name, err)
-	}
-	go func() { d.waited = d.cmd.Wait(); close(d.done) }()
-	if ready != "" && !d.waitLog(ready, 10*time.Second) {
-		d.stop(9)
-		b.Fatalf("%s did not become ready; output:\n%s", name, d.out.String())
-	}
-	return d
 }

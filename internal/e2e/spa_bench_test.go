@@ -96,7 +96,7 @@ func measureSPALatency(b *testing.B, name string) []time.Duration {
 		os.Mkdir(run, 0o700)
 		conf := write("fwknopd.conf", "ENABLE_UDP_SERVER Y;\nUDPSERV_PORT 62201;\nENABLE_SPA_PACKET_AGING Y;\nMAX_SPA_PACKET_AGE 120;\nFLUSH_IPT_AT_INIT Y;\nFLUSH_IPT_AT_EXIT Y;\nFWKNOP_RUN_DIR "+run+";\n")
 		access := write("access.conf", "SOURCE ANY\nKEY_BASE64 "+fwknopKey+"\nHMAC_KEY_BASE64 "+fwknopHMAC+"\nFW_ACCESS_TIMEOUT 60\nOPEN_PORTS tcp/2222\n")
-		d = startDaemonB(b, bed.Server, "Kicking off UDP server", "fwknopd", "-f", "-c", conf, "-a", access,
+		d = startDaemon(b, bed.Server, "Kicking off UDP server", "fwknopd", "-f", "-c", conf, "-a", access,
 			"-d", filepath.Join(run, "digest.cache"), "-p", filepath.Join(run, "fwknopd.pid"))
 		time.Sleep(100 * time.Millisecond)
 	} else {
@@ -124,9 +124,9 @@ key_file = %q
 open = ["tcp/2222"]
 `, dir, write("server", string(serverText)), write("alice.key", string(sharedText)), string(pubText),
 			write("fwknop.key", "KEY_BASE64 "+fwknopKey+"\nHMAC_KEY_BASE64 "+fwknopHMAC+"\n"))
-		d = startDaemonB(b, bed.Server, "sesame server running", sesameBin, "server", "-c", write("sesame.toml", cfg))
+		d = startDaemon(b, bed.Server, "sesame server running", sesameBin, "server", "-c", write("sesame.toml", cfg))
 	}
-	defer d.stop(9)
+	defer d.Stop(9)
 
 	dst := netip.AddrPortFrom(netnsbed.Server4, 62201)
 	var lat []time.Duration
@@ -161,7 +161,7 @@ open = ["tcp/2222"]
 			return err
 		})
 		if err != nil {
-			b.Fatalf("%s: try from %s: %v\n%s", name, src, err, tail(d.out.String()))
+			b.Fatalf("%s: try from %s: %v\n%s", name, src, err, tail(d.Output()))
 		}
 		lat = append(lat, l)
 		time.Sleep(10 * time.Millisecond)

@@ -147,13 +147,13 @@ func reasonAttr(reason string) string {
 }
 
 // waitDecision waits for a log line about src with reason (and client when not empty).
-func (d *daemon) waitDecision(src netip.Addr, client, reason string, timeout time.Duration) bool {
-	return waitFor(timeout, func() bool { return d.countDecisions(src, client, reason) > 0 })
+func waitDecision(d *daemon, src netip.Addr, client, reason string, timeout time.Duration) bool {
+	return waitFor(timeout, func() bool { return countDecisions(d, src, client, reason) > 0 })
 }
 
-func (d *daemon) countDecisions(src netip.Addr, client, reason string) int {
+func countDecisions(d *daemon, src netip.Addr, client, reason string) int {
 	n := 0
-	for l := range strings.SplitSeq(d.out.String(), "\n") {
+	for l := range strings.SplitSeq(d.Output(), "\n") {
 		if strings.Contains(l, " src="+src.String()+" ") && strings.Contains(l, reasonAttr(reason)) &&
 			(client == "" || strings.Contains(l, " client="+client+" ")) {
 			n++
@@ -204,7 +204,7 @@ func TestIntegrationSPAFwknopClient(t *testing.T) {
 			}
 			saved := filepath.Join(t.TempDir(), "packet")
 			fwknopClient(t, bed, "-A", "tcp/2222", "-a", netnsbed.Client4.String(), "-B", saved)
-			if !d.waitDecision(netnsbed.Client4, "legacy", "accepted", 2*time.Second) {
+			if !waitDecision(d, netnsbed.Client4, "legacy", "accepted", 2*time.Second) {
 				t.Fatal("no accepted line for the fwknop packet")
 			}
 			if !eventually(t, bed, netnsbed.Client4, svc, true) {
@@ -212,10 +212,10 @@ func TestIntegrationSPAFwknopClient(t *testing.T) {
 			}
 			// -s: allow IP 0.0.0.0, the packet's source; -f: client timeout, capped at 60 s.
 			fwknopClient(t, bed, "-A", "tcp/2222", "-s", "-f", "100")
-			if !waitFor(2*time.Second, func() bool { return d.countDecisions(netnsbed.Client4, "legacy", "accepted") == 2 }) {
+			if !waitFor(2*time.Second, func() bool { return countDecisions(d, netnsbed.Client4, "legacy", "accepted") == 2 }) {
 				t.Fatal("no second accepted line for fwknop -s")
 			}
-			if !strings.Contains(d.out.String(), "open_for=1m0s") {
+			if !strings.Contains(d.Output(), "open_for=1m0s") {
 				t.Error("client timeout 100 s was not capped at max_open_for 60 s")
 			}
 			// The saved packet again (without -B's trailing newline): a replay.
@@ -224,7 +224,7 @@ func TestIntegrationSPAFwknopClient(t *testing.T) {
 				t.Fatal(err)
 			}
 			sendUDP(t, bed, netnsbed.Client4, netip.AddrPortFrom(netnsbed.Server4, spaPort), []byte(strings.TrimSpace(string(pkt))))
-			if !d.waitDecision(netnsbed.Client4, "legacy", "replay", 2*time.Second) {
+			if !waitDecision(d, netnsbed.Client4, "legacy", "replay", 2*time.Second) {
 				t.Error("a replayed fwknop packet was not refused as a replay")
 			}
 			// Wrongly keyed, and a source outside the client's sources.
@@ -236,7 +236,7 @@ func TestIntegrationSPAFwknopClient(t *testing.T) {
 			if err != nil {
 				t.Fatalf("fwknop: %v\n%s", err, out)
 			}
-			if !d.waitDecision(netnsbed.Client4, "", "bad MAC", 2*time.Second) {
+			if !waitDecision(d, netnsbed.Client4, "", "bad MAC", 2*time.Second) {
 				t.Error("a wrongly keyed fwknop packet was not refused with bad MAC")
 			}
 		})
@@ -272,14 +272,14 @@ func TestIntegrationSPANative(t *testing.T) {
 					if !eventually(t, bed, fam.client, svc, true) {
 						t.Fatalf("%s/%s: port not open after a valid packet", fam.name, kind.name)
 					}
-					if !d.waitDecision(fam.client, kind.cred.ID, "accepted", time.Second) {
+					if !waitDecision(d, fam.client, kind.cred.ID, "accepted", time.Second) {
 						t.Errorf("%s/%s: no accepted line", fam.name, kind.name)
 					}
 					if other := pick(extra, 0, fam); canConnect(t, bed, other, svc) {
 						t.Errorf("%s/%s: port open for %s, which sent nothing", fam.name, kind.name, other)
 					}
 					sendUDP(t, bed, fam.client, netip.AddrPortFrom(fam.server, spaPort), pkt)
-					if !d.waitDecision(fam.client, kind.cred.ID, "replay", 2*time.Second) {
+					if !waitDecision(d, fam.client, kind.cred.ID, "replay", 2*time.Second) {
 						t.Errorf("%s/%s: the same packet again was not refused as a replay", fam.name, kind.name)
 					}
 					// The grant ends after the 2 s asked for; the replay did not renew it.
@@ -312,11 +312,11 @@ func TestIntegrationSPAReplayAfterRestart(t *testing.T) {
 	if !eventually(t, bed, netnsbed.Client4, svc, true) {
 		t.Fatal("port not open after a valid packet")
 	}
-	d.stop(syscall.SIGTERM)
+	d.Stop(syscall.SIGTERM)
 	time.Sleep(3 * time.Second) // let the grant expire
 	d2, _ := startSesame(t, bed, cfg)
 	sendUDP(t, bed, netnsbed.Client4, dst, pkt)
-	if !d2.waitDecision(netnsbed.Client4, "alice", "replay", 2*time.Second) {
+	if !waitDecision(d2, netnsbed.Client4, "alice", "replay", 2*time.Second) {
 		t.Fatal("the packet was not refused as a replay after a restart")
 	}
 	if canConnect(t, bed, netnsbed.Client4, svc) {
@@ -374,9 +374,9 @@ func TestIntegrationSPARefusals(t *testing.T) {
 				if tc.src != nil {
 					src = tc.src(fam)
 				}
-				before := d.countDecisions(src, tc.client, tc.reason)
+				before := countDecisions(d, src, tc.client, tc.reason)
 				sendUDP(t, bed, src, netip.AddrPortFrom(fam.server, spaPort), tc.pkt())
-				if !waitFor(2*time.Second, func() bool { return d.countDecisions(src, tc.client, tc.reason) > before }) {
+				if !waitFor(2*time.Second, func() bool { return countDecisions(d, src, tc.client, tc.reason) > before }) {
 					t.Fatalf("no %q line for %s", tc.reason, src)
 				}
 				if canConnect(t, bed, src, netip.AddrPortFrom(fam.server, 2222)) {
@@ -385,8 +385,8 @@ func TestIntegrationSPARefusals(t *testing.T) {
 			})
 		}
 	}
-	if strings.Contains(d.out.String(), "spa accepted") {
-		t.Errorf("a bad packet was accepted:\n%s", d.out.String())
+	if strings.Contains(d.Output(), "spa accepted") {
+		t.Errorf("a bad packet was accepted:\n%s", d.Output())
 	}
 }
 
@@ -419,9 +419,9 @@ func TestIntegrationSPAFwknopConf(t *testing.T) {
 			d := startDaemon(t, bed.Server, "sesame server running", sesameBin, "server", "--fwknop-conf", dir, "--log-level", "debug")
 			fwknopClient(t, bed, "-A", "tcp/2222", "-a", netnsbed.Client4.String())
 			if !eventually(t, bed, netnsbed.Client4, svc, true) {
-				t.Fatalf("port not open through the host's DROP rule; log:\n%s", d.out.String())
+				t.Fatalf("port not open through the host's DROP rule; log:\n%s", d.Output())
 			}
-			if !d.waitDecision(netnsbed.Client4, "stanza#1", "accepted", time.Second) {
+			if !waitDecision(d, netnsbed.Client4, "stanza#1", "accepted", time.Second) {
 				t.Error("no accepted line for stanza#1")
 			}
 			out, err := netnsbed.Command(ctx, bed.Server, "iptables", "-S", "INPUT").CombinedOutput()

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -17,24 +16,6 @@ import (
 	"github.com/sesame-knock/sesame/internal/netnsbed"
 	"github.com/sesame-knock/sesame/internal/spaclient"
 )
-
-// lockedBuffer collects a process's output safely.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func copyFile(t *testing.T, src, dst string, mode os.FileMode, extra string) {
 	t.Helper()
@@ -57,17 +38,6 @@ func inNS(t *testing.T, ns string, args ...string) string {
 		t.Fatalf("%s in %s: %v\n%s", strings.Join(args, " "), ns, err, out)
 	}
 	return string(out)
-}
-
-func waitFor(timeout time.Duration, cond func() bool) bool {
-	for end := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-		if time.Now().After(end) {
-			return false
-		}
-	}
 }
 
 // TestIntegrationOpenToFwknopd sends `sesame open --fwknop` packets from a
@@ -122,29 +92,19 @@ func TestIntegrationOpenToFwknopd(t *testing.T) {
 	conf, access := filepath.Join(dir, "fwknopd.conf"), filepath.Join(dir, "access.conf")
 	copyFile(t, "testdata/fwknopd-udp.conf", conf, 0o600, fmt.Sprintf("FWKNOP_RUN_DIR              %s;\n", run))
 	copyFile(t, "testdata/access.conf", access, 0o600, "")
-	out := &lockedBuffer{}
-	cmd := netnsbed.Command(context.Background(), bed.Server, "fwknopd", "-f", "-v", "-v",
+	fwknopd, err := netnsbed.StartDaemon(bed.Server, "fwknopd", "-f", "-v", "-v",
 		"-c", conf, "-a", access, "-d", filepath.Join(run, "digest.cache"), "-p", filepath.Join(run, "fwknopd.pid"))
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start fwknopd: %v", err)
+	if err != nil {
+		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM) // ip netns exec execs fwknopd: this is its PID
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		fwknopd.Stop(syscall.SIGTERM)
 		if t.Failed() {
-			t.Logf("fwknopd output:\n%s", out.String())
+			t.Logf("fwknopd output:\n%s", fwknopd.Output())
 		}
 	})
-	if !waitFor(10*time.Second, func() bool { return strings.Contains(out.String(), "Kicking off UDP server") }) {
-		t.Fatalf("fwknopd did not start its UDP server:\n%s", out.String())
+	if !fwknopd.WaitOutput("Kicking off UDP server", 10*time.Second) {
+		t.Fatalf("fwknopd did not start its UDP server:\n%s", fwknopd.Output())
 	}
 	time.Sleep(100 * time.Millisecond) // from the log line to the bound socket
 
@@ -206,7 +166,7 @@ func TestIntegrationOpenToFwknopd(t *testing.T) {
 			}
 			want := fmt.Sprintf("-s %s/32 -p tcp -m tcp --dport %d ", netnsbed.Client4, tt.port)
 			var rules string
-			if !waitFor(3*time.Second, func() bool {
+			if !netnsbed.WaitFor(3*time.Second, func() bool {
 				rules = inNS(t, bed.Server, "iptables", "-S", "FWKNOP_INPUT")
 				return strings.Contains(rules, want) && strings.Contains(rules, "_exp_")
 			}) {
@@ -225,7 +185,7 @@ func TestIntegrationOpenToFwknopd(t *testing.T) {
 	if canConnect(2224) {
 		t.Error("port 2224 is open although nobody asked for it")
 	}
-	if strings.Contains(out.String(), "Replay") {
-		t.Errorf("fwknopd saw a replay:\n%s", out.String())
+	if strings.Contains(fwknopd.Output(), "Replay") {
+		t.Errorf("fwknopd saw a replay:\n%s", fwknopd.Output())
 	}
 }
