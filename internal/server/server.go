@@ -94,7 +94,7 @@ func (s *Server) install(cfg *config.Config) {
 	s.machine = knock.New(doorsOf(cfg), knock.Options{
 		MaxSources: cfg.Server.MaxSources,
 		GuardWidth: cfg.Server.SweepGuard,
-		Exclude:    OpenPorts(cfg),
+		Exclude:    Gate(cfg).Protected,
 	})
 }
 
@@ -138,7 +138,8 @@ func Filter(cfg *config.Config) capture.Filter {
 			}
 		}
 	}
-	for _, r := range knock.GuardRanges(doorsOf(cfg), cfg.Server.SweepGuard, OpenPorts(cfg)) {
+	// Protected ports are never guard ports: a granted client connecting must not be guarded.
+	for _, r := range knock.GuardRanges(doorsOf(cfg), cfg.Server.SweepGuard, Gate(cfg).Protected) {
 		f.Guards = append(f.Guards, capture.PortRange{Proto: r.Proto, Lo: r.Lo, Hi: r.Hi})
 	}
 	f.SPA = SPAPorts(cfg)
