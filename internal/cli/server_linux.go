@@ -67,6 +67,7 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	if err != nil {
 		return err
 	}
+	startPprof()
 	if f.check {
 		fmt.Fprintf(stdout, "%s: ok: %d door(s), firewall %s\n", cfg.Source, len(cfg.Doors), cfg.Server.Firewall)
 		for _, d := range cfg.Doors {

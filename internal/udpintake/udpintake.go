@@ -36,8 +36,26 @@ func Listen(port uint16) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("udpintake: listen on udp/%d: %w", port, err)
 	}
+	growReceiveBuffer(conn)
 	l := &Listener{conn: conn, port: uint16(conn.LocalAddr().(*net.UDPAddr).Port)}
 	return l, nil
+}
+
+// ReceiveBuffer is the socket receive buffer asked for: a burst of a few thousand SPA packets
+// (many clients at once, or a flood with legitimate packets in it) waits in the kernel instead
+// of being dropped while earlier ones are checked and granted.
+const ReceiveBuffer = 8 << 20
+
+// growReceiveBuffer raises the socket's receive buffer to ReceiveBuffer: past the system limit
+// (net.core.rmem_max) when the process may (CAP_NET_ADMIN), else as far as the limit allows.
+func growReceiveBuffer(conn *net.UDPConn) {
+	if rc, err := conn.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			if forceReceiveBuffer(fd, ReceiveBuffer) != nil {
+				conn.SetReadBuffer(ReceiveBuffer)
+			}
+		})
+	}
 }
 
 // Port returns the bound port.
