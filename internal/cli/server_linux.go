@@ -109,7 +109,11 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 			defer os.Remove(cfg.Server.PidFile)
 		}
 	}
-	srv, err := server.New(cfg, server.Deps{Firewall: fw, Intake: intake, Logger: log, KnockdLog: kl.Line, OneTime: oneTime{},
+	var knockdLine func(string) // nil when there is no LogFile or syslog: nothing is formatted
+	if kl.file != nil || kl.syslog != nil {
+		knockdLine = kl.Line
+	}
+	srv, err := server.New(cfg, server.Deps{Firewall: fw, Intake: intake, Logger: log, KnockdLog: knockdLine, OneTime: oneTime{},
 		SPA: spaDeps.handler, SPAIntake: spaDeps.intake})
 	if err != nil {
 		return err

@@ -177,7 +177,7 @@ func probeConnect(src netip.Addr, dst netip.AddrPort, start time.Time, limit tim
 		}
 		deadline := time.Now().Add(200 * time.Microsecond)
 		for time.Now().Before(deadline) {
-			ts := unix.NsecToTimespec(int64(time.Until(deadline)))
+			ts := unix.NsecToTimespec(max(0, int64(time.Until(deadline))))
 			n, err := unix.Ppoll(pfds, &ts, nil)
 			if err != nil && !errors.Is(err, unix.EINTR) {
 				return 0, err

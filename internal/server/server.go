@@ -233,7 +233,21 @@ func (s *Server) handle(p *capture.Packet) {
 	s.machine.Observe(k, func(e knock.Event) { s.event(e, k) })
 }
 
-// event handles one state-machine event; s.mu is held.
+// eventLog says how each knock event is logged: level, message, and the reason for refusals.
+var eventLog = map[knock.EventKind]struct {
+	level       slog.Level
+	msg, reason string
+}{
+	knock.Stage:      {slog.LevelDebug, "knock", ""},
+	knock.Timeout:    {slog.LevelInfo, "knock refused", "sequence timeout"},
+	knock.Failed:     {slog.LevelInfo, "knock refused", "wrong knock"},
+	knock.TooFast:    {slog.LevelInfo, "knock refused", "knock sooner than min_gap"},
+	knock.NotAllowed: {slog.LevelInfo, "knock refused", "source not allowed"},
+	knock.Guarded:    {slog.LevelWarn, "sweep guard: knocks from this source are ignored for a while", ""},
+}
+
+// event handles one state-machine event; s.mu is held. It is on the per-packet path: nothing is
+// formatted or allocated unless a line will really be written.
 func (s *Server) event(e knock.Event, k knock.Knock) {
 	var door *config.Door
 	if e.Door >= 0 {
@@ -243,26 +257,48 @@ func (s *Server) event(e knock.Event, k knock.Knock) {
 	case knock.Opened:
 		s.Counters.Opened.Add(1)
 		s.open(door, e.Src)
-	case knock.Stage:
-		s.knockdLine("%s: %s: Stage %d", e.Src, door.Name, e.Stage)
-		s.logf(slog.LevelDebug, e.Src, "knock", "door", door.Name, "stage", e.Stage, "knock", k.Element.String())
-	case knock.Timeout:
-		s.knockdLine("%s: %s: sequence timeout", e.Src, door.Name)
-		s.logf(slog.LevelInfo, e.Src, "knock refused", "door", door.Name, "reason", "sequence timeout")
-	case knock.Failed:
+		return
+	case knock.Ignored:
+		return
+	case knock.Failed, knock.TooFast, knock.NotAllowed:
 		s.Counters.Refused.Add(1)
-		s.logf(slog.LevelInfo, e.Src, "knock refused", "door", door.Name, "reason", "wrong knock", "knock", k.Element.String())
-	case knock.TooFast:
-		s.Counters.Refused.Add(1)
-		s.logf(slog.LevelInfo, e.Src, "knock refused", "door", door.Name, "reason", "knock sooner than min_gap", "knock", k.Element.String())
-	case knock.NotAllowed:
-		s.Counters.Refused.Add(1)
-		s.logf(slog.LevelInfo, e.Src, "knock refused", "door", door.Name, "reason", "source not allowed")
 	case knock.Guarded:
 		s.Counters.Guarded.Add(1)
-		s.logf(slog.LevelWarn, e.Src, "sweep guard: knocks from this source are ignored for a while", "knock", k.Element.String())
-	case knock.Ignored:
 	}
+	if s.deps.KnockdLog != nil {
+		switch e.Kind {
+		case knock.Stage:
+			s.knockdLine("%s: %s: Stage %d", e.Src, door.Name, e.Stage)
+		case knock.Timeout:
+			s.knockdLine("%s: %s: sequence timeout", e.Src, door.Name)
+		}
+	}
+	how, ok := eventLog[e.Kind]
+	if !ok || !s.log.Enabled(context.Background(), how.level) {
+		return
+	}
+	ok, suppressed := s.limiter.Allow(e.Src)
+	if !ok {
+		return
+	}
+	args := make([]any, 0, 12)
+	args = append(args, "src", e.Src)
+	if door != nil {
+		args = append(args, "door", door.Name)
+	}
+	if how.reason != "" {
+		args = append(args, "reason", how.reason)
+	}
+	if e.Kind == knock.Stage {
+		args = append(args, "stage", e.Stage)
+	}
+	if e.Kind != knock.Timeout && e.Kind != knock.NotAllowed {
+		args = append(args, "knock", k.Element.String())
+	}
+	if suppressed > 0 {
+		args = append(args, "suppressed", suppressed)
+	}
+	s.log.Log(context.Background(), how.level, how.msg, args...)
 }
 
 func (s *Server) open(d *config.Door, src netip.Addr) {
@@ -319,21 +355,6 @@ func (s *Server) nextOneTime(d *config.Door) {
 		s.log.Error("one-time sequence: set capture filter", "door", d.Name, "err", err)
 	}
 	s.install(&cfg)
-}
-
-func (s *Server) logf(level slog.Level, src netip.Addr, msg string, args ...any) {
-	if !s.log.Enabled(context.Background(), level) {
-		return
-	}
-	ok, suppressed := s.limiter.Allow(src)
-	if !ok {
-		return
-	}
-	args = append(args, "src", src)
-	if suppressed > 0 {
-		args = append(args, "suppressed", suppressed)
-	}
-	s.log.Log(context.Background(), level, msg, args...)
 }
 
 func (s *Server) knockdLine(format string, args ...any) {

@@ -373,6 +373,22 @@ func (h *Handler) record(src netip.Addr, d *decision) {
 	h.mu.Lock()
 	h.counts[d.reason]++
 	h.mu.Unlock()
+	accepted := d.reason == ReasonAccepted
+	level := slog.LevelInfo
+	if d.reason == ReasonInternal {
+		level = slog.LevelError
+	}
+	var suppressed uint64
+	if !accepted {
+		// A refusal is attacker-controlled: decide whether to log before building anything.
+		if !h.log.Enabled(context.Background(), level) {
+			return
+		}
+		var ok bool
+		if ok, suppressed = h.limiter.Allow(src); !ok {
+			return
+		}
+	}
 	args := make([]any, 0, 14)
 	args = append(args, "src", src)
 	if d.client != "" {
@@ -382,24 +398,13 @@ func (h *Handler) record(src netip.Addr, d *decision) {
 		args = append(args, "format", d.format)
 	}
 	args = append(args, "reason", d.reason)
-	if d.reason == ReasonAccepted {
+	if accepted {
 		ports := make([]string, len(d.grants))
 		for i, g := range d.grants {
 			ports[i] = g.Port.String()
 		}
 		args = append(args, "addr", d.grants[0].Src, "open", strings.Join(ports, ","), "open_for", d.grants[0].Timeout)
 		h.log.Info("spa accepted", args...)
-		return
-	}
-	level := slog.LevelInfo
-	if d.reason == ReasonInternal {
-		level = slog.LevelError
-	}
-	if !h.log.Enabled(context.Background(), level) {
-		return
-	}
-	ok, suppressed := h.limiter.Allow(src)
-	if !ok {
 		return
 	}
 	if d.detail != "" {

@@ -9,12 +9,11 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/ipv6"
+
 	"github.com/sesame-knock/sesame/internal/capture"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
-
-// MaxDatagram is the read buffer: the largest UDP payload.
-const MaxDatagram = 65535
 
 // Listener is a bound dual-stack UDP socket.
 type Listener struct {
@@ -61,15 +60,27 @@ func growReceiveBuffer(conn *net.UDPConn) {
 // Port returns the bound port.
 func (l *Listener) Port() uint16 { return l.port }
 
-// Run reads datagrams and calls handle for each, one at a time, until ctx ends or Close. The
-// packet's Payload aliases the read buffer and is valid only during the call. Dst is not
-// reported (the zero Addr); DstPort is the listening port.
+// Batch is how many datagrams one system call may read (recvmmsg on Linux).
+const Batch = 32
+
+// ReadBuffer is the room for one datagram. SPA packets are far smaller (fwknop's largest is
+// 1500 bytes); a longer datagram arrives cut to this size, which every decoder refuses as too
+// long.
+const ReadBuffer = 4096
+
+// Run reads datagrams, up to Batch per system call, and calls handle for each, one at a time,
+// until ctx ends or Close. The packet's Payload aliases the read buffer and is valid only during
+// the call. Dst is not reported (the zero Addr); DstPort is the listening port.
 func (l *Listener) Run(ctx context.Context, handle func(*capture.Packet)) error {
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
-	buf := make([]byte, MaxDatagram)
+	pc := ipv6.NewPacketConn(l.conn) // the batch API is the same for IPv4 sockets
+	msgs := make([]ipv6.Message, Batch)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, ReadBuffer)}
+	}
 	for {
-		n, from, err := l.conn.ReadFromUDPAddrPort(buf)
+		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -85,14 +96,22 @@ func (l *Listener) Run(ctx context.Context, handle func(*capture.Packet)) error 
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		handle(&capture.Packet{
-			Time:    time.Now(),
-			Src:     from.Addr().Unmap(),
-			Proto:   netport.UDP,
-			SrcPort: from.Port(),
-			DstPort: l.port,
-			Payload: buf[:n],
-		})
+		now := time.Now()
+		for _, m := range msgs[:n] {
+			from, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			ap := from.AddrPort()
+			handle(&capture.Packet{
+				Time:    now,
+				Src:     ap.Addr().Unmap(),
+				Proto:   netport.UDP,
+				SrcPort: ap.Port(),
+				DstPort: l.port,
+				Payload: m.Buffers[0][:m.N],
+			})
+		}
 	}
 }
 
