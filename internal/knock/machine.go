@@ -1,6 +1,8 @@
 package knock
 
 import (
+	"hash/maphash"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
@@ -99,23 +101,39 @@ type Machine struct {
 	guard    [2]*bitmap // TCP, UDP
 	guardFor time.Duration
 	targets  []netip.Addr // every door's Target: doors without one ignore knocks sent there
-	sources  map[netip.Addr]*source
-	head     *source // most recently seen
-	tail     *source // least recently seen
-	evicted  uint64
+
+	// Per-source state lives in slabs that grow up to MaxSources records and never shrink, so
+	// that a source costs no allocation once they have grown: srcs holds the records, atts
+	// their attempts (record i owns atts[i*len(doors) : (i+1)*len(doors)]), and index (an
+	// open-addressing hash table sized with the slabs, see lookup) maps an address to its
+	// record (a Go map would do, but under eviction churn it grows to about twice the size).
+	// Records are linked by index into an LRU list (head: most recently seen) and, when
+	// unused, into a free list through next.
+	srcs    []source
+	atts    []attempt
+	head    int32   // most recently seen, or none
+	tail    int32   // least recently seen, or none
+	free    int32   // first unused record, or none
+	n       int     // records in use
+	index   []int32 // record index + 1; 0: empty slot. len is a power of two, at least 2*cap(srcs)
+	seed    maphash.Seed
+	evicted uint64
 }
 
+// none is the null record index.
+const none = -1
+
+// Times are kept as nanoseconds since the Unix epoch (see nanos).
 type attempt struct {
-	stage       int
-	first, last time.Time
+	stage       int32 // 0: not started
+	first, last int64
 }
 
 type source struct {
 	addr         netip.Addr
-	attempts     []attempt
-	guardedUntil time.Time
-	lastSeen     time.Time
-	prev, next   *source
+	guardedUntil int64 // never: math.MinInt64
+	lastSeen     int64
+	prev, next   int32
 }
 
 type bitmap [65536 / 64]uint64
@@ -128,7 +146,7 @@ func New(doors []Door, opts Options) *Machine {
 	if opts.MaxSources < 1 {
 		opts.MaxSources = 1
 	}
-	m := &Machine{doors: slices.Clone(doors), opts: opts, sources: make(map[netip.Addr]*source)}
+	m := &Machine{doors: slices.Clone(doors), opts: opts, head: none, tail: none, free: none, seed: maphash.MakeSeed()}
 	for _, d := range doors {
 		m.guardFor = max(m.guardFor, d.Timeout)
 		if d.Target.IsValid() && !slices.Contains(m.targets, d.Target) {
@@ -211,39 +229,42 @@ func GuardRanges(doors []Door, width int, exclude []netport.Port) []PortRange {
 // Observe feeds one knock to the machine and calls emit for everything it did, in order.
 func (m *Machine) Observe(k Knock, emit func(Event)) {
 	src := k.Src.Unmap()
-	s := m.sources[src]
-	if s != nil && k.Time.Before(s.guardedUntil) {
+	now := nanos(k.Time)
+	si := m.lookup(src)
+	if si != none && now < m.srcs[si].guardedUntil {
 		if m.isGuard(k) {
-			s.guardedUntil = k.Time.Add(m.guardFor)
+			m.srcs[si].guardedUntil = addSat(now, m.guardFor)
 		}
-		m.touch(s, k.Time)
+		m.touch(si, now)
 		emit(Event{Kind: Ignored, Door: -1, Src: src})
 		return
 	}
 	if m.isGuard(k) {
-		if s == nil {
-			s = m.add(src, k.Time)
+		if si == none {
+			si = m.add(src, now)
 		}
-		clear(s.attempts)
-		s.guardedUntil = k.Time.Add(m.guardFor)
-		m.touch(s, k.Time)
+		clear(m.attempts(si))
+		m.srcs[si].guardedUntil = addSat(now, m.guardFor)
+		m.touch(si, now)
 		emit(Event{Kind: Guarded, Door: -1, Src: src})
 		return
 	}
+	dst := k.Dst.Unmap()
 	for i := range m.doors {
 		d := &m.doors[i]
-		if d.Target.IsValid() && d.Target != k.Dst.Unmap() || !d.Target.IsValid() && slices.Contains(m.targets, k.Dst.Unmap()) {
+		if d.Target.IsValid() && d.Target != dst || !d.Target.IsValid() && slices.Contains(m.targets, dst) {
 			continue
 		}
 		if k.Element.Proto == netport.TCP && !d.Flags.Match(k.TCPFlags) {
 			continue
 		}
+		// a points into m.atts, which only add can move: add runs only while a is nil.
 		var a *attempt
-		if s != nil {
-			a = &s.attempts[i]
+		if si != none {
+			a = &m.atts[int(si)*len(m.doors)+i]
 		}
 		if a != nil && a.stage > 0 {
-			if k.Time.Sub(a.first) > d.Timeout || d.MaxGap > 0 && k.Time.Sub(a.last) > d.MaxGap {
+			if subSat(now, a.first) > d.Timeout || d.MaxGap > 0 && subSat(now, a.last) > d.MaxGap {
 				*a = attempt{}
 				emit(Event{Kind: Timeout, Door: i, Src: src})
 			}
@@ -260,29 +281,29 @@ func (m *Machine) Observe(k Knock, emit func(Event)) {
 				emit(Event{Kind: Opened, Door: i, Stage: 1, Src: src})
 				continue
 			}
-			if s == nil {
-				s = m.add(src, k.Time)
-				a = &s.attempts[i]
+			if si == none {
+				si = m.add(src, now)
+				a = &m.atts[int(si)*len(m.doors)+i]
 			}
-			*a = attempt{stage: 1, first: k.Time, last: k.Time}
+			*a = attempt{stage: 1, first: now, last: now}
 			emit(Event{Kind: Stage, Door: i, Stage: 1, Src: src})
 			continue
 		}
 		switch {
 		case k.Element == d.Sequence[a.stage]:
-			if d.MinGap > 0 && k.Time.Sub(a.last) < d.MinGap {
+			if d.MinGap > 0 && subSat(now, a.last) < d.MinGap {
 				*a = attempt{}
 				emit(Event{Kind: TooFast, Door: i, Src: src})
 				continue
 			}
 			a.stage++
-			a.last = k.Time
-			if a.stage == len(d.Sequence) {
+			a.last = now
+			if int(a.stage) == len(d.Sequence) {
 				*a = attempt{}
 				emit(Event{Kind: Opened, Door: i, Stage: len(d.Sequence), Src: src})
 				continue
 			}
-			emit(Event{Kind: Stage, Door: i, Stage: a.stage, Src: src})
+			emit(Event{Kind: Stage, Door: i, Stage: int(a.stage), Src: src})
 		case slices.Contains(d.Sequence[:a.stage], k.Element):
 			// A duplicate or retransmission of a knock already counted.
 		default:
@@ -290,10 +311,10 @@ func (m *Machine) Observe(k Knock, emit func(Event)) {
 			emit(Event{Kind: Failed, Door: i, Src: src})
 		}
 	}
-	if s != nil {
-		m.touch(s, k.Time)
-		if s.idle() {
-			m.remove(s)
+	if si != none {
+		m.touch(si, now)
+		if m.idle(si) {
+			m.remove(si)
 		}
 	}
 }
@@ -307,11 +328,48 @@ func (m *Machine) isGuard(k Knock) bool {
 	return k.Element.Proto != netport.TCP || k.TCPFlags&(SYN|ACK) == SYN
 }
 
-func (s *source) idle() bool {
-	if !s.guardedUntil.IsZero() && s.lastSeen.Before(s.guardedUntil) {
+// nanos returns t as nanoseconds since the Unix epoch (t.UnixNano()), saturated at the bounds
+// of int64 rather than undefined outside them: a zero Time is math.MinInt64.
+func nanos(t time.Time) int64 { return int64(t.Sub(unixEpoch)) }
+
+var unixEpoch = time.Unix(0, 0)
+
+// addSat returns t+d (nanoseconds), saturated like time arithmetic.
+func addSat(t int64, d time.Duration) int64 {
+	s := t + int64(d)
+	if d > 0 && s < t {
+		return math.MaxInt64
+	}
+	if d < 0 && s > t {
+		return math.MinInt64
+	}
+	return s
+}
+
+// subSat returns t-u as a Duration, saturated like time.Time.Sub.
+func subSat(t, u int64) time.Duration {
+	d := t - u
+	if (t >= 0) != (u >= 0) && (d >= 0) != (t >= 0) {
+		if t >= 0 {
+			return math.MaxInt64
+		}
+		return math.MinInt64
+	}
+	return time.Duration(d)
+}
+
+// attempts returns the attempts of record si, one per door.
+func (m *Machine) attempts(si int32) []attempt {
+	n := len(m.doors)
+	return m.atts[int(si)*n : int(si)*n+n : int(si)*n+n]
+}
+
+func (m *Machine) idle(si int32) bool {
+	s := &m.srcs[si]
+	if s.lastSeen < s.guardedUntil {
 		return false
 	}
-	for _, a := range s.attempts {
+	for _, a := range m.attempts(si) {
 		if a.stage > 0 {
 			return false
 		}
@@ -322,29 +380,31 @@ func (s *source) idle() bool {
 // Expire forgets sources whose every sequence has run out and whose guard has lapsed by now.
 // The server calls it now and then; Observe is correct without it.
 func (m *Machine) Expire(now time.Time) {
-	for s := m.tail; s != nil; {
-		prev := s.prev
-		if now.Sub(s.lastSeen) <= m.guardFor && !s.expired(now, m.doors) {
+	t := nanos(now)
+	for si := m.tail; si != none; {
+		prev := m.srcs[si].prev
+		expired := m.expired(si, t)
+		if subSat(t, m.srcs[si].lastSeen) <= m.guardFor && !expired {
 			// Sources are ordered by last activity, so the rest are younger still.
 			return
 		}
-		if s.expired(now, m.doors) {
-			m.remove(s)
+		if expired {
+			m.remove(si)
 		}
-		s = prev
+		si = prev
 	}
 }
 
-func (s *source) expired(now time.Time, doors []Door) bool {
-	if now.Before(s.guardedUntil) {
+func (m *Machine) expired(si int32, now int64) bool {
+	if now < m.srcs[si].guardedUntil {
 		return false
 	}
-	for i, a := range s.attempts {
+	for i, a := range m.attempts(si) {
 		if a.stage == 0 {
 			continue
 		}
-		d := &doors[i]
-		if now.Sub(a.first) <= d.Timeout && (d.MaxGap == 0 || now.Sub(a.last) <= d.MaxGap) {
+		d := &m.doors[i]
+		if subSat(now, a.first) <= d.Timeout && (d.MaxGap == 0 || subSat(now, a.last) <= d.MaxGap) {
 			return false
 		}
 	}
@@ -353,68 +413,169 @@ func (s *source) expired(now time.Time, doors []Door) bool {
 
 // Stats returns counters.
 func (m *Machine) Stats() Stats {
-	return Stats{Sources: len(m.sources), Evicted: m.evicted}
+	return Stats{Sources: m.n, Evicted: m.evicted}
 }
 
 // Progress returns the stage of src on every door (0: not started), for status displays.
 func (m *Machine) Progress(src netip.Addr) []int {
 	out := make([]int, len(m.doors))
-	if s := m.sources[src.Unmap()]; s != nil {
-		for i, a := range s.attempts {
-			out[i] = a.stage
+	if si := m.lookup(src.Unmap()); si != none {
+		for i, a := range m.attempts(si) {
+			out[i] = int(a.stage)
 		}
 	}
 	return out
 }
 
-func (m *Machine) add(addr netip.Addr, now time.Time) *source {
-	if len(m.sources) >= m.opts.MaxSources && m.tail != nil {
+// add gives addr a record, seen now, with no attempt started and no guard. When MaxSources
+// records are in use, the least recently seen source is forgotten for it.
+func (m *Machine) add(addr netip.Addr, now int64) int32 {
+	if m.n >= m.opts.MaxSources && m.tail != none {
 		m.remove(m.tail)
 		m.evicted++
 	}
-	s := &source{addr: addr, attempts: make([]attempt, len(m.doors)), lastSeen: now}
-	m.sources[addr] = s
-	m.pushFront(s)
-	return s
+	si := m.free
+	if si != none {
+		m.free = m.srcs[si].next
+	} else {
+		m.grow()
+		si = int32(len(m.srcs))
+		m.srcs = m.srcs[:si+1]
+		m.atts = m.atts[:len(m.atts)+len(m.doors)]
+	}
+	m.srcs[si] = source{addr: addr, guardedUntil: math.MinInt64, lastSeen: now, prev: none, next: none}
+	clear(m.attempts(si))
+	m.insert(si)
+	m.n++
+	m.pushFront(si)
+	return si
 }
 
-func (m *Machine) touch(s *source, now time.Time) {
-	if now.After(s.lastSeen) {
-		s.lastSeen = now
-	}
-	if m.head == s {
+// grow makes room for one more record in the slabs, growing them in chunks (doubling, from
+// minChunk) up to MaxSources records and never beyond.
+func (m *Machine) grow() {
+	if len(m.srcs) < cap(m.srcs) {
 		return
 	}
-	m.unlink(s)
-	m.pushFront(s)
-}
-
-func (m *Machine) remove(s *source) {
-	m.unlink(s)
-	delete(m.sources, s.addr)
-}
-
-func (m *Machine) pushFront(s *source) {
-	s.prev, s.next = nil, m.head
-	if m.head != nil {
-		m.head.prev = s
+	n := min(m.opts.MaxSources, max(minChunk, 2*cap(m.srcs)))
+	srcs := make([]source, len(m.srcs), n)
+	copy(srcs, m.srcs)
+	atts := make([]attempt, len(m.atts), n*len(m.doors))
+	copy(atts, m.atts)
+	m.srcs, m.atts = srcs, atts
+	// Every record is in use (the free list is empty): index them all anew.
+	size := 1
+	for size < 2*n {
+		size *= 2
 	}
-	m.head = s
-	if m.tail == nil {
-		m.tail = s
+	m.index = make([]int32, size)
+	for si := range m.srcs {
+		m.insert(int32(si))
 	}
 }
 
-func (m *Machine) unlink(s *source) {
-	if s.prev != nil {
-		s.prev.next = s.next
-	} else if m.head == s {
+const minChunk = 256
+
+func (m *Machine) touch(si int32, now int64) {
+	s := &m.srcs[si]
+	if now > s.lastSeen {
+		s.lastSeen = now
+	}
+	if m.head == si {
+		return
+	}
+	m.unlink(si)
+	m.pushFront(si)
+}
+
+// remove forgets record si and puts it on the free list.
+func (m *Machine) remove(si int32) {
+	m.unlink(si)
+	m.unindex(si)
+	m.n--
+	m.srcs[si] = source{prev: none, next: m.free}
+	m.free = si
+}
+
+func (m *Machine) pushFront(si int32) {
+	s := &m.srcs[si]
+	s.prev, s.next = none, m.head
+	if m.head != none {
+		m.srcs[m.head].prev = si
+	}
+	m.head = si
+	if m.tail == none {
+		m.tail = si
+	}
+}
+
+func (m *Machine) unlink(si int32) {
+	s := &m.srcs[si]
+	if s.prev != none {
+		m.srcs[s.prev].next = s.next
+	} else if m.head == si {
 		m.head = s.next
 	}
-	if s.next != nil {
-		s.next.prev = s.prev
-	} else if m.tail == s {
+	if s.next != none {
+		m.srcs[s.next].prev = s.prev
+	} else if m.tail == si {
 		m.tail = s.prev
 	}
-	s.prev, s.next = nil, nil
+	s.prev, s.next = none, none
+}
+
+// The index is a linear-probing hash table of record indexes (plus one), at most half full,
+// with a per-machine random hash seed so that a flood of chosen addresses cannot pile up on
+// one slot. Deletion shifts the following entries back, so no tombstones build up.
+
+func (m *Machine) hash(addr netip.Addr) uint64 {
+	b := addr.As16() // the zone, if any, only takes part in comparisons
+	return maphash.Bytes(m.seed, b[:])
+}
+
+// lookup returns the record of addr, or none.
+func (m *Machine) lookup(addr netip.Addr) int32 {
+	if len(m.index) == 0 {
+		return none
+	}
+	mask := uint64(len(m.index) - 1)
+	for i := m.hash(addr) & mask; ; i = (i + 1) & mask {
+		e := m.index[i]
+		if e == 0 {
+			return none
+		}
+		if m.srcs[e-1].addr == addr {
+			return e - 1
+		}
+	}
+}
+
+// insert indexes record si, which must not be indexed yet.
+func (m *Machine) insert(si int32) {
+	mask := uint64(len(m.index) - 1)
+	i := m.hash(m.srcs[si].addr) & mask
+	for m.index[i] != 0 {
+		i = (i + 1) & mask
+	}
+	m.index[i] = si + 1
+}
+
+// unindex removes record si from the index.
+func (m *Machine) unindex(si int32) {
+	mask := uint64(len(m.index) - 1)
+	i := m.hash(m.srcs[si].addr) & mask
+	for m.index[i] != si+1 {
+		i = (i + 1) & mask
+	}
+	// Move back every following entry of the run that may not stay behind the hole at i.
+	for j := (i + 1) & mask; m.index[j] != 0; j = (j + 1) & mask {
+		home := m.hash(m.srcs[m.index[j]-1].addr) & mask
+		// The entry at j can stay if its home is cyclically within (i, j].
+		if i <= j && i < home && home <= j || i > j && (i < home || home <= j) {
+			continue
+		}
+		m.index[i] = m.index[j]
+		i = j
+	}
+	m.index[i] = 0
 }

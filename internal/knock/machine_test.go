@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -253,11 +255,27 @@ func BenchmarkObserveNoise(b *testing.B) {
 	m := New(testDoors(), Options{MaxSources: 65536, GuardWidth: 32})
 	r := rand.New(rand.NewPCG(5, 6))
 	els := []Element{tcp(7000), udp(8000), tcp(9000), tcp(7005)}
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	// Warm up: fill the table, so that the loop measures the steady state of a flood.
+	i := 0
+	for ; m.Stats().Sources < 65536 && i < 10_000_000; i++ {
 		src := netip.AddrFrom4([4]byte{10, byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))})
 		m.Observe(Knock{Time: t0.Add(time.Duration(i) * time.Microsecond), Src: src, Element: els[i&3], TCPFlags: SYN}, func(Event) {})
 	}
+	b.ReportAllocs()
+	for ; b.Loop(); i++ {
+		src := netip.AddrFrom4([4]byte{10, byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))})
+		m.Observe(Knock{Time: t0.Add(time.Duration(i) * time.Microsecond), Src: src, Element: els[i&3], TCPFlags: SYN}, func(Event) {})
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if n := m.Stats().Sources; n > 0 {
+		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(n), "heapB/source")
+	}
+	runtime.KeepAlive(m)
 }
 
 func TestMachineTarget(t *testing.T) {
@@ -284,4 +302,345 @@ func TestMachineTarget(t *testing.T) {
 			t.Errorf("knock to %s opened %v, want %s", dst, opened, want)
 		}
 	}
+}
+
+// TestMachineMemoryMillionSources is a spoofed flood: a million distinct sources each send the
+// first knock of a door, into a table capped at 65536 sources. The live heap must stay small,
+// and a legitimate knocker must still get in afterwards.
+func TestMachineMemoryMillionSources(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: a million sources")
+	}
+	const max = 65536
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	m := New(testDoors(), Options{MaxSources: max, GuardWidth: 32})
+	seed := rand.Uint32()
+	for i := uint32(0); i < 1_000_000; i++ {
+		// i*odd + seed is a bijection on uint32: every source is distinct.
+		v := i*0x9e3779b1 + seed
+		src := netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+		m.Observe(Knock{Time: t0.Add(time.Duration(i) * time.Microsecond), Src: src, Dst: self, Element: tcp(7000), TCPFlags: SYN}, func(Event) {})
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	st := m.Stats()
+	t.Logf("HeapInuse %.1f MiB (%.1f MiB before the machine), HeapAlloc +%.1f MiB, %d sources held, %d evicted",
+		mib(after.HeapInuse), mib(before.HeapInuse), mib(after.HeapAlloc-before.HeapAlloc), st.Sources, st.Evicted)
+	if after.HeapInuse >= 24<<20 {
+		t.Errorf("HeapInuse %.1f MiB after a million sources, want under 24 MiB", mib(after.HeapInuse))
+	}
+	if st.Sources != max {
+		t.Errorf("%d sources held, want %d", st.Sources, max)
+	}
+	if want := uint64(1_000_000 - max); st.Evicted != want {
+		t.Errorf("%d evicted, want %d", st.Evicted, want)
+	}
+	got := run(m, []step{{2000000, alice, tcp(7000), 0}, {2000010, alice, udp(8000), 0}, {2000020, alice, tcp(9000), 0}})
+	if len(got) != 1 {
+		t.Errorf("legitimate knock after the flood: opened %v", got)
+	}
+	runtime.KeepAlive(m)
+}
+
+func mib(n uint64) float64 { return float64(n) / (1 << 20) }
+
+// TestMachineMatchesReference drives the machine and refMachine (the straightforward
+// map-and-pointers implementation it replaced) with the same random traffic, and requires the
+// same events, stats and progress throughout: eviction, the free list, slab growth, the guard,
+// gaps, targets and Expire included.
+func TestMachineMatchesReference(t *testing.T) {
+	target := netip.MustParseAddr("198.18.0.77")
+	doors := append(testDoors(),
+		Door{Name: "gaps", Sequence: []Element{tcp(1000), udp(1000), tcp(1001)}, Timeout: 3 * time.Second, MinGap: 50 * time.Millisecond, MaxGap: 800 * time.Millisecond},
+		Door{Name: "wol", Sequence: []Element{tcp(7000), tcp(2000)}, Timeout: time.Second, Target: target},
+		Door{Name: "one", Sequence: []Element{udp(4444)}, Timeout: time.Second},
+	)
+	var ports []Element
+	for _, d := range doors {
+		for _, e := range d.Sequence {
+			ports = append(ports, e, Element{Proto: e.Proto, Num: e.Num + 3}, Element{Proto: e.Proto, Num: e.Num - 40})
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		maxSources int
+		pool       int
+		tick       time.Duration // time scale of the traffic
+		steps      int
+	}{{"tiny", 1, 4, time.Millisecond, 100_000}, {"small", 5, 12, time.Millisecond, 200_000}, {"growing", 700, 3000, 10 * time.Microsecond, 200_000}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(7, uint64(tc.maxSources)))
+			var pool []netip.Addr
+			for i := range tc.pool {
+				pool = append(pool, netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))
+			}
+			pool = append(pool, netip.AddrFrom16(pool[0].As16()), eve, eve.WithZone("eth0"), netip.MustParseAddr("203.0.113.9"))
+			opts := Options{MaxSources: tc.maxSources, GuardWidth: 8}
+			m, ref := New(doors, opts), newRefMachine(doors, opts)
+			at := t0
+			for step := 0; step < tc.steps; step++ {
+				switch r.IntN(10) {
+				case 0:
+					at = at.Add(time.Duration(r.IntN(2000)) * tc.tick)
+				case 1:
+					at = at.Add(-time.Duration(r.IntN(5)) * tc.tick)
+				default:
+					at = at.Add(time.Duration(r.IntN(100)) * tc.tick)
+				}
+				if r.IntN(500) == 0 {
+					now := at.Add(time.Duration(r.IntN(8000)) * tc.tick)
+					m.Expire(now)
+					ref.Expire(now)
+				} else {
+					k := Knock{Time: at, Src: pool[r.IntN(len(pool))], Dst: self, Element: ports[r.IntN(len(ports))], TCPFlags: []uint8{SYN, SYN, SYN | ACK, ACK, FIN}[r.IntN(5)]}
+					if r.IntN(8) == 0 {
+						k.Dst = target
+					}
+					var got, want []Event
+					m.Observe(k, func(e Event) { got = append(got, e) })
+					ref.Observe(k, func(e Event) { want = append(want, e) })
+					if fmt.Sprint(got) != fmt.Sprint(want) {
+						t.Fatalf("step %d, knock %+v: events %v, want %v", step, k, got, want)
+					}
+				}
+				if got, want := m.Stats(), ref.Stats(); got != want {
+					t.Fatalf("step %d: stats %+v, want %+v", step, got, want)
+				}
+				if step%(97*len(pool)/8+1) == 0 {
+					for _, a := range pool {
+						if got, want := m.Progress(a), ref.Progress(a); fmt.Sprint(got) != fmt.Sprint(want) {
+							t.Fatalf("step %d: progress of %s %v, want %v", step, a, got, want)
+						}
+					}
+				}
+			}
+			if m.Stats().Evicted == 0 {
+				t.Error("no evictions exercised")
+			}
+			if len(m.srcs) != tc.maxSources || cap(m.srcs) != tc.maxSources {
+				t.Errorf("%d records (cap %d), want MaxSources %d", len(m.srcs), cap(m.srcs), tc.maxSources)
+			}
+		})
+	}
+}
+
+// refMachine is the former implementation of Machine: a map of heap-allocated sources in a
+// pointer-linked LRU list, with time.Time fields. It borrows the guard and targets of a Machine.
+type refMachine struct {
+	*Machine
+	sources    map[netip.Addr]*refSource
+	head, tail *refSource
+	evicted    uint64
+}
+
+type refAttempt struct {
+	stage       int
+	first, last time.Time
+}
+
+type refSource struct {
+	addr         netip.Addr
+	attempts     []refAttempt
+	guardedUntil time.Time
+	lastSeen     time.Time
+	prev, next   *refSource
+}
+
+func newRefMachine(doors []Door, opts Options) *refMachine {
+	return &refMachine{Machine: New(doors, opts), sources: map[netip.Addr]*refSource{}}
+}
+
+func (m *refMachine) Observe(k Knock, emit func(Event)) {
+	src := k.Src.Unmap()
+	s := m.sources[src]
+	if s != nil && k.Time.Before(s.guardedUntil) {
+		if m.isGuard(k) {
+			s.guardedUntil = k.Time.Add(m.guardFor)
+		}
+		m.touch(s, k.Time)
+		emit(Event{Kind: Ignored, Door: -1, Src: src})
+		return
+	}
+	if m.isGuard(k) {
+		if s == nil {
+			s = m.add(src, k.Time)
+		}
+		clear(s.attempts)
+		s.guardedUntil = k.Time.Add(m.guardFor)
+		m.touch(s, k.Time)
+		emit(Event{Kind: Guarded, Door: -1, Src: src})
+		return
+	}
+	for i := range m.doors {
+		d := &m.doors[i]
+		if d.Target.IsValid() && d.Target != k.Dst.Unmap() || !d.Target.IsValid() && slices.Contains(m.targets, k.Dst.Unmap()) {
+			continue
+		}
+		if k.Element.Proto == netport.TCP && !d.Flags.Match(k.TCPFlags) {
+			continue
+		}
+		var a *refAttempt
+		if s != nil {
+			a = &s.attempts[i]
+		}
+		if a != nil && a.stage > 0 {
+			if k.Time.Sub(a.first) > d.Timeout || d.MaxGap > 0 && k.Time.Sub(a.last) > d.MaxGap {
+				*a = refAttempt{}
+				emit(Event{Kind: Timeout, Door: i, Src: src})
+			}
+		}
+		if a == nil || a.stage == 0 {
+			if k.Element != d.Sequence[0] {
+				continue
+			}
+			if !d.AllowsSource(src) {
+				emit(Event{Kind: NotAllowed, Door: i, Src: src})
+				continue
+			}
+			if len(d.Sequence) == 1 {
+				emit(Event{Kind: Opened, Door: i, Stage: 1, Src: src})
+				continue
+			}
+			if s == nil {
+				s = m.add(src, k.Time)
+				a = &s.attempts[i]
+			}
+			*a = refAttempt{stage: 1, first: k.Time, last: k.Time}
+			emit(Event{Kind: Stage, Door: i, Stage: 1, Src: src})
+			continue
+		}
+		switch {
+		case k.Element == d.Sequence[a.stage]:
+			if d.MinGap > 0 && k.Time.Sub(a.last) < d.MinGap {
+				*a = refAttempt{}
+				emit(Event{Kind: TooFast, Door: i, Src: src})
+				continue
+			}
+			a.stage++
+			a.last = k.Time
+			if a.stage == len(d.Sequence) {
+				*a = refAttempt{}
+				emit(Event{Kind: Opened, Door: i, Stage: len(d.Sequence), Src: src})
+				continue
+			}
+			emit(Event{Kind: Stage, Door: i, Stage: a.stage, Src: src})
+		case slices.Contains(d.Sequence[:a.stage], k.Element):
+		default:
+			*a = refAttempt{}
+			emit(Event{Kind: Failed, Door: i, Src: src})
+		}
+	}
+	if s != nil {
+		m.touch(s, k.Time)
+		if s.idle() {
+			m.remove(s)
+		}
+	}
+}
+
+func (s *refSource) idle() bool {
+	if !s.guardedUntil.IsZero() && s.lastSeen.Before(s.guardedUntil) {
+		return false
+	}
+	for _, a := range s.attempts {
+		if a.stage > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *refMachine) Expire(now time.Time) {
+	for s := m.tail; s != nil; {
+		prev := s.prev
+		if now.Sub(s.lastSeen) <= m.guardFor && !s.expired(now, m.doors) {
+			return
+		}
+		if s.expired(now, m.doors) {
+			m.remove(s)
+		}
+		s = prev
+	}
+}
+
+func (s *refSource) expired(now time.Time, doors []Door) bool {
+	if now.Before(s.guardedUntil) {
+		return false
+	}
+	for i, a := range s.attempts {
+		if a.stage == 0 {
+			continue
+		}
+		d := &doors[i]
+		if now.Sub(a.first) <= d.Timeout && (d.MaxGap == 0 || now.Sub(a.last) <= d.MaxGap) {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *refMachine) Stats() Stats { return Stats{Sources: len(m.sources), Evicted: m.evicted} }
+
+func (m *refMachine) Progress(src netip.Addr) []int {
+	out := make([]int, len(m.doors))
+	if s := m.sources[src.Unmap()]; s != nil {
+		for i, a := range s.attempts {
+			out[i] = a.stage
+		}
+	}
+	return out
+}
+
+func (m *refMachine) add(addr netip.Addr, now time.Time) *refSource {
+	if len(m.sources) >= m.opts.MaxSources && m.tail != nil {
+		m.remove(m.tail)
+		m.evicted++
+	}
+	s := &refSource{addr: addr, attempts: make([]refAttempt, len(m.doors)), lastSeen: now}
+	m.sources[addr] = s
+	m.pushFront(s)
+	return s
+}
+
+func (m *refMachine) touch(s *refSource, now time.Time) {
+	if now.After(s.lastSeen) {
+		s.lastSeen = now
+	}
+	if m.head == s {
+		return
+	}
+	m.unlink(s)
+	m.pushFront(s)
+}
+
+func (m *refMachine) remove(s *refSource) {
+	m.unlink(s)
+	delete(m.sources, s.addr)
+}
+
+func (m *refMachine) pushFront(s *refSource) {
+	s.prev, s.next = nil, m.head
+	if m.head != nil {
+		m.head.prev = s
+	}
+	m.head = s
+	if m.tail == nil {
+		m.tail = s
+	}
+}
+
+func (m *refMachine) unlink(s *refSource) {
+	if s.prev != nil {
+		s.prev.next = s.next
+	} else if m.head == s {
+		m.head = s.next
+	}
+	if s.next != nil {
+		s.next.prev = s.prev
+	} else if m.tail == s {
+		m.tail = s.prev
+	}
+	s.prev, s.next = nil, nil
 }
