@@ -16,8 +16,9 @@ type Limiter struct {
 	every    time.Duration
 	max      int
 	now      func() time.Time
-	sources  map[netip.Addr]*bucket
-	overflow bucket
+	sources   map[netip.Addr]*bucket
+	overflow  bucket
+	lastPrune time.Time
 }
 
 type bucket struct {
@@ -43,7 +44,10 @@ func (l *Limiter) Allow(src netip.Addr) (ok bool, suppressed uint64) {
 	now := l.now()
 	b := l.sources[src]
 	if b == nil {
-		if len(l.sources) >= l.max {
+		if len(l.sources) >= l.max && now.Sub(l.lastPrune) >= l.every {
+			// At most one pass over the table per interval: a flood of new sources must not
+			// cost a walk of the whole table per packet.
+			l.lastPrune = now
 			l.prune(now)
 		}
 		if len(l.sources) >= l.max {

@@ -32,3 +32,13 @@ func TestLimiter(t *testing.T) {
 		t.Fatalf("%d sources tracked, cap 2", len(l.sources))
 	}
 }
+
+func BenchmarkAllowSpoofedFlood(b *testing.B) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := New(10, time.Second, 4096, func() time.Time { return now })
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		now = now.Add(10 * time.Microsecond)
+		l.Allow(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+	}
+}
