@@ -366,6 +366,7 @@ func TestIntegrationSPARefusals(t *testing.T) {
 		{"source not allowed", "bob", "source not allowed", func(f family) netip.Addr { return pick(extra, 0, f) },
 			func() []byte { return seal(t, k.pair(), spa.Request{}, time.Now()) }},
 		{"garbage", "", "malformed", nil, func() []byte { return []byte(strings.Repeat("\x00garbage", 30)) }},
+		{"oversized", "", "too long", nil, func() []byte { return append([]byte(spa.Magic), make([]byte, 1400)...) }},
 	}
 	for _, fam := range families {
 		for _, tc := range cases {

@@ -244,3 +244,77 @@ func BenchmarkReplayBoltInsert(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkReplayBoltInsertNoSync(b *testing.B) {
+	s, err := OpenBolt(filepath.Join(b.TempDir(), "replay.db"), WithNoSync(), WithSyncEvery(time.Second))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	exp := time.Now().Add(time.Hour)
+	for i := 0; b.Loop(); i++ {
+		if _, err := s.InsertIfAbsent(context.Background(), fmt.Appendf(nil, "k%d", i), exp); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestWriteBehindPersists(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "replay.db")
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	open := func() *WriteBehind {
+		b, err := OpenBolt(path, WithNoSync())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := NewWriteBehind(b, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	w := open()
+	for i := 0; i < 100; i++ {
+		if ok, err := w.InsertIfAbsent(ctx, fmt.Appendf(nil, "k%d", i), exp); !ok || err != nil {
+			t.Fatalf("insert k%d: %v, %v", i, ok, err)
+		}
+	}
+	if ok, _ := w.InsertIfAbsent(ctx, []byte("k7"), exp); ok {
+		t.Fatal("a replay was accepted")
+	}
+	if ok, _ := w.InsertIfAbsent(ctx, []byte("gone"), time.Now().Add(-time.Second)); !ok {
+		t.Fatal("an expired key could not be inserted")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w = open()
+	defer w.Close()
+	for i := 0; i < 100; i++ {
+		if ok, _ := w.InsertIfAbsent(ctx, fmt.Appendf(nil, "k%d", i), exp); ok {
+			t.Fatalf("after reopen: k%d accepted again", i)
+		}
+	}
+	if w.Len() != 100 {
+		t.Errorf("after reopen %d live keys in memory, want 100 (expired ones are not loaded)", w.Len())
+	}
+}
+
+func BenchmarkReplayWriteBehindInsert(b *testing.B) {
+	f, err := OpenBolt(filepath.Join(b.TempDir(), "replay.db"), WithNoSync())
+	if err != nil {
+		b.Fatal(err)
+	}
+	w, err := NewWriteBehind(f, 1<<20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	exp := time.Now().Add(time.Hour)
+	for i := 0; b.Loop(); i++ {
+		if _, err := w.InsertIfAbsent(context.Background(), fmt.Appendf(nil, "k%d", i), exp); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
