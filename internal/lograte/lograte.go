@@ -11,11 +11,11 @@ import (
 // allowed after some were held back carries their count, so a flood neither fills the disk nor
 // hides a reason. Memory is bounded: past MaxSources, sources share one overflow budget.
 type Limiter struct {
-	mu       sync.Mutex
-	burst    float64
-	every    time.Duration
-	max      int
-	now      func() time.Time
+	mu        sync.Mutex
+	burst     float64
+	every     time.Duration
+	max       int
+	now       func() time.Time
 	sources   map[netip.Addr]*bucket
 	overflow  bucket
 	lastPrune time.Time
