@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,8 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/sesame-knock/sesame/internal/benchkit"
 	"github.com/sesame-knock/sesame/internal/knockclient"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
 	"github.com/sesame-knock/sesame/internal/netport"
@@ -135,7 +133,7 @@ open_for = "60s"
 			}
 			start := time.Now()
 			var err error
-			l, err = probeConnect(src, svc, start, 3*time.Second)
+			l, err = benchkit.ProbeConnect(src, svc, start, 3*time.Second)
 			return err
 		})
 		if err != nil {
@@ -145,61 +143,4 @@ open_for = "60s"
 		time.Sleep(20 * time.Millisecond)
 	}
 	return lat
-}
-
-// probeConnect starts a fresh non-blocking TCP connect from src to dst every 200 µs until one
-// completes, and returns the time from start to that completion. It must run on a thread in
-// the client namespace (all sockets are created by the calling thread).
-func probeConnect(src netip.Addr, dst netip.AddrPort, start time.Time, limit time.Duration) (time.Duration, error) {
-	var fds []int
-	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}()
-	sa := &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().As4()}
-	local := &unix.SockaddrInet4{Addr: src.As4()}
-	for time.Since(start) < limit {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return 0, err
-		}
-		fds = append(fds, fd)
-		if err := unix.Bind(fd, local); err != nil {
-			return 0, err
-		}
-		if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
-			return 0, err
-		}
-		pfds := make([]unix.PollFd, len(fds))
-		for i, fd := range fds {
-			pfds[i] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
-		}
-		deadline := time.Now().Add(200 * time.Microsecond)
-		for time.Now().Before(deadline) {
-			ts := unix.NsecToTimespec(max(0, int64(time.Until(deadline))))
-			n, err := unix.Ppoll(pfds, &ts, nil)
-			if err != nil && !errors.Is(err, unix.EINTR) {
-				return 0, err
-			}
-			if n > 0 {
-				for _, p := range pfds {
-					if p.Revents&(unix.POLLOUT|unix.POLLERR|unix.POLLHUP) == 0 {
-						continue
-					}
-					if v, _ := unix.GetsockoptInt(int(p.Fd), unix.SOL_SOCKET, unix.SO_ERROR); v == 0 && p.Revents&unix.POLLOUT != 0 {
-						return time.Since(start), nil
-					}
-				}
-			}
-		}
-		if len(fds) > 500 {
-			// Keep the descriptor count bounded: old attempts were dropped anyway.
-			for _, fd := range fds[:250] {
-				unix.Close(fd)
-			}
-			fds = append([]int(nil), fds[250:]...)
-		}
-	}
-	return 0, fmt.Errorf("no connection to %s within %s", dst, limit)
 }

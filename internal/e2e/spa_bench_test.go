@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sesame-knock/sesame/internal/benchkit"
 	"github.com/sesame-knock/sesame/internal/fwknop"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
 	"github.com/sesame-knock/sesame/internal/netport"
@@ -157,7 +158,7 @@ open = ["tcp/2222"]
 				return err
 			}
 			start := time.Now()
-			l, err = probeConnect(src, svc, start, 3*time.Second)
+			l, err = benchkit.ProbeConnect(src, svc, start, 3*time.Second)
 			return err
 		})
 		if err != nil {
