@@ -14,13 +14,14 @@ import (
 	"github.com/sesame-knock/sesame/internal/netnsbed"
 )
 
-// TestIntegrationProfileKnockFlood profiles sesame (through SESAME_PPROF) while spoofed sources
-// flood its knock ports. It runs only when BENCH_PROFILE names the file to write the CPU profile
+// BenchmarkProfileKnockFlood is a profiling driver, not a benchmark: it profiles sesame (through SESAME_PPROF) while spoofed sources
+// flood its knock ports, once, with go test ./bench -run "^$" -bench ProfileKnockFlood -benchtime 1x. It runs only when BENCH_PROFILE names the file to write the CPU profile
 // to, and BENCH_SESAME names a sesame binary.
-func TestIntegrationProfileKnockFlood(t *testing.T) {
+func BenchmarkProfileKnockFlood(b *testing.B) {
+	t := b
 	out, bin := os.Getenv("BENCH_PROFILE"), os.Getenv("BENCH_SESAME")
 	if out == "" || bin == "" || os.Geteuid() != 0 {
-		t.Skip("skipping: set BENCH_PROFILE=FILE and BENCH_SESAME=BINARY and run as root")
+		b.Skip("set BENCH_PROFILE=FILE and BENCH_SESAME=BINARY and run as root")
 	}
 	h := &harness{ctx: context.Background(), res: &Results{}, sesameBin: bin, spaAvailable: "no",
 		sesameEnv: []string{"SESAME_PPROF=127.0.0.1:6060"}, log: t.Logf}

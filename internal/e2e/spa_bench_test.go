@@ -34,7 +34,7 @@ func BenchmarkSPAToConnect(b *testing.B) {
 	if sesameBin == "" {
 		b.Fatal("sesame binary not built")
 	}
-	for _, name := range []string{"sesame-native-shared", "sesame-native-pair", "sesame-fwknop", "fwknopd-udp"} {
+	for _, name := range []string{"sesame-native-shared", "sesame-native-shared-sniff", "sesame-native-pair", "sesame-fwknop", "fwknopd-udp"} {
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
 				reportLatency(b, measureSPALatency(b, name))
@@ -106,6 +106,7 @@ state_dir = %q
 
 [spa]
 listen = "udp/62201"
+sniff = %v
 server_key_file = %q
 
 [[spa.client]]
@@ -123,7 +124,7 @@ name = "legacy"
 format = "fwknop"
 key_file = %q
 open = ["tcp/2222"]
-`, dir, write("server", string(serverText)), write("alice.key", string(sharedText)), string(pubText),
+`, dir, strings.HasSuffix(name, "-sniff"), write("server", string(serverText)), write("alice.key", string(sharedText)), string(pubText),
 			write("fwknop.key", "KEY_BASE64 "+fwknopKey+"\nHMAC_KEY_BASE64 "+fwknopHMAC+"\n"))
 		d = startDaemon(b, bed.Server, "sesame server running", sesameBin, "server", "-c", write("sesame.toml", cfg))
 	}
@@ -136,7 +137,7 @@ open = ["tcp/2222"]
 		var err error
 		now := time.Now()
 		switch name {
-		case "sesame-native-shared":
+		case "sesame-native-shared", "sesame-native-shared-sniff":
 			pkt, err = spa.Seal(spa.Request{Ports: []netport.Port{{Proto: netport.TCP, Num: 2222}}, Duration: time.Minute}, spa.ClientCredential{ID: "alice", Shared: &shared}, now, rand.Reader)
 		case "sesame-native-pair":
 			pkt, err = spa.Seal(spa.Request{Ports: []netport.Port{{Proto: netport.TCP, Num: 2222}}, Duration: time.Minute}, spa.ClientCredential{ID: "bob", Pair: pair, Server: &serverPub}, now, rand.Reader)
