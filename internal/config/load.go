@@ -363,16 +363,25 @@ func CheckInterface(name string) error {
 
 var doorName = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
-func (p *parser) doors(v any, firewall string) []Door {
-	var list []any
+// tables returns an array of tables ([[door]], [[spa.client]]) as a list, whichever form the
+// TOML decoder gave it in.
+func tables(v any) ([]any, bool) {
 	switch v := v.(type) {
 	case []map[string]any:
-		for _, m := range v {
-			list = append(list, m)
+		list := make([]any, len(v))
+		for i, m := range v {
+			list[i] = m
 		}
+		return list, true
 	case []any:
-		list = v
-	default:
+		return v, true
+	}
+	return nil, false
+}
+
+func (p *parser) doors(v any, firewall string) []Door {
+	list, ok := tables(v)
+	if !ok {
 		p.fail("door", "", "door", fmt.Errorf("want [[door]] tables, got %s", typeName(v)))
 		return nil
 	}

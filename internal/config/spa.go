@@ -162,15 +162,8 @@ func (p *parser) spa(v any, firewall string) *SPA {
 }
 
 func (p *parser) spaClients(v any, s *SPA) []SPAClient {
-	var list []any
-	switch v := v.(type) {
-	case []map[string]any:
-		for _, m := range v {
-			list = append(list, m)
-		}
-	case []any:
-		list = v
-	default:
+	list, ok := tables(v)
+	if !ok {
 		p.fail("spa.client", "spa", "client", fmt.Errorf("want [[spa.client]] tables, got %s", typeName(v)))
 		return nil
 	}

@@ -54,21 +54,7 @@ func reportLatency(b *testing.B, lat []time.Duration) {
 }
 
 func measureKnockLatency(b *testing.B, name string) []time.Duration {
-	bed, err := netnsbed.New(context.Background())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bed.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	svc := netip.AddrPortFrom(netnsbed.Server4, 2222)
-	if _, err := netnsbed.Listen(ctx, bed.Server, svc); err != nil {
-		b.Fatal(err)
-	}
-	srcs, err := bed.AddClientAddrs(ctx, latencyTries, false)
-	if err != nil {
-		b.Fatal(err)
-	}
+	ctx, bed, svc, srcs := latencyBed(b)
 	dir := b.TempDir()
 	var d *daemon
 	switch name {
@@ -143,4 +129,26 @@ open_for = "60s"
 		time.Sleep(20 * time.Millisecond)
 	}
 	return lat
+}
+
+// latencyBed builds a bed for a latency benchmark: a TCP service on the server's port 2222 and
+// latencyTries fresh client addresses, one per try. Everything goes when the benchmark ends.
+func latencyBed(b *testing.B) (context.Context, *netnsbed.Bed, netip.AddrPort, []netip.Addr) {
+	b.Helper()
+	bed, err := netnsbed.New(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { bed.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	svc := netip.AddrPortFrom(netnsbed.Server4, 2222)
+	if _, err := netnsbed.Listen(ctx, bed.Server, svc); err != nil {
+		b.Fatal(err)
+	}
+	srcs, err := bed.AddClientAddrs(ctx, latencyTries, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ctx, bed, svc, srcs
 }

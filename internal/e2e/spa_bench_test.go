@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
@@ -44,21 +43,7 @@ func BenchmarkSPAToConnect(b *testing.B) {
 }
 
 func measureSPALatency(b *testing.B, name string) []time.Duration {
-	bed, err := netnsbed.New(context.Background())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bed.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	svc := netip.AddrPortFrom(netnsbed.Server4, 2222)
-	if _, err := netnsbed.Listen(ctx, bed.Server, svc); err != nil {
-		b.Fatal(err)
-	}
-	srcs, err := bed.AddClientAddrs(ctx, latencyTries, false)
-	if err != nil {
-		b.Fatal(err)
-	}
+	ctx, bed, svc, srcs := latencyBed(b)
 	dir := b.TempDir()
 	write := func(name, text string) string {
 		p := filepath.Join(dir, name)
