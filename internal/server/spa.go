@@ -55,14 +55,13 @@ func (s *Server) handleSPA(src netip.Addr, payload []byte) {
 	if ctx == nil || ctx.Err() != nil {
 		ctx = context.Background()
 	}
-	grants := s.deps.SPA.Handle(ctx, src, payload)
+	grants, err := s.deps.SPA.Handle(ctx, src, payload, s.deps.Firewall.Grant)
 	if len(grants) == 0 {
 		return
 	}
 	s.Counters.Opened.Add(1)
-	if err := s.deps.Firewall.Grant(ctx, grants...); err != nil {
-		s.Counters.GrantErrors.Add(1)
-		s.log.Error("spa request accepted but the grant failed", "src", src, "err", err)
+	if err != nil {
+		s.Counters.GrantErrors.Add(1) // logged by the handler, with the request
 	}
 }
 

@@ -139,10 +139,15 @@ type decision struct {
 	grants []firewall.Grant
 }
 
-// Handle checks one SPA payload from src and returns the grants it earns (nil when refused).
-// Cheap checks run first; the replay store is written only for authenticated, fresh packets.
-// payload may alias a read buffer: nothing of it is kept.
-func (h *Handler) Handle(ctx context.Context, src netip.Addr, payload []byte) []firewall.Grant {
+// GrantFunc applies the grants an accepted packet earned (the firewall's Grant).
+type GrantFunc func(ctx context.Context, grants ...firewall.Grant) error
+
+// Handle checks one SPA payload from src, applies the grants it earns with grant (unless grant is
+// nil), and only then logs the decision, so the line costs the client no time. It returns the
+// grants (nil when refused) and grant's error. Cheap checks run first; the replay store is
+// written only for authenticated, fresh packets. payload may alias a read buffer: nothing of it
+// is kept.
+func (h *Handler) Handle(ctx context.Context, src netip.Addr, payload []byte, grant GrantFunc) ([]firewall.Grant, error) {
 	src = src.Unmap()
 	var d decision
 	if len(payload) >= len(spa.Magic) && string(payload[:len(spa.Magic)]) == spa.Magic {
@@ -150,8 +155,12 @@ func (h *Handler) Handle(ctx context.Context, src netip.Addr, payload []byte) []
 	} else {
 		d = h.fwknop1(ctx, src, payload)
 	}
-	h.record(src, &d)
-	return d.grants
+	var err error
+	if len(d.grants) > 0 && grant != nil {
+		err = grant(ctx, d.grants...)
+	}
+	h.record(src, &d, err)
+	return d.grants, err
 }
 
 func (h *Handler) native1(ctx context.Context, src netip.Addr, pkt []byte) decision {
@@ -369,7 +378,7 @@ func inPrefixes(a netip.Addr, ps []netip.Prefix) bool {
 
 // record counts and logs a decision once: accepted packets always, refusals within the
 // per-source rate limit (with the count held back since the last line).
-func (h *Handler) record(src netip.Addr, d *decision) {
+func (h *Handler) record(src netip.Addr, d *decision, grantErr error) {
 	h.mu.Lock()
 	h.counts[d.reason]++
 	h.mu.Unlock()
@@ -404,6 +413,10 @@ func (h *Handler) record(src netip.Addr, d *decision) {
 			ports[i] = g.Port.String()
 		}
 		args = append(args, "addr", d.grants[0].Src, "open", strings.Join(ports, ","), "open_for", d.grants[0].Timeout)
+		if grantErr != nil {
+			h.log.Error("spa accepted but the grant failed", append(args, "err", grantErr)...)
+			return
+		}
 		h.log.Info("spa accepted", args...)
 		return
 	}

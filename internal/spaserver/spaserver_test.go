@@ -6,6 +6,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/base64"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -100,6 +101,50 @@ func newHandler(t testing.TB, cfg *config.SPA, now func() time.Time) (*Handler, 
 		t.Fatal(err)
 	}
 	return h, buf
+}
+
+// hg drops Handle's error: these tests pass no grant function, so there is none.
+func hg(grants []firewall.Grant, _ error) []firewall.Grant { return grants }
+
+// TestSPAGrantsBeforeLogging checks that an accepted packet is granted before its line is
+// written, and that a failed grant is returned and logged as such.
+func TestSPAGrantsBeforeLogging(t *testing.T) {
+	c := newCreds(t)
+	rng := rand.NewChaCha8([32]byte{9})
+	tests := []struct {
+		name     string
+		grantErr error
+		wantMsg  string
+	}{
+		{"grant ok", nil, "spa accepted"},
+		{"grant fails", errors.New("netlink: no buffer space"), "spa accepted but the grant failed"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h, logs := newHandler(t, testConfig(c), func() time.Time { return t0 })
+			pkt := native(shared, spa.Request{Ports: []netport.Port{ssh}}, 0)(t, c, t0, rng)
+			var granted []firewall.Grant
+			var logAtGrant string
+			got, err := h.Handle(context.Background(), client4, pkt, func(_ context.Context, g ...firewall.Grant) error {
+				granted = g
+				logAtGrant = logs.String()
+				return tc.grantErr
+			})
+			if !errors.Is(err, tc.grantErr) {
+				t.Errorf("err = %v, want %v", err, tc.grantErr)
+			}
+			if len(got) != 1 || !slices.Equal(got, granted) {
+				t.Errorf("returned %v, granted %v", got, granted)
+			}
+			if logAtGrant != "" {
+				t.Errorf("logged before the grant: %s", logAtGrant)
+			}
+			line := logs.String()
+			if !strings.Contains(line, "msg="+strconv.Quote(tc.wantMsg)) || !strings.Contains(line, "src="+client4.String()) {
+				t.Errorf("log = %s, want %q with the source", line, tc.wantMsg)
+			}
+		})
+	}
 }
 
 type builder func(t *testing.T, c *creds, now time.Time, rng *rand.ChaCha8) []byte
@@ -267,7 +312,7 @@ func TestSPAHandleReasons(t *testing.T) {
 			h, logs := newHandler(t, testConfig(c), func() time.Time { return t0 })
 			rng := rand.NewChaCha8([32]byte{byte(i)})
 			pkt := tc.build(t, c, t0, rng)
-			got := h.Handle(context.Background(), tc.src, pkt)
+			got := hg(h.Handle(context.Background(), tc.src, pkt, nil))
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("grants = %v, want %v", got, tc.want)
 			}
@@ -291,7 +336,7 @@ func TestSPAHandleReasons(t *testing.T) {
 				t.Errorf("log reveals a key:\n%s", line)
 			}
 			// The same packet again: accepted packets are replays; refused ones are refused again.
-			again := h.Handle(context.Background(), tc.src, pkt)
+			again := hg(h.Handle(context.Background(), tc.src, pkt, nil))
 			if again != nil {
 				t.Errorf("second delivery granted %v", again)
 			}
@@ -322,7 +367,7 @@ func TestSPAReplayAcrossRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, p := range pkts {
-			h.Handle(context.Background(), client4, p)
+			hg(h.Handle(context.Background(), client4, p, nil))
 			if h.Counts()[want] != uint64(i+1) {
 				t.Errorf("round %d packet %d: counts %v, want %q", round, i, h.Counts(), want)
 			}
@@ -337,11 +382,11 @@ func TestSPALogRateLimited(t *testing.T) {
 	h, logs := newHandler(t, testConfig(c), func() time.Time { return now })
 	garbage := bytes.Repeat([]byte{1}, 200)
 	for range 100 {
-		h.Handle(context.Background(), client4, garbage)
+		hg(h.Handle(context.Background(), client4, garbage, nil))
 	}
-	h.Handle(context.Background(), client6, garbage) // another source has its own budget
+	hg(h.Handle(context.Background(), client6, garbage, nil)) // another source has its own budget
 	now = now.Add(time.Second)
-	h.Handle(context.Background(), client4, garbage)
+	hg(h.Handle(context.Background(), client4, garbage, nil))
 	out := logs.String()
 	if n := strings.Count(out, "src="+client4.String()); n != 11 {
 		t.Errorf("%d lines about %s, want 10 (burst) + 1", n, client4)
@@ -429,7 +474,7 @@ func TestSPAFwknopVectors(t *testing.T) {
 			now := time.Unix(ts, 0).Add(3 * time.Second)
 			h, logs := newHandler(t, &config.SPA{Port: 62201, MaxAge: 120 * time.Second, Clients: []config.SPAClient{v.client(t)}},
 				func() time.Time { return now })
-			got := h.Handle(context.Background(), src, []byte(v["packet"]))
+			got := hg(h.Handle(context.Background(), src, []byte(v["packet"]), nil))
 			typ, _, _ := strings.Cut(v["field.Message Type"], " ")
 			want := ReasonAccepted
 			switch typ {
@@ -509,7 +554,7 @@ func BenchmarkSPAGarbage(b *testing.B) {
 	for name, pkt := range cases {
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				if h.Handle(context.Background(), client4, pkt) != nil {
+				if hg(h.Handle(context.Background(), client4, pkt, nil)) != nil {
 					b.Fatal("garbage granted")
 				}
 			}
@@ -533,7 +578,7 @@ func BenchmarkSPAValid(b *testing.B) {
 	for _, tc := range cases {
 		b.Run(tc.name, func(b *testing.B) {
 			for b.Loop() {
-				if h.Handle(context.Background(), client4, tc.pkt) == nil {
+				if hg(h.Handle(context.Background(), client4, tc.pkt, nil)) == nil {
 					b.Fatal("refused")
 				}
 			}
