@@ -176,34 +176,60 @@ func (b *Bolt) InsertIfAbsent(ctx context.Context, key []byte, expiry time.Time)
 	if len(key) == 0 {
 		return false, fmt.Errorf("%s: empty key", op)
 	}
-	now := b.now()
-	nowB := expiryBytes(now)
+	nowB := expiryBytes(b.now())
 	inserted := false
 	err := b.db.Update(func(tx *bolt.Tx) error {
-		keys, exp := tx.Bucket(bucketKeys), tx.Bucket(bucketExpiry)
-		if old := keys.Get(key); old != nil {
-			if bytes.Compare(old, nowB) > 0 {
-				return nil // live: a replay
-			}
-			if err := exp.Delete(append(bytes.Clone(old), key...)); err != nil {
-				return err
-			}
-		}
-		e := expiryBytes(expiry)
-		if err := keys.Put(key, e); err != nil {
+		var err error
+		if inserted, err = insertTx(tx, key, expiry, nowB); err != nil {
 			return err
 		}
-		if err := exp.Put(append(e, key...), nil); err != nil {
-			return err
-		}
-		inserted = true
-		_, err := sweep(tx, nowB, SweepPerInsert)
+		_, err = sweep(tx, nowB, SweepPerInsert)
 		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", op, err)
 	}
 	return inserted, nil
+}
+
+// insertMany records keys decided elsewhere (WriteBehind) in one transaction; a key already
+// live in the file is left as it is.
+func (b *Bolt) insertMany(batch []pending) error {
+	nowB := expiryBytes(b.now())
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		for _, p := range batch {
+			if _, err := insertTx(tx, p.key, p.expiry, nowB); err != nil {
+				return err
+			}
+		}
+		_, err := sweep(tx, nowB, SweepPerInsert)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("replay: insert %d keys: %w", len(batch), err)
+	}
+	return nil
+}
+
+// insertTx records key with expiry unless it is live at now; it reports whether it did.
+func insertTx(tx *bolt.Tx, key []byte, expiry time.Time, now []byte) (bool, error) {
+	keys, exp := tx.Bucket(bucketKeys), tx.Bucket(bucketExpiry)
+	if old := keys.Get(key); old != nil {
+		if bytes.Compare(old, now) > 0 {
+			return false, nil // live: a replay
+		}
+		if err := exp.Delete(append(bytes.Clone(old), key...)); err != nil {
+			return false, err
+		}
+	}
+	e := expiryBytes(expiry)
+	if err := keys.Put(key, e); err != nil {
+		return false, err
+	}
+	if err := exp.Put(append(e, key...), nil); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // sweep removes up to limit entries that expired at or before now.

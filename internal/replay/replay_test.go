@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	bolt "go.etcd.io/bbolt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -298,6 +299,54 @@ func TestWriteBehindPersists(t *testing.T) {
 	}
 	if w.Len() != 100 {
 		t.Errorf("after reopen %d live keys in memory, want 100 (expired ones are not loaded)", w.Len())
+	}
+}
+
+// TestWriteBehindWritesBehind checks that accepted keys reach the file on their own, a
+// FlushDelay after the first, and at once when QueueLen of them are waiting.
+func TestWriteBehindWritesBehind(t *testing.T) {
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "replay.db"), WithNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriteBehind(b, 2*QueueLen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour)
+	inFile := func() int {
+		n := 0
+		b.db.View(func(tx *bolt.Tx) error {
+			n = tx.Bucket(bucketKeys).Stats().KeyN
+			return nil
+		})
+		return n
+	}
+	for i := range 3 {
+		w.InsertIfAbsent(ctx, fmt.Appendf(nil, "a%d", i), exp)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for inFile() < 3 && time.Now().Before(deadline) {
+		time.Sleep(FlushDelay)
+	}
+	if n := inFile(); n != 3 {
+		t.Fatalf("%d keys in the file after 5 s, want 3", n)
+	}
+	// QueueLen waiting keys are written by the insert that makes them QueueLen.
+	w.mu.Lock()
+	for i := range QueueLen - 1 {
+		k := fmt.Appendf(nil, "b%d", i)
+		w.mem.InsertIfAbsent(ctx, k, exp)
+		w.pending = append(w.pending, pending{key: k, expiry: exp})
+	}
+	w.mu.Unlock()
+	if ok, err := w.InsertIfAbsent(ctx, []byte("last"), exp); !ok || err != nil {
+		t.Fatalf("insert: %v, %v", ok, err)
+	}
+	if n := inFile(); n != 3+QueueLen {
+		t.Errorf("%d keys in the file right after the QueueLen-th insert, want %d", n, 3+QueueLen)
 	}
 }
 

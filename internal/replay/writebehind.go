@@ -10,21 +10,24 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// WriteBehind decides in memory and persists to a Bolt store right behind the decision, so the
-// SPA path does not wait for a bbolt transaction (~40-80 µs even without fsync). At open it loads
-// every live key of the file, so a packet seen before a restart is still refused after it.
+// WriteBehind decides in memory and persists to a Bolt store shortly behind the decision, so the
+// SPA path neither waits for a bbolt transaction (~40-80 µs even without fsync) nor wakes a
+// writer thread while the grant it decided is still being made: accepted keys are written in
+// one transaction FlushDelay after the first of them. At open it loads every live key of the
+// file, so a packet seen before a restart is still refused after it.
 //
-// What a crash may lose: keys accepted in the last moments before a process crash that the
-// writer had not yet written (it writes each key as soon as it is accepted, in well under a
-// millisecond), plus, on a power loss, whatever the Bolt store had not yet synced.
+// What a crash may lose: keys accepted in the last FlushDelay (plus the write) before a process
+// crash, and, on a power loss, whatever the Bolt store had not yet synced.
 type WriteBehind struct {
-	mem   *Memory
-	file  *Bolt
-	queue chan pending
-	wg    sync.WaitGroup
+	mem  *Memory
+	file *Bolt
 
-	mu     sync.Mutex
-	closed bool
+	mu      sync.Mutex
+	pending []pending
+	timer   *time.Timer // armed while pending is not empty
+	closed  bool
+
+	writeMu sync.Mutex // serializes writes to file, and Close with them
 }
 
 type pending struct {
@@ -32,12 +35,17 @@ type pending struct {
 	expiry time.Time
 }
 
-// QueueLen is how many accepted keys may wait for the writer; past it an insert writes itself.
+// FlushDelay is how long accepted keys wait before they are written: long enough for the grant
+// they earned to be made first.
+const FlushDelay = time.Millisecond
+
+// QueueLen is how many accepted keys may wait for the writer; the insert that reaches it writes
+// them all itself.
 const QueueLen = 4096
 
 // NewWriteBehind wraps file, holding at most max live keys in memory, and loads its live keys.
 func NewWriteBehind(file *Bolt, max int) (*WriteBehind, error) {
-	w := &WriteBehind{mem: NewMemory(max), file: file, queue: make(chan pending, QueueLen)}
+	w := &WriteBehind{mem: NewMemory(max), file: file}
 	w.mem.SetClock(file.now)
 	now := expiryBytes(file.now())
 	err := file.db.View(func(tx *bolt.Tx) error {
@@ -52,8 +60,6 @@ func NewWriteBehind(file *Bolt, max int) (*WriteBehind, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replay: load %s: %w", file.path, err)
 	}
-	w.wg.Add(1)
-	go w.writer()
 	return w, nil
 }
 
@@ -65,42 +71,66 @@ func beUint64(b []byte) uint64 {
 	return n
 }
 
-// InsertIfAbsent decides atomically in memory; the key reaches the file just after.
+// InsertIfAbsent decides atomically in memory; the key reaches the file within FlushDelay.
 func (w *WriteBehind) InsertIfAbsent(ctx context.Context, key []byte, expiry time.Time) (bool, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.closed {
+		w.mu.Unlock()
 		return false, ErrClosed
 	}
 	ok, err := w.mem.InsertIfAbsent(ctx, key, expiry)
 	if err != nil || !ok {
+		w.mu.Unlock()
 		return ok, err
 	}
-	p := pending{key: append([]byte(nil), key...), expiry: expiry}
-	select {
-	case w.queue <- p:
-	default:
-		// The writer is behind: write this one now rather than lose it.
-		if _, err := w.file.InsertIfAbsent(ctx, p.key, p.expiry); err != nil {
-			return true, err
-		}
+	w.pending = append(w.pending, pending{key: append([]byte(nil), key...), expiry: expiry})
+	if len(w.pending) >= QueueLen {
+		// The writer is behind: write the batch now rather than let it grow.
+		batch := w.take()
+		w.mu.Unlock()
+		return true, w.write(batch)
 	}
+	if w.timer == nil {
+		w.timer = time.AfterFunc(FlushDelay, w.flush)
+	} else if len(w.pending) == 1 {
+		w.timer.Reset(FlushDelay)
+	}
+	w.mu.Unlock()
 	return true, nil
 }
 
-func (w *WriteBehind) writer() {
-	defer w.wg.Done()
-	for p := range w.queue {
-		// An error here cannot undo a grant already made; the key stays in memory, so a replay
-		// is still refused until a restart.
-		w.file.InsertIfAbsent(context.Background(), p.key, p.expiry)
+// take returns the pending keys and disarms the timer; w.mu is held.
+func (w *WriteBehind) take() []pending {
+	batch := w.pending
+	w.pending = nil
+	if w.timer != nil {
+		w.timer.Stop()
 	}
+	return batch
+}
+
+func (w *WriteBehind) flush() {
+	w.mu.Lock()
+	batch := w.take()
+	w.mu.Unlock()
+	// An error here cannot undo grants already made; the keys stay in memory, so a replay is
+	// still refused until a restart.
+	_ = w.write(batch)
+}
+
+func (w *WriteBehind) write(batch []pending) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	w.writeMu.Lock()
+	defer w.writeMu.Unlock()
+	return w.file.insertMany(batch)
 }
 
 // Len is the number of live keys held in memory.
 func (w *WriteBehind) Len() int { return w.mem.Len() }
 
-// Close writes every queued key, then closes the file.
+// Close writes every pending key, then closes the file.
 func (w *WriteBehind) Close() error {
 	w.mu.Lock()
 	if w.closed {
@@ -108,8 +138,10 @@ func (w *WriteBehind) Close() error {
 		return nil
 	}
 	w.closed = true
-	close(w.queue)
+	batch := w.take()
 	w.mu.Unlock()
-	w.wg.Wait()
-	return errors.Join(w.mem.Close(), w.file.Close())
+	err := w.write(batch)
+	w.writeMu.Lock() // a flush already running finishes first
+	defer w.writeMu.Unlock()
+	return errors.Join(err, w.mem.Close(), w.file.Close())
 }
