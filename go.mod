@@ -20,3 +20,5 @@ require (
 	github.com/mdlayher/socket v0.5.1 // indirect
 	golang.org/x/sync v0.20.0 // indirect
 )
+
+replace github.com/mdlayher/socket => ./third_party/github.com/mdlayher/socket
