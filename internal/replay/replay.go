@@ -19,6 +19,15 @@ type Store interface {
 	Close() error
 }
 
+// Deferred is a Store that persists accepted keys later, once told that the work they allowed
+// is done (WriteBehind): its caller calls PersistSoon after the grant, so that neither the write
+// nor the arming of its timer delays the grant.
+type Deferred interface {
+	Store
+	// PersistSoon schedules the write of the keys accepted so far.
+	PersistSoon()
+}
+
 // ErrFull is returned by a Memory store that holds max live keys: the packet is refused rather
 // than a live key forgotten (which would let its packet be replayed).
 var ErrFull = errors.New("replay store is full")

@@ -302,8 +302,8 @@ func TestWriteBehindPersists(t *testing.T) {
 	}
 }
 
-// TestWriteBehindWritesBehind checks that accepted keys reach the file on their own, a
-// FlushDelay after the first, and at once when QueueLen of them are waiting.
+// TestWriteBehindWritesBehind checks that accepted keys reach the file a FlushDelay after
+// PersistSoon, not before it, and at once when QueueLen of them are waiting.
 func TestWriteBehindWritesBehind(t *testing.T) {
 	b, err := OpenBolt(filepath.Join(t.TempDir(), "replay.db"), WithNoSync())
 	if err != nil {
@@ -327,6 +327,11 @@ func TestWriteBehindWritesBehind(t *testing.T) {
 	for i := range 3 {
 		w.InsertIfAbsent(ctx, fmt.Appendf(nil, "a%d", i), exp)
 	}
+	time.Sleep(10 * FlushDelay)
+	if n := inFile(); n != 0 {
+		t.Fatalf("%d keys written before PersistSoon", n)
+	}
+	w.PersistSoon()
 	deadline := time.Now().Add(5 * time.Second)
 	for inFile() < 3 && time.Now().Before(deadline) {
 		time.Sleep(FlushDelay)

@@ -12,9 +12,10 @@ import (
 
 // WriteBehind decides in memory and persists to a Bolt store shortly behind the decision, so the
 // SPA path neither waits for a bbolt transaction (~40-80 µs even without fsync) nor wakes a
-// writer thread while the grant it decided is still being made: accepted keys are written in
-// one transaction FlushDelay after the first of them. At open it loads every live key of the
-// file, so a packet seen before a restart is still refused after it.
+// writer thread while the grant it decided is still being made. It is a Deferred store: accepted
+// keys wait until PersistSoon (called after the grant), and are then written in one transaction
+// FlushDelay later; QueueLen waiting keys are written at once. At open it loads every live key of
+// the file, so a packet seen before a restart is still refused after it.
 //
 // What a crash may lose: keys accepted in the last FlushDelay (plus the write) before a process
 // crash, and, on a power loss, whatever the Bolt store had not yet synced.
@@ -24,7 +25,8 @@ type WriteBehind struct {
 
 	mu      sync.Mutex
 	pending []pending
-	timer   *time.Timer // armed while pending is not empty
+	timer   *time.Timer
+	armed   bool // the timer will write pending
 	closed  bool
 
 	writeMu sync.Mutex // serializes writes to file, and Close with them
@@ -35,8 +37,8 @@ type pending struct {
 	expiry time.Time
 }
 
-// FlushDelay is how long accepted keys wait before they are written: long enough for the grant
-// they earned to be made first.
+// FlushDelay is how long accepted keys wait after PersistSoon before they are written: long
+// enough for the client to connect first, and to gather a burst's keys into one transaction.
 const FlushDelay = time.Millisecond
 
 // QueueLen is how many accepted keys may wait for the writer; the insert that reaches it writes
@@ -71,7 +73,8 @@ func beUint64(b []byte) uint64 {
 	return n
 }
 
-// InsertIfAbsent decides atomically in memory; the key reaches the file within FlushDelay.
+// InsertIfAbsent decides atomically in memory; the key reaches the file FlushDelay after the next
+// PersistSoon.
 func (w *WriteBehind) InsertIfAbsent(ctx context.Context, key []byte, expiry time.Time) (bool, error) {
 	w.mu.Lock()
 	if w.closed {
@@ -90,21 +93,33 @@ func (w *WriteBehind) InsertIfAbsent(ctx context.Context, key []byte, expiry tim
 		w.mu.Unlock()
 		return true, w.write(batch)
 	}
-	if w.timer == nil {
-		w.timer = time.AfterFunc(FlushDelay, w.flush)
-	} else if len(w.pending) == 1 {
-		w.timer.Reset(FlushDelay)
-	}
 	w.mu.Unlock()
 	return true, nil
+}
+
+// PersistSoon implements Deferred: the keys accepted so far are written FlushDelay from now (or
+// with the batch already scheduled).
+func (w *WriteBehind) PersistSoon() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.armed || len(w.pending) == 0 {
+		return
+	}
+	w.armed = true
+	if w.timer == nil {
+		w.timer = time.AfterFunc(FlushDelay, w.flush)
+	} else {
+		w.timer.Reset(FlushDelay)
+	}
 }
 
 // take returns the pending keys and disarms the timer; w.mu is held.
 func (w *WriteBehind) take() []pending {
 	batch := w.pending
 	w.pending = nil
-	if w.timer != nil {
+	if w.armed {
 		w.timer.Stop()
+		w.armed = false
 	}
 	return batch
 }

@@ -143,10 +143,10 @@ type decision struct {
 type GrantFunc func(ctx context.Context, grants ...firewall.Grant) error
 
 // Handle checks one SPA payload from src, applies the grants it earns with grant (unless grant is
-// nil), and only then logs the decision, so the line costs the client no time. It returns the
-// grants (nil when refused) and grant's error. Cheap checks run first; the replay store is
-// written only for authenticated, fresh packets. payload may alias a read buffer: nothing of it
-// is kept.
+// nil), and only then logs the decision and lets a Deferred replay store persist, so neither
+// costs the client time. It returns the grants (nil when refused) and grant's error. Cheap
+// checks run first; the replay store is written only for authenticated, fresh packets. payload
+// may alias a read buffer: nothing of it is kept.
 func (h *Handler) Handle(ctx context.Context, src netip.Addr, payload []byte, grant GrantFunc) ([]firewall.Grant, error) {
 	src = src.Unmap()
 	var d decision
@@ -160,6 +160,9 @@ func (h *Handler) Handle(ctx context.Context, src netip.Addr, payload []byte, gr
 		err = grant(ctx, d.grants...)
 	}
 	h.record(src, &d, err)
+	if ds, ok := h.store.(replay.Deferred); ok && d.reason == ReasonAccepted {
+		ds.PersistSoon()
+	}
 	return d.grants, err
 }
 
