@@ -606,12 +606,15 @@ func (e *env) open(s subject, src netip.Addr, limit time.Duration) (time.Duratio
 	}
 	var lat time.Duration
 	err := netnsbed.Do(e.bed.Client, func() error {
+		// The clock starts as the SPA packet or the last knock leaves.
+		var start time.Time
 		if s.Method == mSPA {
 			c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)),
 				net.UDPAddrFromAddrPort(netip.AddrPortFrom(netnsbed.Server4, spaPort)))
 			if err != nil {
 				return err
 			}
+			start = time.Now()
 			_, err = c.Write(pkt)
 			c.Close()
 			if err != nil {
@@ -619,12 +622,12 @@ func (e *env) open(s subject, src netip.Addr, limit time.Duration) (time.Duratio
 			}
 		} else {
 			for _, el := range knockSeq {
+				start = time.Now()
 				if err := knockclient.SendOne(e.ctx, src, netnsbed.Server4, el); err != nil {
 					return err
 				}
 			}
 		}
-		start := time.Now()
 		var err error
 		lat, err = benchkit.ProbeConnect(src, service, start, limit)
 		return err
