@@ -125,28 +125,43 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
+		running := cfg
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				log.Info("SIGHUP: reloading configuration", "source", cfg.Source)
-				kl.Line("re-reading config file: " + cfg.Source)
+				log.Info("SIGHUP: reloading configuration", "source", running.Source)
+				kl.Line("re-reading config file: " + running.Source)
 				next, err := load()
 				if err != nil {
 					log.Error("reload failed; keeping the running configuration", "err", err)
 					continue
 				}
-				if next.Server.Firewall != cfg.Server.Firewall {
-					log.Error("reload: the firewall backend cannot change without a restart; keeping the running configuration", "running", cfg.Server.Firewall, "new", next.Server.Firewall)
+				if next.Server.Firewall != running.Server.Firewall {
+					log.Error("reload: the firewall backend cannot change without a restart; keeping the running configuration", "running", running.Server.Firewall, "new", next.Server.Firewall)
 					continue
 				}
+				if why := spaNeedsRestart(running, next); why != "" {
+					log.Error("reload: "+why+" takes a restart; the running [spa] section stays as it is", "source", next.Source)
+					next.SPA = running.SPA
+				} else if next.SPA != nil {
+					if err := spaDeps.handler.Reload(next.SPA); err != nil {
+						log.Error("reload failed; keeping the running configuration", "err", err)
+						continue
+					}
+				}
 				if err := srv.Reload(ctx, next); err != nil {
-					log.Error("reload failed", "err", err)
+					log.Error("reload failed; keeping the running configuration", "err", err)
+					if running.SPA != nil && next.SPA != running.SPA {
+						spaDeps.handler.Reload(running.SPA) // built from it once already: cannot fail
+					}
+					continue
 				}
-				if next.SPA != nil || cfg.SPA != nil {
-					log.Warn("reload: changes to [spa] clients, keys and listener take effect at the next restart")
+				if next.SPA != nil && next.SPA != running.SPA {
+					log.Info("spa configuration reloaded", "clients", len(next.SPA.Clients), "max_age", next.SPA.MaxAge)
 				}
+				running = next
 			}
 		}
 	}()
@@ -314,6 +329,24 @@ func (oneTime) Consume(path string, used []knock.Element) ([]knock.Element, erro
 // replayMaxLive caps the replay keys held in memory: only authenticated packets add keys, and
 // each lives for 2 × max_age at most.
 const replayMaxLive = 1 << 18
+
+// spaNeedsRestart says what in next's [spa] section a reload cannot apply (the empty string
+// when it can): turning SPA on or off, its listener, or the state directory of its replay store.
+func spaNeedsRestart(running, next *config.Config) string {
+	switch {
+	case running.SPA == nil && next.SPA == nil:
+		return ""
+	case running.SPA == nil:
+		return "adding a [spa] section"
+	case next.SPA == nil:
+		return "removing the [spa] section"
+	case running.SPA.Port != next.SPA.Port || running.SPA.Sniff != next.SPA.Sniff:
+		return "changing the SPA listener (listen, sniff)"
+	case running.Server.StateDir != next.Server.StateDir:
+		return "changing state_dir"
+	}
+	return ""
+}
 
 // spaDeps are the SPA handler, its replay store and its UDP socket (nil in sniff mode).
 type spaDeps struct {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -433,5 +434,70 @@ func TestIntegrationSPAFwknopConf(t *testing.T) {
 				t.Errorf("replay cache not in FWKNOP_RUN_DIR: %v", err)
 			}
 		})
+	}
+}
+
+// TestIntegrationSPAReload: SIGHUP applies [spa] client changes (a client added, another's ports
+// changed) without a restart; a listener change is refused with a clear line and the running
+// [spa] keeps working.
+func TestIntegrationSPAReload(t *testing.T) {
+	bed := skipUnlessRoot(t)
+	svc := listen(t, bed, families[0])
+	k := newSPAKeys(t)
+	stateDir := t.TempDir()
+	full := k.config(false, stateDir)
+	bobStanza := regexp.MustCompile(`(?s)\[\[spa\.client\]\]\nname = "bob"\n.*?\n\n`)
+	if !bobStanza.MatchString(full) {
+		t.Fatal("test config has no bob stanza")
+	}
+	d, path := startSesame(t, bed, bobStanza.ReplaceAllString(full, ""))
+	dst := netip.AddrPortFrom(netnsbed.Server4, spaPort)
+	rewrite := func(cfg string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		d.Cmd.Process.Signal(syscall.SIGHUP)
+	}
+
+	// bob is not configured yet: refused.
+	sendUDP(t, bed, netnsbed.Client4, dst, seal(t, k.pair(), spa.Request{}, time.Now()))
+	if !waitDecision(d, netnsbed.Client4, "", "unknown client", 2*time.Second) {
+		t.Fatal("bob's packet was not refused as from an unknown client before the reload")
+	}
+	if canConnect(t, bed, netnsbed.Client4, svc) {
+		t.Fatal("bob's packet opened the port before bob was configured")
+	}
+
+	// Add bob; alice may now open tcp/2223 only.
+	rewrite(strings.Replace(full, "name = \"alice\"\nkey_file = "+fmt.Sprintf("%q", filepath.Join(k.dir, "alice.key"))+"\nopen = [\"tcp/2222\"]",
+		"name = \"alice\"\nkey_file = "+fmt.Sprintf("%q", filepath.Join(k.dir, "alice.key"))+"\nopen = [\"tcp/2223\"]", 1))
+	if !d.WaitOutput("spa configuration reloaded", 5*time.Second) {
+		t.Fatalf("no spa reload line:\n%s", tail(d.Output()))
+	}
+	sendUDP(t, bed, netnsbed.Client4, dst, seal(t, k.shared(), spa.Request{}, time.Now()))
+	if !waitDecision(d, netnsbed.Client4, "alice", "port not allowed", 2*time.Second) {
+		t.Error("alice's request for tcp/2222 was not refused after her open list changed")
+	}
+	if canConnect(t, bed, netnsbed.Client4, svc) {
+		t.Fatal("alice opened tcp/2222 after the reload took it from her")
+	}
+	sendUDP(t, bed, netnsbed.Client4, dst, seal(t, k.pair(), spa.Request{Duration: 30 * time.Second}, time.Now()))
+	if !eventually(t, bed, netnsbed.Client4, svc, true) {
+		t.Fatal("bob, added by the reload, could not open the port")
+	}
+
+	// A listener change needs a restart: refused, and the running listener still works.
+	rewrite(strings.Replace(full, fmt.Sprintf(`listen = "udp/%d"`, spaPort), fmt.Sprintf(`listen = "udp/%d"`, spaPort+1), 1))
+	if !d.WaitOutput("changing the SPA listener (listen, sniff) takes a restart", 5*time.Second) {
+		t.Fatalf("no restart-needed line:\n%s", tail(d.Output()))
+	}
+	before := countDecisions(d, netnsbed.Client4, "bob", "accepted")
+	sendUDP(t, bed, netnsbed.Client4, dst, seal(t, k.pair(), spa.Request{}, time.Now()))
+	if !waitFor(2*time.Second, func() bool { return countDecisions(d, netnsbed.Client4, "bob", "accepted") > before }) {
+		t.Error("the running SPA listener stopped accepting after a refused listener change")
+	}
+	if !canConnect(t, bed, netnsbed.Client4, svc) {
+		t.Error("a grant was lost across the reloads")
 	}
 }

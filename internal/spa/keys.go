@@ -279,6 +279,15 @@ type Client struct {
 	hpkeKey   hpke.PrivateKey
 
 	pkOps atomic.Uint64 // public-key operations performed for this client (tests)
+
+	// errBadMAC is Open's error for this client's packets that fail authentication, built once:
+	// a flood of wrong-key packets under a real client's hint costs no allocation to describe.
+	errBadMAC error
+}
+
+func newClient(c *Client) *Client {
+	c.errBadMAC = fmt.Errorf("spa: open: client %q: %w", c.ID, ErrBadMAC)
+	return c
 }
 
 // String names the client without revealing its derived keys.
@@ -298,7 +307,7 @@ func NewSharedClient(id string, key SharedKey) (*Client, error) {
 	if err := checkID(id); err != nil {
 		return nil, fmt.Errorf("spa: client %q: %w", id, err)
 	}
-	return &Client{ID: id, kind: KindShared, hint: key.Hint(), aead: key.aead()}, nil
+	return newClient(&Client{ID: id, kind: KindShared, hint: key.Hint(), aead: key.aead()}), nil
 }
 
 // NewPairClient returns the server record for a key-pair client. The server
@@ -315,10 +324,10 @@ func NewPairClient(id string, client PublicKey, server *KeyPair) (*Client, error
 	if err != nil {
 		return nil, fmt.Errorf("spa: client %q: %w", id, err)
 	}
-	return &Client{
+	return newClient(&Client{
 		ID: id, kind: KindPair, hint: pairHint(server.pub, client),
 		sign: ed25519.PublicKey(client.Sign[:]), mac: mac, serverPub: server.pub, hpkeKey: priv,
-	}, nil
+	}), nil
 }
 
 // Keyring finds the client a packet claims to come from by its key hint.

@@ -376,7 +376,7 @@ func Open(pkt []byte, keys Keyring, now time.Time, maxAge time.Duration) (*Reque
 	hint := KeyHint(pkt[5:HeaderLen])
 	c := keys.Lookup(hint)
 	if c == nil || c.kind != kind {
-		return nil, fmt.Errorf("%s: %w", op, ErrUnknownClient)
+		return nil, errUnknownClient
 	}
 	hdr := pkt[:HeaderLen]
 	var body []byte
@@ -386,12 +386,12 @@ func Open(pkt []byte, keys Keyring, now time.Time, maxAge time.Duration) (*Reque
 		var err error
 		body, err = c.aead.Open(nil, n, pkt[HeaderLen+sharedNonce:], hdr)
 		if err != nil {
-			return nil, fmt.Errorf("%s: client %q: %w", op, c.ID, ErrBadMAC)
+			return nil, c.errBadMAC
 		}
 	case KindPair:
 		data, tag := pkt[:len(pkt)-macLen], pkt[len(pkt)-macLen:]
 		if !hmac.Equal(pairMAC(c.mac, data), tag) {
-			return nil, fmt.Errorf("%s: client %q: %w", op, c.ID, ErrBadMAC)
+			return nil, c.errBadMAC
 		}
 		c.pkOps.Add(1)
 		enc := data[HeaderLen : HeaderLen+encLen]
@@ -412,6 +412,10 @@ func Open(pkt []byte, keys Keyring, now time.Time, maxAge time.Duration) (*Reque
 	}
 	return finish(op, c, kind, hint, body, now, maxAge)
 }
+
+// errUnknownClient is Open's error for a key hint no client has, built once (floods of random
+// hints are the cheapest attack on the SPA port).
+var errUnknownClient = fmt.Errorf("spa: open: %w", ErrUnknownClient)
 
 func finish(op string, c *Client, kind Kind, hint KeyHint, body []byte, now time.Time, maxAge time.Duration) (*Request, error) {
 	r, err := parseBody(body)

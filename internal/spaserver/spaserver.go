@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sesame-knock/sesame/internal/config"
@@ -50,20 +51,25 @@ const (
 	prefixFwknop = 'f'
 )
 
-// Handler checks SPA packets against a configuration. It is safe for concurrent use.
+// Handler checks SPA packets against a configuration. It is safe for concurrent use, and its
+// configuration may be replaced while it runs (Reload).
 type Handler struct {
-	cfg     *config.SPA
 	store   replay.Store
 	log     *slog.Logger
 	now     func() time.Time
 	limiter *lograte.Limiter
-
-	keys   spa.Clients
-	native map[string]*config.SPAClient
-	fwknop []*config.SPAClient
+	rules   atomic.Pointer[rules]
 
 	mu     sync.Mutex
 	counts map[string]uint64
+}
+
+// rules is one configuration's clients, keyed for lookup; a reload swaps it whole.
+type rules struct {
+	cfg    *config.SPA
+	keys   spa.Clients
+	native map[string]*config.SPAClient
+	fwknop []*config.SPAClient
 }
 
 // New builds a Handler for cfg. store records accepted packets' replay keys; log receives one
@@ -79,12 +85,37 @@ func New(cfg *config.SPA, store replay.Store, log *slog.Logger, now func() time.
 	if now == nil {
 		now = time.Now
 	}
+	r, err := newRules(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
 	h := &Handler{
-		cfg: cfg, store: store, log: log, now: now,
+		store: store, log: log, now: now,
 		limiter: lograte.New(10, time.Second, 4096, now),
-		native:  map[string]*config.SPAClient{},
 		counts:  map[string]uint64{},
 	}
+	h.rules.Store(r)
+	return h, nil
+}
+
+// Reload replaces the clients, their keys and limits, max_age and the server key with cfg's,
+// atomically: a packet is checked against the old configuration or the new one, never a mix.
+// Replay keys, counts and log budgets carry over. On error the running configuration stays.
+// The listener (port, sniff) is the caller's business: Handler never binds.
+func (h *Handler) Reload(cfg *config.SPA) error {
+	if cfg == nil {
+		return errors.New("spaserver: reload: no [spa] configuration")
+	}
+	r, err := newRules(cfg)
+	if err != nil {
+		return fmt.Errorf("spaserver: reload: %w", err)
+	}
+	h.rules.Store(r)
+	return nil
+}
+
+func newRules(cfg *config.SPA) (*rules, error) {
+	r := &rules{cfg: cfg, native: map[string]*config.SPAClient{}}
 	var clients []*spa.Client
 	for i := range cfg.Clients {
 		c := &cfg.Clients[i]
@@ -101,22 +132,22 @@ func New(cfg *config.SPA, store replay.Store, log *slog.Logger, now func() time.
 				err = errors.New("no usable key")
 			}
 			if err != nil {
-				return nil, fmt.Errorf("%s: client %q: %w", op, c.Name, err)
+				return nil, fmt.Errorf("client %q: %w", c.Name, err)
 			}
 			clients = append(clients, sc)
-			h.native[c.Name] = c
+			r.native[c.Name] = c
 		case config.SPAFormatFwknop:
-			h.fwknop = append(h.fwknop, c)
+			r.fwknop = append(r.fwknop, c)
 		default:
-			return nil, fmt.Errorf("%s: client %q: unknown format %q", op, c.Name, c.Format)
+			return nil, fmt.Errorf("client %q: unknown format %q", c.Name, c.Format)
 		}
 	}
 	keys, err := spa.NewKeyring(clients...)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, err
 	}
-	h.keys = keys
-	return h, nil
+	r.keys = keys
+	return r, nil
 }
 
 // Counts returns how many packets ended with each reason so far.
@@ -136,6 +167,7 @@ type decision struct {
 	format string
 	client string
 	detail string
+	err    error // its text is the detail when detail is empty; formatted only if logged
 	grants []firewall.Grant
 }
 
@@ -149,11 +181,12 @@ type GrantFunc func(ctx context.Context, grants ...firewall.Grant) error
 // may alias a read buffer: nothing of it is kept.
 func (h *Handler) Handle(ctx context.Context, src netip.Addr, payload []byte, grant GrantFunc) ([]firewall.Grant, error) {
 	src = src.Unmap()
+	r := h.rules.Load()
 	var d decision
 	if len(payload) >= len(spa.Magic) && string(payload[:len(spa.Magic)]) == spa.Magic {
-		d = h.native1(ctx, src, payload)
+		d = h.native1(ctx, r, src, payload)
 	} else {
-		d = h.fwknop1(ctx, src, payload)
+		d = h.fwknop1(ctx, r, src, payload)
 	}
 	var err error
 	if len(d.grants) > 0 && grant != nil {
@@ -166,15 +199,15 @@ func (h *Handler) Handle(ctx context.Context, src netip.Addr, payload []byte, gr
 	return d.grants, err
 }
 
-func (h *Handler) native1(ctx context.Context, src netip.Addr, pkt []byte) decision {
+func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []byte) decision {
 	d := decision{format: config.SPAFormatNative}
 	if len(pkt) >= spa.HeaderLen {
-		if c := h.keys.Lookup(spa.KeyHint(pkt[5:spa.HeaderLen])); c != nil {
+		if c := r.keys.Lookup(spa.KeyHint(pkt[5:spa.HeaderLen])); c != nil {
 			d.client = c.ID
 		}
 	}
 	now := h.now()
-	req, err := spa.Open(pkt, h.keys, now, h.cfg.MaxAge)
+	req, err := spa.Open(pkt, r.keys, now, r.cfg.MaxAge)
 	if err != nil {
 		switch {
 		case errors.Is(err, spa.ErrTooShort):
@@ -192,16 +225,16 @@ func (h *Handler) native1(ctx context.Context, src netip.Addr, pkt []byte) decis
 		default:
 			d.reason = ReasonMalformed
 		}
-		d.detail = err.Error()
+		d.err = err
 		return d
 	}
 	d.client = req.Client
-	c := h.native[req.Client]
+	c := r.native[req.Client]
 	if c == nil { // cannot happen: the keyring holds only configured clients
 		d.reason = ReasonUnknownClient
 		return d
 	}
-	if !h.fresh(ctx, &d, append([]byte{prefixNative}, req.ReplayKey()...), req.ReplayExpiry(h.cfg.MaxAge)) {
+	if !h.fresh(ctx, &d, append([]byte{prefixNative}, req.ReplayKey()...), req.ReplayExpiry(r.cfg.MaxAge)) {
 		return d
 	}
 	addr := src
@@ -216,10 +249,10 @@ func (h *Handler) native1(ctx context.Context, src netip.Addr, pkt []byte) decis
 	return d
 }
 
-func (h *Handler) fwknop1(ctx context.Context, src netip.Addr, wire []byte) decision {
+func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []byte) decision {
 	d := decision{format: config.SPAFormatFwknop}
 	switch {
-	case len(h.fwknop) == 0:
+	case len(r.fwknop) == 0:
 		d.format, d.reason, d.detail = "", ReasonMalformed, "not a sesame packet, and no fwknop clients are configured"
 		return d
 	case len(wire) < fwknop.MinPacketLen:
@@ -247,7 +280,7 @@ func (h *Handler) fwknop1(ctx context.Context, src netip.Addr, wire []byte) deci
 		authErr    error
 		authClient string
 	)
-	for _, cand := range h.fwknop {
+	for _, cand := range r.fwknop {
 		if !inPrefixes(src, cand.Sources) {
 			continue
 		}
@@ -269,7 +302,7 @@ func (h *Handler) fwknop1(ctx context.Context, src netip.Addr, wire []byte) deci
 		// Without a matching HMAC a wrong key and a damaged packet look alike: "bad MAC".
 		d.reason, d.detail = ReasonBadMAC, "no stanza's keys authenticate the packet"
 		if authErr != nil {
-			d.client, d.detail = authClient, authErr.Error()
+			d.client, d.detail, d.err = authClient, "", authErr
 			if errors.Is(authErr, fwknop.ErrMalformed) {
 				d.reason = ReasonMalformed
 			}
@@ -279,17 +312,17 @@ func (h *Handler) fwknop1(ctx context.Context, src netip.Addr, wire []byte) deci
 	d.client = c.Name
 	now := h.now()
 	switch age := now.Sub(msg.Timestamp); {
-	case age > h.cfg.MaxAge:
+	case age > r.cfg.MaxAge:
 		d.reason, d.detail = ReasonStale, fmt.Sprintf("%v old", age.Round(time.Second))
 		return d
-	case age < -h.cfg.MaxAge:
+	case age < -r.cfg.MaxAge:
 		d.reason, d.detail = ReasonFuture, fmt.Sprintf("%v ahead", (-age).Round(time.Second))
 		return d
 	}
 	// fwknop's digest: SHA-256 of the wire text. Kept for twice max_age, as a timestamp up to
 	// max_age ahead stays fresh until max_age after it.
 	key := append([]byte{prefixFwknop}, fwknop.ReplayKey(wire)...)
-	if !h.fresh(ctx, &d, key, now.Add(2*h.cfg.MaxAge)) {
+	if !h.fresh(ctx, &d, key, now.Add(2*r.cfg.MaxAge)) {
 		return d
 	}
 	switch {
@@ -422,6 +455,9 @@ func (h *Handler) record(src netip.Addr, d *decision, grantErr error) {
 		}
 		h.log.Info("spa accepted", args...)
 		return
+	}
+	if d.detail == "" && d.err != nil {
+		d.detail = d.err.Error()
 	}
 	if d.detail != "" {
 		args = append(args, "detail", d.detail)

@@ -585,3 +585,49 @@ func BenchmarkSPAValid(b *testing.B) {
 		})
 	}
 }
+
+// TestSPAReload checks that Reload swaps clients and limits, refuses a broken configuration
+// while keeping the running one, and keeps replay keys across the swap.
+func TestSPAReload(t *testing.T) {
+	c := newCreds(t)
+	rng := rand.NewChaCha8([32]byte{11})
+	h, _ := newHandler(t, testConfig(c), func() time.Time { return t0 })
+	aliceSSH := func() []byte { return native(shared, spa.Request{Ports: []netport.Port{ssh}}, 0)(t, c, t0, rng) }
+	accepted := aliceSSH()
+	if g := hg(h.Handle(context.Background(), client4, accepted, nil)); len(g) != 1 {
+		t.Fatalf("before the reload: grants %v, want one", g)
+	}
+
+	noAlice := testConfig(c)
+	noAlice.Clients = noAlice.Clients[1:]
+	broken := testConfig(c)
+	broken.ServerKey = nil // bob has a public key: no usable key without the server's
+	tests := []struct {
+		name    string
+		cfg     *config.SPA
+		wantErr bool
+		reason  string // of a fresh alice packet after the reload
+	}{
+		{"broken config refused", broken, true, ReasonAccepted},
+		{"nil config refused", nil, true, ReasonAccepted},
+		{"alice removed", noAlice, false, ReasonUnknownClient},
+		{"alice back", testConfig(c), false, ReasonAccepted},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := h.Reload(tc.cfg); (err != nil) != tc.wantErr {
+				t.Fatalf("Reload: %v, want error %v", err, tc.wantErr)
+			}
+			before := h.Counts()[tc.reason]
+			hg(h.Handle(context.Background(), client4, aliceSSH(), nil))
+			if h.Counts()[tc.reason] != before+1 {
+				t.Errorf("fresh alice packet: counts %v, want one more %q", h.Counts(), tc.reason)
+			}
+		})
+	}
+	before := h.Counts()[ReasonReplay]
+	hg(h.Handle(context.Background(), client4, accepted, nil))
+	if h.Counts()[ReasonReplay] != before+1 {
+		t.Errorf("a packet accepted before the reloads was not refused as a replay: %v", h.Counts())
+	}
+}
