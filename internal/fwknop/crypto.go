@@ -87,9 +87,26 @@ func (d Digest) newHash() func() hash.Hash {
 	return nil
 }
 
+// size is the digest's output length in bytes.
+func (d Digest) size() int {
+	switch d.orDefault() {
+	case DigestMD5:
+		return md5.Size
+	case DigestSHA1:
+		return sha1.Size
+	case DigestSHA256, DigestSHA3256:
+		return sha256.Size
+	case DigestSHA384:
+		return sha512.Size384
+	case DigestSHA512, DigestSHA3512:
+		return sha512.Size
+	}
+	return 0
+}
+
 // b64Len is the length of b64nopad(hash) for the digest.
 func (d Digest) b64Len() int {
-	return base64.RawStdEncoding.EncodedLen(d.newHash()().Size())
+	return base64.RawStdEncoding.EncodedLen(d.size())
 }
 
 func (d Digest) sum(data []byte) []byte {

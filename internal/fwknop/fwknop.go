@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -157,6 +158,13 @@ func (k Keys) check() error {
 	return nil
 }
 
+// saltedPrefixBytes is saltedPrefix for hash writes; never modified.
+var saltedPrefixBytes = []byte(saltedPrefix)
+
+// errBadHMAC is Decode's error for a packet whose HMAC does not match, built once: every
+// configured stanza but one refuses each legitimate packet this way, and a flood all of them.
+var errBadHMAC = fmt.Errorf("fwknop: decode: %w", ErrBadHMAC)
+
 // Decode authenticates, decrypts and parses one SPA payload. The checks run
 // cheapest first: length, prefix and alphabet, then the HMAC (constant time,
 // before any decryption), then decryption, the plaintext rules of SPEC.md
@@ -188,12 +196,17 @@ func Decode(wire []byte, keys Keys) (*Message, error) {
 			return nil, fmt.Errorf("%s: %w: no room for the HMAC", op, ErrTooShort)
 		}
 		body, tag := wire[:len(wire)-n], wire[len(wire)-n:]
-		s := append([]byte(saltedPrefix), body...)
-		want := []byte(b64(keys.HMACDigest.hmac(keys.HMACKey, s)))
-		if !hmac.Equal(want, tag) {
-			return nil, fmt.Errorf("%s: %w", op, ErrBadHMAC)
+		// The MAC covers the Salted__ prefix the client stripped, then the body: written in two
+		// parts, so a packet refused here costs no copy of itself.
+		m := hmac.New(keys.HMACDigest.newHash(), keys.HMACKey)
+		m.Write(saltedPrefixBytes)
+		m.Write(body)
+		var enc [86]byte // b64nopad of the longest digest (64 bytes)
+		base64.RawStdEncoding.Encode(enc[:n], m.Sum(nil))
+		if !hmac.Equal(enc[:n], tag) {
+			return nil, errBadHMAC
 		}
-		return decodeBody(op, wire, s, keys)
+		return decodeBody(op, wire, append([]byte(saltedPrefix), body...), keys)
 	}
 	return decodeBody(op, wire, append([]byte(saltedPrefix), body...), keys)
 }
