@@ -27,6 +27,45 @@ func (g Grant) String() string {
 	return fmt.Sprintf("%s %s for %s", g.Src, g.Port, g.Timeout)
 }
 
+// CheckPort reports whether a backend can gate p: a TCP or UDP port other than 0.
+func CheckPort(p netport.Port) error {
+	if p.Proto != netport.TCP && p.Proto != netport.UDP {
+		return fmt.Errorf("cannot gate %s: only tcp and udp ports", p)
+	}
+	if p.Num == 0 {
+		return fmt.Errorf("cannot gate %s: port 0", p)
+	}
+	return nil
+}
+
+// CheckGate checks every protected port of g.
+func CheckGate(g Gate) error {
+	for _, p := range g.Protected {
+		if err := CheckPort(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckGrants checks grants before a backend applies them: each needs a source address and a
+// port CheckPort accepts, and, when they are to be added (not revoked), a timeout of at least
+// 1 ms (the kernel's resolution).
+func CheckGrants(grants []Grant, add bool) error {
+	for _, g := range grants {
+		if !g.Src.IsValid() {
+			return fmt.Errorf("grant %s: no source address", g)
+		}
+		if err := CheckPort(g.Port); err != nil {
+			return err
+		}
+		if add && g.Timeout < time.Millisecond {
+			return fmt.Errorf("grant %s: timeout must be at least 1ms", g)
+		}
+	}
+	return nil
+}
+
 // LiveGrant is a grant as the kernel holds it now, with the time it has left.
 type LiveGrant struct {
 	Src       netip.Addr

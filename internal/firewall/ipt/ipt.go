@@ -166,16 +166,6 @@ func (b *Backend) inNS(fn func() error) error {
 	return <-errc
 }
 
-func checkPort(p netport.Port) error {
-	if p.Proto != netport.TCP && p.Proto != netport.UDP {
-		return fmt.Errorf("firewall ipt: cannot gate %s: only tcp and udp ports", p)
-	}
-	if p.Num == 0 {
-		return fmt.Errorf("firewall ipt: cannot gate %s: port 0", p)
-	}
-	return nil
-}
-
 type family struct {
 	ipt  *iptables.IPTables
 	set  string
@@ -233,10 +223,8 @@ func (b *Backend) ensureSet(name string, fam uint8) error {
 // (the old final RETURN) to the first, so every port that either version protects stays
 // dropped throughout.
 func (b *Backend) Apply(ctx context.Context, gate firewall.Gate) error {
-	for _, p := range gate.Protected {
-		if err := checkPort(p); err != nil {
-			return err
-		}
+	if err := firewall.CheckGate(gate); err != nil {
+		return fmt.Errorf("firewall ipt: %w", err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -373,16 +361,8 @@ func seconds(d time.Duration) uint32 {
 // Grant adds or refreshes grants; a refreshed grant gets the new timeout (ipset "-exist").
 // Each grant is one netlink request, so a failure can leave earlier grants of the call in place.
 func (b *Backend) Grant(ctx context.Context, grants ...firewall.Grant) error {
-	for _, g := range grants {
-		if !g.Src.IsValid() {
-			return fmt.Errorf("firewall ipt: grant %s: no source address", g)
-		}
-		if err := checkPort(g.Port); err != nil {
-			return err
-		}
-		if g.Timeout < time.Millisecond {
-			return fmt.Errorf("firewall ipt: grant %s: timeout must be positive", g)
-		}
+	if err := firewall.CheckGrants(grants, true); err != nil {
+		return fmt.Errorf("firewall ipt: %w", err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -413,13 +393,8 @@ func setError(set string, err error) error {
 
 // Revoke removes grants; absent grants (and absent sets) are ignored.
 func (b *Backend) Revoke(ctx context.Context, grants ...firewall.Grant) error {
-	for _, g := range grants {
-		if !g.Src.IsValid() {
-			return fmt.Errorf("firewall ipt: revoke %s: no source address", g)
-		}
-		if err := checkPort(g.Port); err != nil {
-			return err
-		}
+	if err := firewall.CheckGrants(grants, false); err != nil {
+		return fmt.Errorf("firewall ipt: revoke: %w", err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

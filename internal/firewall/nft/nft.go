@@ -239,29 +239,6 @@ func RuleExprs(withDrop bool) [][]expr.Any {
 	return rules
 }
 
-func checkPort(p netport.Port) error {
-	if p.Proto != netport.TCP && p.Proto != netport.UDP {
-		return fmt.Errorf("firewall nft: cannot gate %s: only tcp and udp ports", p)
-	}
-	if p.Num == 0 {
-		return fmt.Errorf("firewall nft: cannot gate %s: port 0", p)
-	}
-	return nil
-}
-
-func checkGrant(g firewall.Grant, needTimeout bool) error {
-	if !g.Src.IsValid() {
-		return fmt.Errorf("firewall nft: grant %s: no source address", g)
-	}
-	if err := checkPort(g.Port); err != nil {
-		return err
-	}
-	if needTimeout && g.Timeout < time.Millisecond {
-		return fmt.Errorf("firewall nft: grant %s: timeout must be at least 1ms", g)
-	}
-	return nil
-}
-
 // queueApply queues the atomic replacement of the whole table: gate rules, sets, and the live
 // elements to carry over. It sends nothing.
 func queueApply(c *nftables.Conn, name string, gate firewall.Gate, live4, live6 []nftables.SetElement) error {
@@ -348,10 +325,8 @@ func (b *Backend) readLive(s *nftables.Set) ([]nftables.SetElement, error) {
 // ruleset generation read before the grants: if anything changed the ruleset in between (say, a
 // Grant from another process), the kernel refuses the batch and Apply starts over.
 func (b *Backend) Apply(ctx context.Context, gate firewall.Gate) error {
-	for _, p := range gate.Protected {
-		if err := checkPort(p); err != nil {
-			return err
-		}
+	if err := firewall.CheckGate(gate); err != nil {
+		return fmt.Errorf("firewall nft: %w", err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -408,10 +383,8 @@ type elemKey struct {
 // each element is destroyed (if present) and added again, which works on every kernel, unlike
 // re-adding with a new timeout.
 func (b *Backend) Grant(ctx context.Context, grants ...firewall.Grant) error {
-	for _, g := range grants {
-		if err := checkGrant(g, true); err != nil {
-			return err
-		}
+	if err := firewall.CheckGrants(grants, true); err != nil {
+		return fmt.Errorf("firewall nft: %w", err)
 	}
 	if len(grants) == 0 {
 		return nil
@@ -477,10 +450,8 @@ func (b *Backend) opError(op string, err error) error {
 
 // Revoke removes grants; absent grants are ignored.
 func (b *Backend) Revoke(ctx context.Context, grants ...firewall.Grant) error {
-	for _, g := range grants {
-		if err := checkGrant(g, false); err != nil {
-			return err
-		}
+	if err := firewall.CheckGrants(grants, false); err != nil {
+		return fmt.Errorf("firewall nft: %w", err)
 	}
 	if len(grants) == 0 {
 		return nil
