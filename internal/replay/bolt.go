@@ -120,45 +120,36 @@ func OpenBolt(path string, opts ...Option) (*Bolt, error) {
 		b.stop = make(chan struct{})
 	}
 	if o.sweepEvery > 0 {
-		b.wg.Add(1)
-		go b.sweeper(o.sweepEvery)
+		b.every(o.sweepEvery, b.sweepExpired)
 	}
 	if o.noSync && o.syncEvery > 0 {
-		b.wg.Add(1)
-		go b.syncer(o.syncEvery)
+		b.every(o.syncEvery, func() { b.db.Sync() })
 	}
 	return b, nil
 }
 
-func (b *Bolt) syncer(every time.Duration) {
-	defer b.wg.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.stop:
-			return
-		case <-t.C:
-			b.db.Sync()
+// every runs fn every d in the background until Close.
+func (b *Bolt) every(d time.Duration, fn func()) {
+	b.wg.Go(func() {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-b.stop:
+				return
+			case <-t.C:
+				fn()
+			}
 		}
-	}
+	})
 }
 
-func (b *Bolt) sweeper(every time.Duration) {
-	defer b.wg.Done()
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-b.stop:
+// sweepExpired removes expired entries, at most 64 batches at a time.
+func (b *Bolt) sweepExpired() {
+	for range 64 {
+		n, err := b.Sweep()
+		if err != nil || n < SweepBatch {
 			return
-		case <-t.C:
-			for range 64 { // bounded: at most 64 batches per tick
-				n, err := b.Sweep()
-				if err != nil || n < SweepBatch {
-					break
-				}
-			}
 		}
 	}
 }

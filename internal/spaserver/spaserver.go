@@ -55,6 +55,7 @@ const (
 // configuration may be replaced while it runs (Reload).
 type Handler struct {
 	store   replay.Store
+	persist replay.Deferred // store, when it persists only once told (nil otherwise)
 	log     *slog.Logger
 	now     func() time.Time
 	limiter *lograte.Limiter
@@ -94,6 +95,7 @@ func New(cfg *config.SPA, store replay.Store, log *slog.Logger, now func() time.
 		limiter: lograte.New(10, time.Second, 4096, now),
 		counts:  map[string]uint64{},
 	}
+	h.persist, _ = store.(replay.Deferred)
 	h.rules.Store(r)
 	return h, nil
 }
@@ -193,8 +195,8 @@ func (h *Handler) Handle(ctx context.Context, src netip.Addr, payload []byte, gr
 		err = grant(ctx, d.grants...)
 	}
 	h.record(src, &d, err)
-	if ds, ok := h.store.(replay.Deferred); ok && d.reason == ReasonAccepted {
-		ds.PersistSoon()
+	if h.persist != nil && d.reason == ReasonAccepted {
+		h.persist.PersistSoon()
 	}
 	return d.grants, err
 }

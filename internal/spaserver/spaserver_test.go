@@ -631,3 +631,39 @@ func TestSPAReload(t *testing.T) {
 		t.Errorf("a packet accepted before the reloads was not refused as a replay: %v", h.Counts())
 	}
 }
+
+// deferredStore is an in-memory store that counts PersistSoon calls.
+type deferredStore struct {
+	*replay.Memory
+	persisted int
+}
+
+func (s *deferredStore) PersistSoon() { s.persisted++ }
+
+// TestSPAPersistsAfterAccepting checks that a Deferred replay store is told to persist once per
+// accepted packet, after the grant, and not for refusals.
+func TestSPAPersistsAfterAccepting(t *testing.T) {
+	c := newCreds(t)
+	rng := rand.NewChaCha8([32]byte{12})
+	now := func() time.Time { return t0 }
+	store := &deferredStore{Memory: replay.NewMemory(1 << 10)}
+	store.SetClock(now)
+	h, err := New(testConfig(c), store, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkt := native(shared, spa.Request{Ports: []netport.Port{ssh}}, 0)(t, c, t0, rng)
+	var persistedAtGrant int
+	h.Handle(context.Background(), client4, pkt, func(context.Context, ...firewall.Grant) error {
+		persistedAtGrant = store.persisted
+		return nil
+	})
+	if persistedAtGrant != 0 || store.persisted != 1 {
+		t.Errorf("PersistSoon calls: %d at the grant, %d after; want 0 and 1", persistedAtGrant, store.persisted)
+	}
+	h.Handle(context.Background(), client4, pkt, nil) // a replay
+	h.Handle(context.Background(), client4, []byte("garbage"), nil)
+	if store.persisted != 1 {
+		t.Errorf("PersistSoon called %d times after two refusals, want still 1", store.persisted)
+	}
+}
