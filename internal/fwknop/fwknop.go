@@ -195,7 +195,8 @@ func Decode(wire []byte, keys Keys) (*Message, error) {
 		if len(wire) <= n {
 			return nil, fmt.Errorf("%s: %w: no room for the HMAC", op, ErrTooShort)
 		}
-		body, tag := wire[:len(wire)-n], wire[len(wire)-n:]
+		var tag []byte
+		body, tag = wire[:len(wire)-n], wire[len(wire)-n:]
 		// The MAC covers the Salted__ prefix the client stripped, then the body: written in two
 		// parts, so a packet refused here costs no copy of itself.
 		m := hmac.New(keys.HMACDigest.newHash(), keys.HMACKey)
@@ -206,7 +207,6 @@ func Decode(wire []byte, keys Keys) (*Message, error) {
 		if !hmac.Equal(enc[:n], tag) {
 			return nil, errBadHMAC
 		}
-		return decodeBody(op, wire, append([]byte(saltedPrefix), body...), keys)
 	}
 	return decodeBody(op, wire, append([]byte(saltedPrefix), body...), keys)
 }
