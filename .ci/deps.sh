@@ -3,7 +3,9 @@
 # and the real knockd/knock and fwknop/fwknopd that the tests use as peers. Idempotent; as root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(iproute2 nftables iptables knockd fwknop-client fwknop-server tcpdump procps)
+# gcc and libc6-dev: only for the race-detector run of the unit tests (the binary stays CGO_ENABLED=0).
+# nmap: the scanner the sweep and invisibility tests run against the daemon.
+pkgs=(iproute2 nftables iptables knockd fwknop-client fwknop-server tcpdump procps nmap gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
