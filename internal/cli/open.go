@@ -48,7 +48,7 @@ Flags override the profile.
   key_file = "~/.config/sesame/alice"          # shared key, or private key of a pair
   server_key = "~/.config/sesame/server.pub"   # key pairs only
   access = ["tcp/22"]
-  # allow = "203.0.113.4"                     # an address; "source" is -s; unset: the route's
+  # allow = "203.0.113.4"                      # an address; "source" is -s; unset: the route's
   open_for = "60s"
   # format = "fwknop"; key_file then holds KEY_BASE64/HMAC_KEY_BASE64 lines;
   # hmac_key_file, hmac_digest = "sha256"; port = 62201
