@@ -20,7 +20,18 @@ By default the packet is in sesame's format (docs/PROTOCOL.md) with a shared key
 or a key pair from 'sesame keygen'. With --fwknop (or a profile's format =
 "fwknop", or a ~/.fwknoprc stanza) it is in fwknop's format, accepted by fwknopd.
 
-Without -a or -s the ports are opened for the address the packet comes from.
+The packet names the address to open for: with -a the one given, otherwise your
+address on the route to HOST (the local address the system picks for it; no extra
+packet is sent to find it). A copy of the packet seen on the way opens the ports
+for that address only, not for whoever sends the copy.
+
+-s asks instead for "the address the packet comes from", which works through a
+NAT but is weaker: anyone who sees the packet on its way can send a copy first,
+from their own address, and be let in instead of you (yours is then refused as a
+replay). It prints a warning, and servers with require_address refuse it. Behind
+a NAT prefer -a YOUR-PUBLIC-ADDRESS: with a private address on the way to a
+public server, sesame open stops and says so. fwknop's -R (ask a web service for
+your external address) is not supported.
 
 Keys come from files that only their owner may read. fwknop's key flags
 (--key-base64-rijndael, --key-base64-hmac, --key-rijndael, --key-hmac) are
@@ -37,15 +48,16 @@ Flags override the profile.
   key_file = "~/.config/sesame/alice"          # shared key, or private key of a pair
   server_key = "~/.config/sesame/server.pub"   # key pairs only
   access = ["tcp/22"]
-  allow = "source"                             # or an address
+  # allow = "203.0.113.4"                      # an address; "source" is -s; unset: the route's
   open_for = "60s"
   # format = "fwknop"; key_file then holds KEY_BASE64/HMAC_KEY_BASE64 lines;
   # hmac_key_file, hmac_digest = "sha256"; port = 62201
 
 Options (before or after HOST):
   -A, --access LIST        ports to open, PROTO/PORT, comma separated or repeated
-  -a, --allow-ip ADDRESS   open for ADDRESS (fwknop's format: IPv4 only)
-  -s, --source-ip          open for the address the packet comes from (the default)
+  -a, --allow-ip ADDRESS   open for ADDRESS (fwknop's format: IPv4 only);
+                           default: your address on the route to HOST
+  -s, --source-ip          open for the address the packet comes from (weaker, warns)
   -f, --open-for SECONDS   ask for this long (the server caps it); unset: server default
   -n, --profile NAME       use a profile or ~/.fwknoprc stanza
       --id NAME            client identity, the name in the server's [[spa.client]]
@@ -72,7 +84,7 @@ Examples:
   sesame open 192.0.2.7 -A tcp/22 --id alice --key-file alice --server-key server.pub
   sesame open server.example.org -A tcp/22,udp/53 -a 198.51.100.4 -f 60 --id alice --key-file alice.key
   sesame open -n home
-  sesame open 192.0.2.7 -A tcp/22 -s --fwknop --key-file ~/.fwknop.keys -v
+  sesame open 192.0.2.7 -A tcp/22 --fwknop --key-file ~/.fwknop.keys -v
 `
 
 func openCommand() *command {

@@ -44,7 +44,10 @@ type SPA struct {
 	// ServerKeyFile and ServerKey are the server's own key pair, for key-pair clients.
 	ServerKeyFile string
 	ServerKey     *spa.KeyPair
-	Clients       []SPAClient
+	// RequireAddress is [spa] require_address: the default of each client's own (false when
+	// unset), which sets SPAClient.RequireSourceAddress.
+	RequireAddress bool
+	Clients        []SPAClient
 	// Warnings are remarks about the configuration that are not errors (options of a migrated
 	// configuration that sesame does not support and could ignore safely). The server logs them.
 	Warnings []string
@@ -148,6 +151,7 @@ func (p *parser) spa(v any, firewall string) *SPA {
 			t.failf(k, "secrets do not belong in the configuration: put the key in a file of mode 0600 and name it with server_key_file")
 		}
 	}
+	t.boolean("require_address", &s.RequireAddress)
 	if v, ok := t.get("client"); ok {
 		s.Clients = p.spaClients(v, s)
 	}
@@ -266,6 +270,10 @@ func (p *parser) spaClient(v any, i int, s *SPA) (SPAClient, bool) {
 		}
 	}
 	t.str("key_file", &c.KeyFile)
+	// require_address refuses packets that ask for their own source address (native "source",
+	// fwknop allow-IP 0.0.0.0): a sniffer could send a copy first and have it granted for itself.
+	c.RequireSourceAddress = s.RequireAddress
+	t.boolean("require_address", &c.RequireSourceAddress)
 	if c.Format == SPAFormatFwknop {
 		p.fwknopClient(t, &c)
 	} else {
@@ -276,7 +284,11 @@ func (p *parser) spaClient(v any, i int, s *SPA) (SPAClient, bool) {
 }
 
 func (p *parser) nativeClient(t *table, c *SPAClient, s *SPA) {
-	for _, k := range []string{"hmac_key_file", "hmac_digest", "encryption_mode", "require_username", "require_source_address"} {
+	if _, ok := t.get("require_source_address"); ok {
+		t.failf("require_source_address", "is fwknop's name: native clients use require_address")
+		return
+	}
+	for _, k := range []string{"hmac_key_file", "hmac_digest", "encryption_mode", "require_username"} {
 		if _, ok := t.get(k); ok {
 			t.failf(k, "is an fwknop option: set format = \"fwknop\"")
 			return
@@ -339,7 +351,15 @@ func (p *parser) fwknopClient(t *table, c *SPAClient) {
 		c.Fwknop.EncryptionMode = m
 	}
 	t.str("require_username", &c.RequireUsername)
-	t.boolean("require_source_address", &c.RequireSourceAddress)
+	if v, ok := t.get("require_source_address"); ok {
+		// fwknop's name for require_address; both may be given only if they agree.
+		a, set := t.m["require_address"]
+		if set && a != v {
+			t.failf("require_source_address", "contradicts require_address (the same setting): keep one")
+			return
+		}
+		t.boolean("require_source_address", &c.RequireSourceAddress)
+	}
 	if c.KeyFile == "" {
 		if p.err == nil {
 			p.fail(t.path, t.section, "key_file", errors.New("key_file is required: a file holding KEY_BASE64 (and HMAC_KEY_BASE64), as `sesame keygen --fwknop` writes"))

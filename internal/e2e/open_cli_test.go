@@ -71,8 +71,8 @@ open = ["tcp/2222"]
 				}
 				// A shared key (the first command as documented).
 				run(bed.Client, "open", fam.server.String(), "-A", "tcp/2222", "--id", "alice", "--key-file", "alice.key")
-				// The packet asked for its own source address, which the client's kernel chose:
-				// connect without binding, so the kernel chooses the same one.
+				// The packet named the client's address on the route to the server, which the
+				// kernel chose: connect without binding, so the kernel chooses the same one.
 				if !eventually(t, bed, netip.Addr{}, svc, true) {
 					t.Fatalf("%s: shared key: port not open", fam.name)
 				}

@@ -29,17 +29,20 @@ type Options struct {
 	Host      string   // HOST argument or -D
 	Access    []string // -A, each "tcp/22" (comma lists are split)
 	Allow     string   // -a ADDRESS
-	Source    bool     // -s: open for the packet's source address
-	OpenFor   string   // -f SECONDS (a Go duration such as 90s is accepted too)
-	Profile   string   // -n NAME
-	ID        string   // --id (the username of fwknop packets)
-	KeyFile   string   // --key-file
-	ServerKey string   // --server-key FILE (or an inline sesame-pub-v1 key)
-	Fwknop    bool     // --fwknop
-	Port      uint     // -p
-	Family    int      // 4 or 6 from -4/-6, 0 for either
-	Verbose   bool     // -v
-	Test      bool     // -T: build the packet but do not send it
+	Source    bool     // -s: open for the packet's source address (weaker: see SourceWarning)
+	ResolveIP bool     // -R, --resolve-ip-http(s): refused, see ErrResolveIP
+	// ResolveURL is --resolve-url (refused as -R).
+	ResolveURL string
+	OpenFor    string // -f SECONDS (a Go duration such as 90s is accepted too)
+	Profile    string // -n NAME
+	ID         string // --id (the username of fwknop packets)
+	KeyFile    string // --key-file
+	ServerKey  string // --server-key FILE (or an inline sesame-pub-v1 key)
+	Fwknop     bool   // --fwknop
+	Port       uint   // -p
+	Family     int    // 4 or 6 from -4/-6, 0 for either
+	Verbose    bool   // -v
+	Test       bool   // -T: build the packet but do not send it
 
 	HMACKeyFile string // --hmac-key-file (fwknop format)
 	HMACDigest  string // --hmac-digest-type (fwknop format)
@@ -117,7 +120,9 @@ func FlagSet(o *Options) *flag.FlagSet {
 	fs.Var(accessList{&o.Access}, "A", "ports to open, e.g. tcp/22,udp/53")
 	fs.Var(accessList{&o.Access}, "access", "ports to open, e.g. tcp/22,udp/53")
 	str(&o.Allow, "open for `ADDRESS`", "a", "allow-ip")
-	boolean(&o.Source, "open for the address the packet comes from", "s", "source-ip")
+	boolean(&o.Source, "open for the address the packet comes from (weaker)", "s", "source-ip")
+	boolean(&o.ResolveIP, "not supported: give -a ADDRESS", "R", "resolve-ip-http", "resolve-ip-https")
+	str(&o.ResolveURL, "not supported: give -a ADDRESS", "resolve-url")
 	str(&o.OpenFor, "ask for the ports to stay open `SECONDS`", "f", "open-for", "fw-timeout")
 	str(&o.Profile, "use profile `NAME`", "n", "named-config", "profile")
 	str(&o.ID, "client identity (fwknop: username)", "id", "U", "spoof-user")
@@ -163,6 +168,9 @@ func ParseArgs(args []string) (Options, error) {
 		return o, fmt.Errorf("HOST %q and -D %q disagree", pos[0], o.Host)
 	case len(pos) == 1:
 		o.Host = pos[0]
+	}
+	if o.ResolveIP || o.ResolveURL != "" {
+		return o, ErrResolveIP
 	}
 	if o.Allow != "" && o.Source {
 		return o, errors.New("-a and -s are mutually exclusive")
@@ -222,6 +230,18 @@ func ParseOpenFor(s string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// ErrResolveIP refuses fwknop's -R: asking a web service for the external address needs a
+// connection to the internet besides the SPA packet, and trusts that service with the grant.
+var ErrResolveIP = errors.New("-R (ask a web service for your external address) is not supported: " +
+	"sesame open sends nothing but the SPA packet; give your public address with -a ADDRESS, or use -s (weaker, see -h)")
+
+// SourceWarning is printed whenever a request asks for the packet's source address (-s).
+const SourceWarning = "sesame open: warning: the request asks for the packet's source address " +
+	"(-s, allow = \"source\", ALLOW_IP source): anyone who sees the packet on its way can send a copy " +
+	"first, from their own address, and be let in instead of you (yours is then refused as a replay); " +
+	"without -s the packet names your address (-a, or your address on the route to the server) and a " +
+	"copy opens nothing for anyone else"
 
 // ErrUsage matches (with errors.Is) the errors of Resolve and Open that are
 // about the command line: a missing or conflicting flag or a bad flag value.

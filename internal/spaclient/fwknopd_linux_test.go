@@ -125,7 +125,7 @@ func TestIntegrationOpenToFwknopd(t *testing.T) {
 		}
 	}
 	rc := "[default]\nHMAC_DIGEST_TYPE sha256\n\n[lab]\nSPA_SERVER " + netnsbed.Server4.String() +
-		"\nACCESS tcp/2222\nALLOW_IP source\nFW_TIMEOUT 30\nUSE_HMAC Y\n" + strings.Join(keyLines, "\n") + "\n"
+		"\nACCESS tcp/2222\nFW_TIMEOUT 30\nUSE_HMAC Y\n" + strings.Join(keyLines, "\n") + "\n"
 	if err := os.WriteFile(filepath.Join(home, ".fwknoprc"), []byte(rc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestIntegrationOpenToFwknopd(t *testing.T) {
 		wantWarn bool
 	}{
 		{"flags", []string{netnsbed.Server4.String(), "-A", "tcp/22", "-a", netnsbed.Client4.String(), "--fwknop", "--id", "alice", "--key-file", keyFile, "-f", "20"}, 22, false},
-		{"fwknoprc", []string{"-n", "lab"}, 2222, false},
+		{"fwknoprc without ALLOW_IP: the route address", []string{"-n", "lab"}, 2222, false},
 		{"key flags", []string{"-A", "tcp/2223", netnsbed.Server4.String(), "-s", "--key-base64-rijndael", b64("KEY_BASE64"), "--key-base64-hmac", b64("HMAC_KEY_BASE64")}, 2223, true},
 	}
 	for _, tt := range tests {

@@ -19,12 +19,17 @@ import (
 // Request is a resolved `sesame open`: everything needed to build and send
 // the packet. Its String method never reveals keys.
 type Request struct {
-	Format  Format
-	Host    string
-	Port    uint16
-	Family  int // 4, 6 or 0
-	Ports   []netport.Port
-	Allow   netip.Addr    // the invalid Addr means the packet's source address
+	Format Format
+	Host   string
+	Port   uint16
+	Family int // 4, 6 or 0
+	Ports  []netport.Port
+	// Allow is the address to open for. Invalid and Source false: the client's address on the
+	// route to the server, which Open fills in (UseRoute) before building the packet.
+	Allow netip.Addr
+	// Source (-s) asks for the packet's source address instead (weaker: SourceWarning).
+	Source  bool
+	routed  bool          // Allow came from the route to the server
 	OpenFor time.Duration // 0 means the server's default
 	ID      string        // client identity (fwknop: the username)
 	From    string        // where the settings came from, for messages
@@ -40,8 +45,13 @@ func (r *Request) String() string {
 	for i, p := range r.Ports {
 		ports[i] = p.String()
 	}
-	allow := "the packet's source address"
-	if r.Allow.IsValid() {
+	allow := "my address on the route to the server"
+	switch {
+	case r.Source:
+		allow = "the packet's source address (-s)"
+	case r.routed:
+		allow = r.Allow.String() + " (my address on the route to the server)"
+	case r.Allow.IsValid():
 		allow = r.Allow.String()
 	}
 	dur := "the server's default time"
@@ -129,15 +139,21 @@ func Resolve(o Options, warn io.Writer) (*Request, error) {
 	}
 	switch {
 	case s.Source:
+		r.Source = true
 	case s.Allow != "":
 		a, err := netip.ParseAddr(s.Allow)
 		if err != nil || a.Zone() != "" {
 			return nil, usagef("-a %q: not an IP address", s.Allow)
 		}
 		a = a.Unmap()
-		if !a.IsUnspecified() {
+		if a.IsUnspecified() { // fwknop's way of writing -s
+			r.Source = true
+		} else {
 			r.Allow = a
 		}
+	}
+	if r.Source {
+		fmt.Fprintln(warn, SourceWarning)
 	}
 	if r.Format == FormatFwknop && r.Allow.IsValid() && !r.Allow.Is4() {
 		return nil, usagef("-a %s: fwknop's format carries only IPv4 addresses (use -s, or sesame's format)", r.Allow)
@@ -334,10 +350,12 @@ func (s *setting) mergeRC(st fwknop.RCStanza) error {
 	}
 	if s.Allow == "" && !s.Source {
 		switch strings.ToLower(st.AllowIP) {
-		case "", "source":
+		case "":
+			// Unset: sesame's default, the address on the route to the server.
+		case "source":
 			s.Source = true
 		case "resolve":
-			return fmt.Errorf("%s: ALLOW_IP resolve is not supported: give -a ADDRESS or -s", where)
+			return fmt.Errorf("%s: ALLOW_IP resolve is not supported (%w); leave ALLOW_IP out to use your address on the route to the server", where, ErrResolveIP)
 		default:
 			s.Allow = st.AllowIP
 		}

@@ -193,6 +193,9 @@ func (b *bed) decode(t *testing.T, r *Request) decoded {
 
 func TestResolve(t *testing.T) {
 	b := newBed(t)
+	// route stands for the client's address on the route to the server: Open fills it in
+	// (UseRoute) when the request names no address and does not ask for its source.
+	route := netip.MustParseAddr("198.51.100.77")
 	tests := []struct {
 		name     string
 		args     string
@@ -203,21 +206,21 @@ func TestResolve(t *testing.T) {
 		wantWarn bool
 	}{
 		{"shared flags", "192.0.2.7 -A tcp/22 --id alice --key-file " + b.sharedKey,
-			FormatSesame, "192.0.2.7", 62201, decoded{id: "alice", ports: "tcp/22"}, false},
+			FormatSesame, "192.0.2.7", 62201, decoded{id: "alice", allow: route, ports: "tcp/22"}, false},
 		{"pair flags", "192.0.2.7 -A tcp/22 --id bob --key-file " + b.priv + " --server-key " + b.serverPub + " -a 2001:db8::1 -f 60",
 			FormatSesame, "192.0.2.7", 62201, decoded{id: "bob", allow: netip.MustParseAddr("2001:db8::1"), ports: "tcp/22", openFor: time.Minute}, false},
 		{"profile shared", "-n home",
 			FormatSesame, "192.0.2.7", 62201, decoded{id: "alice", allow: netip.MustParseAddr("198.51.100.4"), ports: "tcp/22,udp/53", openFor: 45 * time.Second}, false},
 		{"profile overridden", "-n home other.example -A tcp/2222 -s -f 5",
-			FormatSesame, "other.example", 62201, decoded{id: "alice", ports: "tcp/2222", openFor: 5 * time.Second}, false},
+			FormatSesame, "other.example", 62201, decoded{id: "alice", ports: "tcp/2222", openFor: 5 * time.Second}, true},
 		{"profile pair", "-n pair",
-			FormatSesame, "192.0.2.8", 6000, decoded{id: "bob", ports: "tcp/443", openFor: 2 * time.Minute}, false},
+			FormatSesame, "192.0.2.8", 6000, decoded{id: "bob", ports: "tcp/443", openFor: 2 * time.Minute}, true},
 		{"profile fwknop", "-n fw",
-			FormatFwknop, "192.0.2.9", 62201, decoded{id: "carol", ports: "tcp/22"}, false},
+			FormatFwknop, "192.0.2.9", 62201, decoded{id: "carol", allow: route, ports: "tcp/22"}, false},
 		{"fwknop flag and key file", "192.0.2.9 --fwknop -A tcp/22,udp/53 -a 198.51.100.9 --id erin --key-file " + b.fwKey,
 			FormatFwknop, "192.0.2.9", 62201, decoded{id: "erin", allow: netip.MustParseAddr("198.51.100.9"), ports: "tcp/22,udp/53"}, false},
 		{"fwknoprc stanza", "-n office",
-			FormatFwknop, "198.18.0.1", 62201, decoded{id: "dave", ports: "tcp/22", openFor: 30 * time.Second}, false},
+			FormatFwknop, "198.18.0.1", 62201, decoded{id: "dave", ports: "tcp/22", openFor: 30 * time.Second}, true},
 		{"fwknoprc KEY_FILE", "-n filekeys --id frank -f 9",
 			FormatFwknop, "198.18.0.1", 62201, decoded{id: "frank", allow: netip.MustParseAddr("203.0.113.5"), ports: "tcp/2222", openFor: 9 * time.Second}, false},
 		{"keys on command line", "198.18.0.1 -A tcp/22 -s --id gina --key-base64-rijndael " + testKeyB64 + " --key-base64-hmac " + testHMACB64,
@@ -239,6 +242,9 @@ func TestResolve(t *testing.T) {
 			}
 			if got := warn.Len() > 0; got != tt.wantWarn {
 				t.Errorf("warning = %q, want one: %v", warn.String(), tt.wantWarn)
+			}
+			if err := r.UseRoute(route, netip.MustParseAddr("192.0.2.1")); err != nil {
+				t.Fatalf("UseRoute: %v", err)
 			}
 			if got := b.decode(t, r); got != tt.want {
 				t.Errorf("server decoded %+v, want %+v", got, tt.want)

@@ -34,7 +34,7 @@ const (
 	ReasonPortNotAllowed   = "port not allowed"
 	ReasonSourceNotAllowed = "source not allowed"
 	ReasonAddrNotAllowed   = "address not allowed"
-	ReasonSourceAddrNeeded = "source address required"
+	ReasonSourceAddrNeeded = "source address required" // an explicit address: require_address, REQUIRE_SOURCE_ADDRESS
 	ReasonUserNotAllowed   = "username not allowed"
 	ReasonAccessExpired    = "access expired"
 	ReasonNATRefused       = "NAT not supported"
@@ -240,6 +240,10 @@ func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []b
 		return d
 	}
 	addr := src
+	if req.FromSource() && c.RequireSourceAddress {
+		d.reason, d.detail = ReasonSourceAddrNeeded, "the packet asks for its source address and require_address is set"
+		return d
+	}
 	if !req.FromSource() {
 		addr = req.Addr.Unmap()
 		if !inPrefixes(addr, c.Sources) {
