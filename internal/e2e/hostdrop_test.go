@@ -198,6 +198,11 @@ func TestIntegrationHostDropKnock(t *testing.T) {
 			}
 			warned := strings.Contains(d.Output(), "the host firewall drops connections sesame admits")
 			if tc.fw == "nftables" {
+				for l := range strings.SplitSeq(d.Output(), "\n") {
+					if strings.Contains(l, "level=WARN") {
+						t.Log(l)
+					}
+				}
 				for _, want := range []string{`rule="ip filter INPUT: tcp dport 2222 drop`, `rule="ip6 filter INPUT: tcp dport 2222 drop`,
 					"iptables -I INPUT -m connmark --mark 0x20000000/0x20000000 -j ACCEPT"} {
 					if !strings.Contains(d.Output(), want) {

@@ -14,8 +14,7 @@
 // and two ipsets: sesame4 (hash:ip,port family inet timeout) and sesame6 (family inet6).
 //
 // A grant admits a new connection and sets bit firewall.ConnMark of its conntrack mark; every
-// later packet of that connection (and of connections related to it) is accepted by the first
-// rule, while the grant lives and after it expired. These ACCEPTs end INPUT, so a host rule
+// later packet of that connection is accepted by the first rule, while the grant lives and after it expired. These ACCEPTs end INPUT, so a host rule
 // further down INPUT that drops the port (with or without an ESTABLISHED rule of its own) does
 // not stop a connection sesame admitted. Other traffic still RETURNs to INPUT untouched. Drops in
 // other tables (raw, mangle, another nft table) or in rules inserted above the jump still apply.
