@@ -89,6 +89,7 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	if err != nil {
 		return err
 	}
+	fw = withHostCheck(fw, cfg.Server.Firewall, log)
 	intake, err := capture.Open(capture.Config{Interfaces: cfg.Server.Interfaces, Filter: server.Filter(cfg), Logger: log})
 	if err != nil {
 		fw.Close(ctx, false)

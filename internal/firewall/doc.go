@@ -19,6 +19,8 @@
 //
 // Warning: sesame's gate only ever removes access. An accept in sesame's nft table cannot
 // override a drop in another table or base chain, so the host firewall must itself allow the
-// protected service ports (sesame then drops them for everyone without a grant). See
-// docs/FIREWALL.md.
+// protected service ports (sesame then drops them for everyone without a grant), or accept the
+// connections sesame admitted: both backends set conntrack mark bit ConnMark on them. The ipt
+// backend accepts those connections itself in its chain, ahead of the rest of INPUT. Subpackage
+// hostcheck finds host rules that would drop them. See docs/FIREWALL.md.
 package firewall

@@ -9,6 +9,13 @@ import (
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
+// ConnMark is the one conntrack mark bit that both backends set on every connection a grant
+// admitted (ct mark set ct mark or ConnMark; iptables -j CONNMARK --set-xmark ConnMark/ConnMark).
+// Other bits of the mark are left alone. A host firewall accepts exactly the connections sesame
+// admitted with "ct mark and 0x20000000 == 0x20000000 accept" or
+// "iptables -I INPUT -m connmark --mark 0x20000000/0x20000000 -j ACCEPT".
+const ConnMark uint32 = 0x20000000
+
 // Gate is what sesame's own firewall table enforces: new connections to a protected port are
 // dropped unless their (source, protocol, port) has a live grant; established traffic passes.
 type Gate struct {

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
 	"github.com/sesame-knock/sesame/internal/netport"
@@ -72,7 +75,7 @@ func runFamily(t *testing.T, f family, newBackend NewFunc) {
 	}
 	dst := netip.AddrPortFrom(f.server, ssh.Num)
 	dst2 := netip.AddrPortFrom(f.server, ssh2.Num)
-	if err := echoListen(ctx, bed.Server, dst); err != nil {
+	if err := EchoListen(ctx, bed.Server, dst); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := netnsbed.Listen(ctx, bed.Server, dst2); err != nil {
@@ -142,11 +145,24 @@ func runFamily(t *testing.T, f family, newBackend NewFunc) {
 	}
 	defer held.Close()
 	rd := bufio.NewReader(held)
-	echo(t, held, rd, "during")
+	Echo(t, held, rd, "during")
+	// The connection the grant admitted carries sesame's conntrack mark bit; a connection to an
+	// unprotected port does not.
+	if m, ok := ConnMark(t, bed.Server, held.LocalAddr(), ssh.Num); !ok || m&firewall.ConnMark == 0 {
+		t.Fatalf("admitted connection: conntrack mark %#x (found %v), want bit %#x set", m, ok, firewall.ConnMark)
+	}
+	free, err := netnsbed.Dial(bed.Client, f.client, dst2, openTimeout)
+	if err != nil {
+		t.Fatalf("dial unprotected port: %v", err)
+	}
+	if m, ok := ConnMark(t, bed.Server, free.LocalAddr(), ssh2.Num); !ok || m&firewall.ConnMark != 0 {
+		t.Fatalf("connection to an unprotected port: conntrack mark %#x (found %v), want bit %#x clear", m, ok, firewall.ConnMark)
+	}
+	free.Close()
 
 	waitNoGrants(t, ctx, b)
 	expect("after expiry", f.client, dst, false)
-	echo(t, held, rd, "after expiry")
+	Echo(t, held, rd, "after expiry")
 	held.Close()
 
 	// Restart/reload: Apply keeps the live grant with its remaining time, and changes the ports.
@@ -251,8 +267,45 @@ func waitNoGrants(t *testing.T, ctx context.Context, b firewall.Backend) {
 	}
 }
 
-// echo writes a line on c and expects it back.
-func echo(t *testing.T, c net.Conn, rd *bufio.Reader, what string) {
+// ConnMark returns the conntrack mark of the TCP connection from client (the client side's
+// local address) to port dport, as the kernel of namespace ns holds it.
+func ConnMark(t *testing.T, ns string, client net.Addr, dport uint16) (uint32, bool) {
+	t.Helper()
+	ta, ok := client.(*net.TCPAddr)
+	if !ok {
+		t.Fatalf("ConnMark: %v is not a TCP address", client)
+	}
+	src := ta.AddrPort()
+	fd, err := netnsbed.NSFd(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	h, err := netlink.NewHandleAt(fd, unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatalf("ConnMark: netlink handle: %v", err)
+	}
+	defer h.Close()
+	fam := netlink.InetFamily(unix.AF_INET)
+	if src.Addr().Unmap().Is6() {
+		fam = unix.AF_INET6
+	}
+	flows, err := h.ConntrackTableList(netlink.ConntrackTable, fam)
+	if err != nil {
+		t.Fatalf("ConnMark: list conntrack: %v", err)
+	}
+	for _, fl := range flows {
+		a, _ := netip.AddrFromSlice(fl.Forward.SrcIP)
+		if fl.Forward.Protocol == unix.IPPROTO_TCP && a.Unmap() == src.Addr().Unmap() &&
+			fl.Forward.SrcPort == src.Port() && fl.Forward.DstPort == dport {
+			return fl.Mark, true
+		}
+	}
+	return 0, false
+}
+
+// Echo writes a line on c and expects the echo service (EchoListen) to send it back.
+func Echo(t *testing.T, c net.Conn, rd *bufio.Reader, what string) {
 	t.Helper()
 	c.SetDeadline(time.Now().Add(openTimeout))
 	msg := "ping " + what + "\n"
@@ -265,8 +318,8 @@ func echo(t *testing.T, c net.Conn, rd *bufio.Reader, what string) {
 	}
 }
 
-// echoListen starts a TCP echo server in ns on addr until ctx ends.
-func echoListen(ctx context.Context, ns string, addr netip.AddrPort) error {
+// EchoListen starts a TCP echo service in ns on addr until ctx ends.
+func EchoListen(ctx context.Context, ns string, addr netip.AddrPort) error {
 	var ln net.Listener
 	err := netnsbed.Do(ns, func() error {
 		l, err := net.Listen("tcp", addr.String())

@@ -4,16 +4,20 @@
 // Layout, in the filter table of both iptables and ip6tables:
 //
 //	-A INPUT -j SESAME                                    (inserted at position 1, exactly once)
+//	-A SESAME -m connmark --mark 0x20000000/0x20000000 -j ACCEPT
 //	-A SESAME -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN
+//	-A SESAME -m set --match-set sesame4 src,dst -j CONNMARK --set-xmark 0x20000000/0x20000000
 //	-A SESAME -m set --match-set sesame4 src,dst -j ACCEPT   (sesame6 for ip6tables)
 //	-A SESAME -p tcp -m tcp --dport 2222 -j DROP          (one per protected port)
 //	-A SESAME -j RETURN
 //
 // and two ipsets: sesame4 (hash:ip,port family inet timeout) and sesame6 (family inet6).
 //
-// Unlike the nft backend, a grant's ACCEPT here ends the INPUT chain, so a host rule further down
-// INPUT that drops the port does not stop a granted client (this is what fwknop does). It does
-// not get past drops in other tables or in chains jumped to from before SESAME.
+// A grant admits a new connection and sets bit firewall.ConnMark of its conntrack mark; every
+// later packet of that connection is accepted by the first rule, while the grant lives and after it expired. These ACCEPTs end INPUT, so a host rule
+// further down INPUT that drops the port (with or without an ESTABLISHED rule of its own) does
+// not stop a connection sesame admitted. Other traffic still RETURNs to INPUT untouched. Drops in
+// other tables (raw, mangle, another nft table) or in rules inserted above the jump still apply.
 //
 // Grants go only over netlink (vishvananda/netlink's ipset calls; no ipset binary). The static
 // rules are set up by exec'ing iptables/ip6tables through coreos/go-iptables. Namespaces: with
@@ -180,10 +184,15 @@ func (b *Backend) families() []family {
 	}
 }
 
-// rules returns the chain's rules for one family.
+// rules returns the chain's rules for one family: connections sesame admitted (conntrack mark
+// bit firewall.ConnMark) are accepted, other established traffic returns to INPUT, a grant marks
+// and accepts a new connection, and protected ports are dropped for everyone else.
 func (b *Backend) rules(set string, gate firewall.Gate) [][]string {
+	mark := fmt.Sprintf("%#x/%#x", firewall.ConnMark, firewall.ConnMark)
 	r := [][]string{
+		{"-m", "connmark", "--mark", mark, "-j", "ACCEPT"},
 		{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"},
+		{"-m", "set", "--match-set", set, "src,dst", "-j", "CONNMARK", "--set-xmark", mark},
 		{"-m", "set", "--match-set", set, "src,dst", "-j", "ACCEPT"},
 	}
 	seen := map[netport.Port]bool{}

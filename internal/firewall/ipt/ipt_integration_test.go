@@ -1,6 +1,7 @@
 package ipt
 
 import (
+	"bufio"
 	"context"
 	"net/netip"
 	"os/exec"
@@ -56,7 +57,8 @@ func iptS(t *testing.T, ns, cmd, chain string) string {
 }
 
 // TestIntegrationIptLayout checks the rules an admin sees, that the jump stays first and single
-// across Apply calls, that a host DROP further down INPUT does not stop a granted client, and
+// across Apply calls, that a host DROP further down INPUT (and no ESTABLISHED rule) does not stop
+// a connection a grant admitted, during the grant or after it, and
 // that Close(true) removes everything.
 func TestIntegrationIptLayout(t *testing.T) {
 	skipUnlessIptables(t)
@@ -88,7 +90,9 @@ func TestIntegrationIptLayout(t *testing.T) {
 			t.Errorf("%s INPUT: want exactly one jump, first:\n%s", c.cmd, in)
 		}
 		want := "-N SESAME\n" +
+			"-A SESAME -m connmark --mark 0x20000000/0x20000000 -j ACCEPT\n" +
 			"-A SESAME -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n" +
+			"-A SESAME -m set --match-set " + c.set + " src,dst -j CONNMARK --set-xmark 0x20000000/0x20000000\n" +
 			"-A SESAME -m set --match-set " + c.set + " src,dst -j ACCEPT\n" +
 			"-A SESAME -p tcp -m tcp --dport 2222 -j DROP\n" +
 			"-A SESAME -p udp -m udp --dport 53 -j DROP\n" +
@@ -98,20 +102,40 @@ func TestIntegrationIptLayout(t *testing.T) {
 		}
 	}
 
-	// The grant's ACCEPT ends INPUT, so the host's DROP for 2222 does not apply to the client.
-	ln, err := netnsbed.Listen(t.Context(), bed.Server, netip4(2222))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if ok, _ := netnsbed.CanConnect(bed.Client, netnsbed.Client4, netip4(2222), 300*time.Millisecond); ok {
-		t.Fatal("connected before grant")
-	}
-	if err := b.Grant(ctx, firewall.Grant{Src: netnsbed.Client4, Port: port, Timeout: time.Minute}); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := netnsbed.CanConnect(bed.Client, netnsbed.Client4, netip4(2222), 3*time.Second); !ok || err != nil {
-		t.Fatalf("granted client blocked by the host's later DROP: %v", err)
+	// The host drops tcp/2222 further down INPUT and has no ESTABLISHED rule: a connection a grant
+	// admitted still carries data both ways, during the grant and after it expired.
+	for _, fam := range []struct {
+		name           string
+		server, client netip.Addr
+	}{{"IPv4", netnsbed.Server4, netnsbed.Client4}, {"IPv6", netnsbed.Server6, netnsbed.Client6}} {
+		dst := netip.AddrPortFrom(fam.server, 2222)
+		if err := fwtest.EchoListen(t.Context(), bed.Server, dst); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := netnsbed.CanConnect(bed.Client, fam.client, dst, 300*time.Millisecond); ok {
+			t.Fatalf("%s: connected before grant", fam.name)
+		}
+		if err := b.Grant(ctx, firewall.Grant{Src: fam.client, Port: port, Timeout: 2 * time.Second}); err != nil {
+			t.Fatal(err)
+		}
+		c, err := netnsbed.Dial(bed.Client, fam.client, dst, 3*time.Second)
+		if err != nil {
+			t.Fatalf("%s: dial during the grant: %v", fam.name, err)
+		}
+		defer c.Close()
+		rd := bufio.NewReader(c)
+		fwtest.Echo(t, c, rd, fam.name+" during the grant, past the host's DROP")
+		if !netnsbed.WaitFor(10*time.Second, func() bool {
+			l, err := b.List(ctx)
+			return err == nil && len(l) == 0
+		}) {
+			t.Fatalf("%s: grant did not expire", fam.name)
+		}
+		fwtest.Echo(t, c, rd, fam.name+" after the grant expired, past the host's DROP")
+		if ok, _ := netnsbed.CanConnect(bed.Client, fam.client, dst, 300*time.Millisecond); ok {
+			t.Fatalf("%s: new connection after the grant expired", fam.name)
+		}
+		c.Close()
 	}
 
 	if err := b.Close(ctx, true); err != nil {
@@ -130,5 +154,3 @@ func TestIntegrationIptLayout(t *testing.T) {
 		t.Error("ipset sesame4 still exists after Close(true)")
 	}
 }
-
-func netip4(port uint16) netip.AddrPort { return netip.AddrPortFrom(netnsbed.Server4, port) }

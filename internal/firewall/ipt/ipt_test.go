@@ -19,7 +19,9 @@ func TestRules(t *testing.T) {
 		lines = append(lines, strings.Join(r, " "))
 	}
 	want := []string{
+		"-m connmark --mark 0x20000000/0x20000000 -j ACCEPT",
 		"-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN",
+		"-m set --match-set sesame4 src,dst -j CONNMARK --set-xmark 0x20000000/0x20000000",
 		"-m set --match-set sesame4 src,dst -j ACCEPT",
 		"-p tcp --dport 2222 -j DROP",
 		"-p udp --dport 53 -j DROP",

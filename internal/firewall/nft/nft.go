@@ -10,8 +10,8 @@
 //		chain gate {
 //			type filter hook input priority -10; policy accept;
 //			ct state established,related accept
-//			meta nfproto ipv4 ip saddr . meta l4proto . th dport @grants4 accept
-//			meta nfproto ipv6 ip6 saddr . meta l4proto . th dport @grants6 accept
+//			meta nfproto ipv4 ip saddr . meta l4proto . th dport @grants4 ct mark set ct mark | 0x20000000 accept
+//			meta nfproto ipv6 ip6 saddr . meta l4proto . th dport @grants6 ct mark set ct mark | 0x20000000 accept
 //			meta l4proto . th dport @protected drop
 //		}
 //	}
@@ -20,7 +20,11 @@
 // and destination NAT (-100, so the port compared is the one the local service listens on), and
 // just before the usual host firewall at "filter" (0), including iptables-nft's INPUT chain. The
 // order only decides who sees a packet first: an accept here does NOT let a packet past a drop in
-// another table or chain on the same hook, so the host firewall must still allow protected ports.
+// another table or chain on the same hook, so the host firewall must still allow protected ports,
+// or accept the connections sesame admitted: a grant rule sets bit firewall.ConnMark (0x20000000)
+// of the connection's conntrack mark, so "ct mark and 0x20000000 == 0x20000000 accept" (or
+// iptables' "-m connmark --mark 0x20000000/0x20000000 -j ACCEPT") in a chain after priority -10
+// accepts exactly those connections, every packet of them.
 //
 // Grants expire in the kernel (element timeouts, millisecond resolution), so they close on time
 // even when the daemon is dead. Needs Linux >= 6.3 for the destroy-element command used by Grant
@@ -199,8 +203,20 @@ func ParseGrantKey(k []byte) (netip.Addr, netport.Port, error) {
 // each later field of a concatenation goes into the next 32-bit register after the padded
 // length of the one before. For IPv6 the address fills 8-11 and nft names the next register
 // "2" (the second 128-bit register, which is 32-bit register 12); we do the same.
+//
+// A grant rule sets bit firewall.ConnMark of the connection's conntrack mark, leaving the other
+// bits, before it accepts: ct mark set ct mark | 0x20000000.
 func RuleExprs(withDrop bool) [][]expr.Any {
 	zero := []byte{0, 0, 0, 0}
+	markExprs := func() [3]expr.Any {
+		return [3]expr.Any{
+			&expr.Ct{Register: 1, Key: expr.CtKeyMARK},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(^firewall.ConnMark), Xor: binaryutil.NativeEndian.PutUint32(firewall.ConnMark)},
+			&expr.Ct{Register: 1, Key: expr.CtKeyMARK, SourceRegister: true},
+		}
+	}
+	markExprs4, markExprs6 := markExprs(), markExprs()
 	rules := [][]expr.Any{
 		{ // ct state established,related accept
 			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
@@ -209,22 +225,24 @@ func RuleExprs(withDrop bool) [][]expr.Any {
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: zero},
 			&expr.Verdict{Kind: expr.VerdictAccept},
 		},
-		{ // meta nfproto ipv4 ip saddr . meta l4proto . th dport @grants4 accept
+		{ // meta nfproto ipv4 ip saddr . meta l4proto . th dport @grants4 ct mark set ct mark | 0x20000000 accept
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 9},
 			&expr.Payload{DestRegister: 10, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Lookup{SourceRegister: 1, SetName: Grants4Set},
+			markExprs4[0], markExprs4[1], markExprs4[2],
 			&expr.Verdict{Kind: expr.VerdictAccept},
 		},
-		{ // meta nfproto ipv6 ip6 saddr . meta l4proto . th dport @grants6 accept
+		{ // meta nfproto ipv6 ip6 saddr . meta l4proto . th dport @grants6 ct mark set ct mark | 0x20000000 accept
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 2},
 			&expr.Payload{DestRegister: 13, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Lookup{SourceRegister: 1, SetName: Grants6Set},
+			markExprs6[0], markExprs6[1], markExprs6[2],
 			&expr.Verdict{Kind: expr.VerdictAccept},
 		},
 	}

@@ -135,6 +135,9 @@ func TestRuleLayout(t *testing.T) {
   [ meta load l4proto => reg 9 ]
   [ payload load 2b @ transport header + 2 => reg 10 ]
   [ lookup reg 1 set grants4 ]
+  [ ct load mark => reg 1 ]
+  [ bitwise reg 1 = ( reg 1 & 0xdfffffff ) ^ 0x20000000 ]
+  [ ct set mark with reg 1 ]
   [ immediate reg 0 accept ]`, `
   [ meta load nfproto => reg 1 ]
   [ cmp eq reg 1 0x0000000a ]
@@ -142,6 +145,9 @@ func TestRuleLayout(t *testing.T) {
   [ meta load l4proto => reg 2 ]
   [ payload load 2b @ transport header + 2 => reg 13 ]
   [ lookup reg 1 set grants6 ]
+  [ ct load mark => reg 1 ]
+  [ bitwise reg 1 = ( reg 1 & 0xdfffffff ) ^ 0x20000000 ]
+  [ ct set mark with reg 1 ]
   [ immediate reg 0 accept ]`, `
   [ meta load l4proto => reg 1 ]
   [ payload load 2b @ transport header + 2 => reg 9 ]
@@ -392,7 +398,10 @@ func dataValue(b []byte) []byte {
 func renderExpr(name string, a map[uint16][]byte) string {
 	switch name {
 	case "ct":
-		key := map[uint32]string{unix.NFT_CT_STATE: "state"}[be32(a[unix.NFTA_CT_KEY])]
+		key := map[uint32]string{unix.NFT_CT_STATE: "state", unix.NFT_CT_MARK: "mark"}[be32(a[unix.NFTA_CT_KEY])]
+		if r, ok := a[unix.NFTA_CT_SREG]; ok {
+			return fmt.Sprintf("ct set %s with reg %d", key, be32(r))
+		}
 		return fmt.Sprintf("ct load %s => reg %d", key, be32(a[unix.NFTA_CT_DREG]))
 	case "bitwise":
 		return fmt.Sprintf("bitwise reg %d = ( reg %d & %s ) ^ %s", be32(a[unix.NFTA_BITWISE_DREG]), be32(a[unix.NFTA_BITWISE_SREG]),
