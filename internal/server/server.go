@@ -219,6 +219,8 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Reload switches to cfg without dropping live grants. Knocks in progress are forgotten.
+// Stop commands already pending keep the command and delay they were scheduled with: the
+// runner outlives reloads, so they run on time, once.
 func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 	if err := s.deps.Firewall.Apply(ctx, Gate(cfg)); err != nil {
 		return fmt.Errorf("server: reload: apply firewall gate: %w", err)
