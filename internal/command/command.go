@@ -313,8 +313,8 @@ func (r *Runner) work() {
 		}
 		if !ok {
 			r.workers--
-			if r.starts.cap() > 4096 {
-				r.starts = fifo{} // give a burst's memory back
+			if r.starts.cap() > 4096 || r.stops.cap() > 4096 {
+				r.starts, r.stops = fifo{}, fifo{} // give a burst's memory back
 			}
 			r.mu.Unlock()
 			return
@@ -394,6 +394,9 @@ func (r *Runner) fire(gen uint64) {
 	for len(r.pending) > 0 && !r.pending[0].due.After(now) {
 		r.due(heap.Pop(&r.pending).(task))
 	}
+	if len(r.pending) == 0 && cap(r.pending) > 4096 {
+		r.pending = nil
+	}
 	r.arm()
 }
 
@@ -412,6 +415,11 @@ func (r *Runner) exec(t task) error {
 	var out capped
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
+	if errors.Is(err, exec.ErrWaitDelay) && ctx.Err() == nil {
+		// The shell exited with status 0 but left a background process holding its output
+		// (command = "daemon &"): that process keeps running, the worker moves on.
+		err = nil
+	}
 	if ctx.Err() != nil {
 		err = fmt.Errorf("killed after %v: %w", r.opts.Timeout, ctx.Err())
 		if r.base.Err() != nil {

@@ -281,6 +281,16 @@ func TestRunnerOverflow(t *testing.T) {
 	if l := b.log.String(); !strings.Contains(l, "too many commands waiting") || !strings.Contains(l, "door=b src=198.18.0.5") {
 		t.Errorf("log lacks the overflow line with door and source:\n%s", l)
 	}
+	// A flood of refusals is logged at most burst (10) times while the clock stands still.
+	for i := range 50 {
+		b.r.Run(context.Background(), b.job("b", 1000+i, -1))
+	}
+	if got := strings.Count(b.log.String(), "too many commands waiting"); got != 10 {
+		t.Errorf("%d overflow lines logged, want 10 (rate-limited)", got)
+	}
+	if got := b.r.Stats().Doors["b"].Overflowed; got != 52 {
+		t.Errorf("door b overflowed %d, want 52", got)
+	}
 	open()
 	b.waitStats("the queued jobs", func(s DoorStats) bool { return s.Run == 4 })
 	if got, want := b.lines(), []string{"start_198.18.0.1", "start_198.18.0.2", "start_198.18.0.3"}; !slices.Equal(got, want) {
@@ -435,5 +445,23 @@ func TestRunnerTimeout(t *testing.T) {
 		if f := strings.Fields(string(stat)); len(f) > 2 && f[2] != "Z" {
 			t.Errorf("the command's child %s still runs: %s", pid, stat)
 		}
+	}
+}
+
+// TestRunnerBackground: a command that leaves a background process holding its output frees
+// its worker a moment after the shell exits, and counts as run, not failed.
+func TestRunnerBackground(t *testing.T) {
+	b := newBed(t, Options{Workers: 1})
+	j := b.job("d", 1, -1)
+	j.Start = "sleep 3 & " + j.Start
+	b.run(j)
+	b.run(b.job("d", 2, -1))
+	start := time.Now()
+	b.waitStats("both jobs", func(s DoorStats) bool { return s.Run == 2 })
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Errorf("the second job waited %v for the background process", d)
+	}
+	if s := b.r.Stats().Total; s.Failed != 0 {
+		t.Errorf("stats %+v", s)
 	}
 }
