@@ -148,6 +148,9 @@ func TestIntegrationThousandCommands(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the daemon did not exit within 60 s of SIGTERM")
 	}
+	if err := d.Err(); err != nil {
+		t.Errorf("the daemon exited with %v", err)
+	}
 	if err := check(count(), "start-fast", "start-slow", "stop-fast", "stop-slow"); err != nil {
 		t.Errorf("after SIGTERM: %v", err)
 	}
