@@ -229,7 +229,7 @@ func (r *Runner) Close(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	r.mu.Lock()
-	left := r.stops.len()
+	before := r.stopsNotRun()
 	for {
 		t, ok := r.stops.pop()
 		if !ok {
@@ -242,8 +242,20 @@ func (r *Runner) Close(ctx context.Context) error {
 	r.mu.Unlock()
 	r.kill()
 	<-done // every command returns within waitDelay of the kill
+	r.mu.Lock()
+	left := r.stopsNotRun() - before
+	r.mu.Unlock()
 	r.log.ErrorContext(ctx, "shutdown: deadline passed; commands killed", "stops_not_run", left)
 	return fmt.Errorf("command: close: %d stop commands not run: %w", left, ctx.Err())
+}
+
+// stopsNotRun is the number of stops Close gave up on; r.mu is held.
+func (r *Runner) stopsNotRun() uint64 {
+	var n uint64
+	for _, d := range r.doors {
+		n += d.StopsNotRun
+	}
+	return n
 }
 
 // Stats returns the counters.
@@ -324,6 +336,11 @@ func (r *Runner) work() {
 			d.QueuedStops--
 		} else {
 			d.Queued--
+		}
+		if r.base.Err() != nil {
+			// Close's deadline passed: this is the stop of a start that was killed then.
+			d.StopsNotRun++
+			continue
 		}
 		d.Running++
 		r.mu.Unlock()

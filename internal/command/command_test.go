@@ -414,6 +414,24 @@ func TestRunnerCloseDeadline(t *testing.T) {
 	if s := b.r.Stats().Total; s.StopsNotRun != 2 || s.Failed != 1 || s.Running != 0 {
 		t.Errorf("stats %+v", s)
 	}
+
+	// A start killed at the deadline: its stop is counted as not run, not run after the kill.
+	b = newBed(t, Options{Workers: 1})
+	j := b.job("d", 1, time.Hour)
+	j.Start = gate
+	b.run(j)
+	b.waitStats("the start to run", func(s DoorStats) bool { return s.Running == 1 })
+	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := b.r.Close(ctx); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "1 stop commands not run") {
+		t.Errorf("Close: %v", err)
+	}
+	if s := b.r.Stats().Total; s.StopsNotRun != 1 || s.Failed != 1 || s.Run != 0 || s.QueuedStops != 0 {
+		t.Errorf("stats %+v", s)
+	}
+	if got := b.lines(); len(got) != 0 {
+		t.Errorf("ran %v after the deadline", got)
+	}
 }
 
 // TestRunnerTimeout: a command that hangs is killed with its children after Timeout, its

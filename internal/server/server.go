@@ -196,7 +196,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// reloads, so stops scheduled under an older configuration run here too.
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), commandDrain)
 	if cerr := s.runner.Close(drainCtx); cerr != nil {
-		err = errors.Join(err, fmt.Errorf("server: %w", cerr))
+		err = errors.Join(err, cerr)
 	}
 	cancelDrain()
 	s.mu.Lock()
