@@ -47,7 +47,13 @@ type Deps struct {
 	// SPAIntake (a UDP socket, optional) receives.
 	SPA       *spaserver.Handler
 	SPAIntake Intake
+	// Commands runs the doors' commands; one with the defaults when nil. Run closes it at
+	// the end, running every pending stop command.
+	Commands *command.Runner
 }
+
+// commandDrain is how long the end of Run waits for the pending stop commands.
+const commandDrain = time.Minute
 
 // Counters are running totals, for status and metrics.
 type Counters struct {
@@ -79,11 +85,14 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
+	if deps.Commands == nil {
+		deps.Commands = command.New(command.Options{Log: deps.Logger})
+	}
 	s := &Server{
 		deps:    deps,
 		log:     deps.Logger,
 		limiter: lograte.New(10, time.Second, 4096, deps.Now),
-		runner:  command.NewRunner(deps.Logger),
+		runner:  deps.Commands,
 	}
 	s.install(cfg)
 	return s, nil
@@ -183,7 +192,13 @@ func (s *Server) Run(ctx context.Context) error {
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 		err = nil
 	}
-	s.runner.Close()
+	// Stop commands run before the firewall closes: they may need it. The runner outlives
+	// reloads, so stops scheduled under an older configuration run here too.
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), commandDrain)
+	if cerr := s.runner.Close(drainCtx); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	cancelDrain()
 	s.mu.Lock()
 	remove := s.cfg.Server.OnStop == config.OnStopRemove
 	s.mu.Unlock()
@@ -204,6 +219,8 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Reload switches to cfg without dropping live grants. Knocks in progress are forgotten.
+// Stop commands already pending keep the command and delay they were scheduled with: the
+// runner outlives reloads, so they run on time, once.
 func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 	if err := s.deps.Firewall.Apply(ctx, Gate(cfg)); err != nil {
 		return fmt.Errorf("server: reload: apply firewall gate: %w", err)
@@ -328,7 +345,8 @@ func (s *Server) open(d *config.Door, src netip.Addr) {
 	if start != "" {
 		s.knockdLine("%s: running command: %s", d.Name, command.Expand(start, src))
 	}
-	s.runner.Run(command.Job{Door: d.Name, Addr: src, Start: start, Stop: stop, Delay: d.CmdTimeout})
+	// Queued, never run here: the runner logs and counts a refusal.
+	_ = s.runner.Run(ctx, command.Job{Door: d.Name, Addr: src, Start: start, Stop: stop, Delay: d.CmdTimeout})
 	if d.OneTimeFile != "" && s.deps.OneTime != nil {
 		s.nextOneTime(d)
 	}
@@ -362,6 +380,9 @@ func (s *Server) knockdLine(format string, args ...any) {
 		s.deps.KnockdLog(fmt.Sprintf(format, args...))
 	}
 }
+
+// CommandStats returns the door commands' counters.
+func (s *Server) CommandStats() command.Stats { return s.runner.Stats() }
 
 // Progress reports the stage of src on each door, for tests and status.
 func (s *Server) Progress(src netip.Addr) []int {
