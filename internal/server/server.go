@@ -142,6 +142,8 @@ func Filter(cfg *config.Config) capture.Filter {
 	for _, r := range knock.GuardRanges(doorsOf(cfg), cfg.Server.SweepGuard, Gate(cfg).Protected) {
 		f.Guards = append(f.Guards, capture.PortRange{Proto: r.Proto, Lo: r.Lo, Hi: r.Hi})
 	}
+	// The guard counts every TCP segment a door would count: the kernel must pass them all.
+	f.GuardFlags = knock.GuardFlags(doorsOf(cfg))
 	f.SPA = SPAPorts(cfg)
 	return f
 }
