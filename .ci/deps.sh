@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what sesame's demo and tests need on Debian: the kernel's firewall tools, iproute2,
-# and the real knockd/knock and fwknop/fwknopd that the tests use as peers. Idempotent; as root.
+# the real knockd/knock and fwknop/fwknopd that the tests use as peers, and nmap for the sweep
+# tests. Idempotent; as root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(iproute2 nftables iptables knockd fwknop-client fwknop-server tcpdump procps)
+pkgs=(iproute2 nftables iptables knockd fwknop-client fwknop-server tcpdump procps nmap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
