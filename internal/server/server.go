@@ -348,7 +348,7 @@ func (s *Server) event(e knock.Event, k knock.Knock) {
 func (s *Server) open(d *config.Door, src netip.Addr) {
 	// The grant is never held back; its lines are, past the grant budget (one decision per
 	// opening, for all its lines).
-	logged := (s.deps.KnockdLog != nil || s.log.Enabled(context.Background(), slog.LevelInfo)) && s.grantLogs.Allow()
+	logged := s.grantLogs.Allow()
 	if logged {
 		s.knockdLine("%s: %s: OPEN SESAME", src, d.Name)
 	}
