@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what sesame's demo and tests need on Debian: the kernel's firewall tools, iproute2,
-# and the real knockd/knock and fwknop/fwknopd that the tests use as peers. Idempotent; as root.
+# the real knockd/knock and fwknop/fwknopd that the tests use as peers, and nmap for the sweep
+# tests. Idempotent; as root.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 # gcc and libc6-dev: only for the race-detector run of the unit tests (the binary stays CGO_ENABLED=0).

@@ -31,9 +31,13 @@ type Packet struct {
 type Filter struct {
 	// Knocks are TCP and UDP ports, each with a TCP flag condition, and ICMP echo.
 	Knocks []Knock
-	// Guards are port ranges watched for connection attempts: for TCP only segments with SYN
-	// set and ACK clear pass, for UDP every datagram.
+	// Guards are port ranges watched for sweeps: for UDP every datagram passes, for TCP every
+	// segment whose flags satisfy one of GuardFlags.
 	Guards []PortRange
+	// GuardFlags are the flag conditions of TCP guard segments: those of the doors with a TCP
+	// knock (knock.GuardFlags), so that the guard sees every segment a door would count. None
+	// means a connection attempt: SYN set, ACK clear.
+	GuardFlags []knock.TCPFlags
 	// SPA lists UDP ports whose whole payload is wanted (snap length 65535 instead of 256).
 	SPA []uint16
 }

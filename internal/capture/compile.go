@@ -168,6 +168,10 @@ func sortFilter(f Filter) (tcp []tcpGroup, udp, spa []portRange, icmp bool, err 
 			return nil, nil, nil, false, fmt.Errorf("knock %v: unsupported protocol", k.Port)
 		}
 	}
+	guardFlags := f.GuardFlags
+	if len(guardFlags) == 0 {
+		guardFlags = []knock.TCPFlags{{Set: knock.SYN, Clear: knock.ACK}}
+	}
 	for _, g := range f.Guards {
 		if g.Lo == 0 || g.Lo > g.Hi {
 			return nil, nil, nil, false, fmt.Errorf("guard %v %d-%d: bad port range", g.Proto, g.Lo, g.Hi)
@@ -175,8 +179,11 @@ func sortFilter(f Filter) (tcp []tcpGroup, udp, spa []portRange, icmp bool, err 
 		r := portRange{g.Lo, g.Hi}
 		switch g.Proto {
 		case netport.TCP:
-			fl := knock.TCPFlags{Set: knock.SYN, Clear: knock.ACK}
-			byFlags[fl] = append(byFlags[fl], r)
+			for _, fl := range guardFlags {
+				if fl.Set&fl.Clear == 0 {
+					byFlags[fl] = append(byFlags[fl], r)
+				}
+			}
 		case netport.UDP:
 			udp = append(udp, r)
 		default:

@@ -267,3 +267,48 @@ func TestProgramAssembles(t *testing.T) {
 		t.Errorf("last port: filter = %d", got)
 	}
 }
+
+// TestCompileGuardFlags: TCP guard ports pass every segment a door would count, so that the
+// sweep guard sees FIN, NULL and ACK sweeps over a door without a flag condition.
+func TestCompileGuardFlags(t *testing.T) {
+	guards := []PortRange{{Proto: netport.TCP, Lo: 6968, Hi: 6999}, {Proto: netport.TCP, Lo: 7001, Hi: 7032}}
+	knocks := []Knock{{Port: netport.Port{Proto: netport.TCP, Num: 7000}}}
+	synNoAck := knock.TCPFlags{Set: knock.SYN, Clear: knock.ACK}
+	tests := []struct {
+		name  string
+		flags []knock.TCPFlags
+		pkt   uint8
+		port  uint16
+		want  int
+	}{
+		{"any-flags door: FIN", []knock.TCPFlags{{}}, knock.FIN, 6999, SnapKnock},
+		{"any-flags door: NULL", []knock.TCPFlags{{}}, 0, 7001, SnapKnock},
+		{"any-flags door: ACK", []knock.TCPFlags{{}}, knock.ACK, 7032, SnapKnock},
+		{"any-flags door: Xmas", []knock.TCPFlags{{}}, knock.FIN | knock.PSH | knock.URG, 6968, SnapKnock},
+		{"any-flags door: outside the band", []knock.TCPFlags{{}}, knock.FIN, 6967, 0},
+		{"fin door: FIN+ACK", []knock.TCPFlags{{Set: knock.FIN}}, knock.FIN | knock.ACK, 7010, SnapKnock},
+		{"fin door: SYN", []knock.TCPFlags{{Set: knock.FIN}}, knock.SYN, 7010, 0},
+		{"syn and fin doors: SYN", []knock.TCPFlags{synNoAck, {Set: knock.FIN}}, knock.SYN, 7010, SnapKnock},
+		{"syn and fin doors: FIN", []knock.TCPFlags{synNoAck, {Set: knock.FIN}}, knock.FIN, 7010, SnapKnock},
+		{"syn and fin doors: ACK", []knock.TCPFlags{synNoAck, {Set: knock.FIN}}, knock.ACK, 7010, 0},
+		{"syn door: FIN", []knock.TCPFlags{synNoAck}, knock.FIN, 7010, 0},
+		{"no flags given: SYN", nil, knock.SYN, 7010, SnapKnock},
+		{"no flags given: FIN", nil, knock.FIN, 7010, 0},
+		{"no flags given: SYN+ACK", nil, knock.SYN | knock.ACK, 7010, 0},
+		{"impossible condition passes nothing", []knock.TCPFlags{{Set: knock.SYN, Clear: knock.SYN}}, knock.SYN, 7010, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			prog, err := Compile(Filter{Knocks: knocks, Guards: guards, GuardFlags: tt.flags})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, v6 := range []bool{false, true} {
+				p := pk{v6: v6, proto: ipProtoTCP, dport: tt.port, flags: tt.pkt}
+				if got := runFilter(t, prog, p.build(), 0); got != tt.want {
+					t.Errorf("v6=%v: filter = %d, want %d", v6, got, tt.want)
+				}
+			}
+		})
+	}
+}

@@ -70,6 +70,8 @@ type Options struct {
 	MaxSources int
 	// GuardWidth is the width of the sweep guard band on each side of every sequence port
 	// (0: no guard). Exclude lists ports that are never guard ports (the opened services).
+	// A TCP segment on a guard port counts when some door would count its flags as a knock
+	// (see GuardFlags), so a FIN, NULL or ACK sweep is caught as surely as a SYN sweep.
 	GuardWidth int
 	Exclude    []netport.Port
 }
@@ -90,8 +92,9 @@ type Stats struct {
 //   - any other knock the machine sees from that source (a port of any door) resets it;
 //   - a TCP knock whose flags do not match the door's condition is ignored by that door;
 //   - a sequence runs out Timeout after its first knock, or MaxGap after its previous one;
-//   - a knock on a guard port (within GuardWidth of a sequence port, but not itself one) resets
-//     every sequence of that source and makes the machine ignore it until the longest door
+//   - a knock on a guard port (within GuardWidth of a sequence port, but not itself one; for
+//     TCP, a segment whose flags some door with a TCP knock accepts) resets every sequence of
+//     that source and makes the machine ignore it until the longest door
 //     timeout has passed since its last guard hit: a sweep cannot walk over the sequence.
 //
 // State of one source never depends on packets from another source.
@@ -99,6 +102,7 @@ type Machine struct {
 	doors    []Door
 	opts     Options
 	guard    [2]*bitmap // TCP, UDP
+	guardTCP []TCPFlags // a TCP segment on a guard port counts when it matches one of these
 	guardFor time.Duration
 	targets  []netip.Addr // every door's Target: doors without one ignore knocks sent there
 
@@ -154,6 +158,7 @@ func New(doors []Door, opts Options) *Machine {
 		}
 	}
 	if opts.GuardWidth > 0 {
+		m.guardTCP = GuardFlags(doors)
 		for _, r := range GuardRanges(doors, opts.GuardWidth, opts.Exclude) {
 			b := m.guardBitmap(r.Proto, true)
 			for p := int(r.Lo); p <= int(r.Hi); p++ {
@@ -177,6 +182,21 @@ func (m *Machine) guardBitmap(p netport.Proto, create bool) *bitmap {
 		m.guard[i] = new(bitmap)
 	}
 	return m.guard[i]
+}
+
+// GuardFlags returns the flag conditions under which a TCP segment on a guard port counts as a
+// sweep: the distinct conditions of every door with a TCP knock, since a segment one of those
+// doors accepts could walk it. A door with no condition (knockd's default) makes every segment
+// count. Nil when no door has a TCP knock.
+func GuardFlags(doors []Door) []TCPFlags {
+	var out []TCPFlags
+	for _, d := range doors {
+		if slices.ContainsFunc(d.Sequence, func(e Element) bool { return e.Proto == netport.TCP }) &&
+			!slices.Contains(out, d.Flags) {
+			out = append(out, d.Flags)
+		}
+	}
+	return out
 }
 
 // GuardRanges returns the guard ports of doors for width: every TCP or UDP port within width of
@@ -324,8 +344,16 @@ func (m *Machine) isGuard(k Knock) bool {
 	if b == nil || !b.has(k.Element.Num) {
 		return false
 	}
-	// Only connection attempts count for TCP: a SYN without ACK.
-	return k.Element.Proto != netport.TCP || k.TCPFlags&(SYN|ACK) == SYN
+	if k.Element.Proto != netport.TCP {
+		return true
+	}
+	// A TCP segment counts when some door would take its flags as a knock.
+	for _, f := range m.guardTCP {
+		if f.Match(k.TCPFlags) {
+			return true
+		}
+	}
+	return false
 }
 
 // nanos returns t as nanoseconds since the Unix epoch (t.UnixNano()), saturated at the bounds

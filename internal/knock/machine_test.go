@@ -82,7 +82,8 @@ func TestMachineRules(t *testing.T) {
 		{"guard port poisons", []step{{0, a, tcp(6999), 0}, {1, a, tcp(7000), 0}, {10, a, udp(8000), 0}, {20, a, tcp(9000), 0}}, ""},
 		{"guard mid-sequence resets", []step{{0, a, tcp(7000), 0}, {1, a, tcp(7001), 0}, {10, a, udp(8000), 0}, {20, a, tcp(9000), 0}}, ""},
 		{"guard lapses", []step{{0, a, tcp(6999), 0}, {5001, a, tcp(7000), 0}, {5010, a, udp(8000), 0}, {5020, a, tcp(9000), 0}}, "198.18.0.2:0"},
-		{"guard ignores ACK", []step{{0, a, tcp(6999), ACK}, {1, a, tcp(7000), 0}, {10, a, udp(8000), 0}, {20, a, tcp(9000), 0}}, "198.18.0.2:0"},
+		// Door web takes any flags, so an ACK could walk it: an ACK on a guard port counts.
+		{"guard counts ACK for an any-flags door", []step{{0, a, tcp(6999), ACK}, {1, a, tcp(7000), 0}, {10, a, udp(8000), 0}, {20, a, tcp(9000), 0}}, ""},
 		{"guard on one source only", []step{{0, b, tcp(6999), 0}, {1, a, tcp(7000), 0}, {10, a, udp(8000), 0}, {20, a, tcp(9000), 0}}, "198.18.0.2:0"},
 		{"ipv6 source", []step{{0, eve, tcp(7000), 0}, {10, eve, udp(8000), 0}, {20, eve, tcp(9000), 0}}, "fd5e:5a3e::66:0"},
 	}
@@ -211,6 +212,94 @@ func TestMachineSweeps(t *testing.T) {
 	}
 	if !opened {
 		t.Error("control: an ascending sweep without the guard should open the adjacent door")
+	}
+}
+
+// TestMachineNonSYNSweeps: a sequential sweep with segments that are not SYNs (nmap -sF, -sN,
+// -sA, -sX) must not walk a door that accepts such segments, such as a knockd door without
+// TCPFlags; and a sweep with flags no door accepts is neither a knock nor a guard hit.
+func TestMachineNonSYNSweeps(t *testing.T) {
+	seq := []Element{tcp(7000), tcp(8000), tcp(9000)}
+	anyFlags := []Door{{Name: "knockd", Sequence: seq, Timeout: 10 * time.Second}}
+	finDoor := []Door{{Name: "fin", Sequence: seq, Flags: TCPFlags{Set: FIN}, Timeout: 10 * time.Second}}
+	synDoor := []Door{{Name: "syn", Sequence: seq, Flags: TCPFlags{Set: SYN, Clear: ACK}, Timeout: 10 * time.Second}}
+	mixed := append(append([]Door(nil), synDoor...),
+		Door{Name: "udp-then-any", Sequence: []Element{udp(40000), tcp(40001)}, Timeout: 10 * time.Second})
+	tests := []struct {
+		name      string
+		doors     []Door
+		flags     uint8
+		guard     int
+		wantOpen  bool
+		wantGuard bool
+	}{
+		{"FIN sweep, any-flags door", anyFlags, FIN, 32, false, true},
+		{"NULL sweep, any-flags door", anyFlags, 0, 32, false, true},
+		{"ACK sweep, any-flags door", anyFlags, ACK, 32, false, true},
+		{"Xmas sweep, any-flags door", anyFlags, FIN | PSH | URG, 32, false, true},
+		{"SYN sweep, any-flags door", anyFlags, SYN, 32, false, true},
+		{"FIN sweep, fin door", finDoor, FIN | ACK, 32, false, true},
+		// Another door anywhere that takes any flags makes FIN count near the syn door too.
+		{"FIN sweep, syn door beside an any-flags door", mixed, FIN, 32, false, true},
+		// No door takes a FIN: the sweep neither walks the door nor trips the guard.
+		{"FIN sweep, syn door only", synDoor, FIN, 32, false, false},
+		// Controls: without the guard the same sweeps open the doors.
+		{"control: FIN sweep, any-flags door, no guard", anyFlags, FIN, 0, true, false},
+		{"control: NULL sweep, any-flags door, no guard", anyFlags, 0, 0, true, false},
+		{"control: FIN sweep, fin door, no guard", finDoor, FIN, 0, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := New(tc.doors, Options{MaxSources: 10, GuardWidth: tc.guard})
+			// The kernel filter hands the machine only sequence and guard ports.
+			var seen bitmap
+			for _, d := range tc.doors {
+				for _, e := range d.Sequence {
+					seen.set(e.Num)
+				}
+			}
+			for _, r := range GuardRanges(tc.doors, tc.guard, nil) {
+				for p := int(r.Lo); p <= int(r.Hi); p++ {
+					seen.set(uint16(p))
+				}
+			}
+			opened, guarded := false, false
+			for i, p := 0, 6990; p <= 9010; i, p = i+1, p+1 {
+				if !seen.has(uint16(p)) {
+					continue
+				}
+				at := t0.Add(time.Duration(i) * 100 * time.Microsecond)
+				m.Observe(Knock{Time: at, Src: alice, Dst: self, Element: tcp(uint16(p)), TCPFlags: tc.flags}, func(e Event) {
+					opened = opened || e.Kind == Opened
+					guarded = guarded || e.Kind == Guarded
+				})
+			}
+			if opened != tc.wantOpen || guarded != tc.wantGuard {
+				t.Errorf("sweep with flags %#x: opened %v, guarded %v; want %v, %v", tc.flags, opened, guarded, tc.wantOpen, tc.wantGuard)
+			}
+		})
+	}
+}
+
+func TestGuardFlags(t *testing.T) {
+	syn := TCPFlags{Set: SYN, Clear: ACK}
+	tests := []struct {
+		name  string
+		doors []Door
+		want  []TCPFlags
+	}{
+		{"none", nil, nil},
+		{"udp only door", []Door{{Sequence: []Element{udp(1)}}}, nil},
+		{"syn doors", []Door{{Sequence: []Element{tcp(1)}, Flags: syn}, {Sequence: []Element{tcp(2)}, Flags: syn}}, []TCPFlags{syn}},
+		{"any and syn", []Door{{Sequence: []Element{udp(1), tcp(3)}}, {Sequence: []Element{tcp(2)}, Flags: syn}}, []TCPFlags{{}, syn}},
+		{"udp door flags ignored", []Door{{Sequence: []Element{udp(1)}, Flags: TCPFlags{Set: FIN}}, {Sequence: []Element{tcp(2)}, Flags: syn}}, []TCPFlags{syn}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := GuardFlags(tc.doors); !slices.Equal(got, tc.want) {
+				t.Errorf("GuardFlags = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
 

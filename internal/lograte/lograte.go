@@ -1,24 +1,31 @@
-// Package lograte limits per-source log lines and counts the ones it held back.
+// Package lograte limits log lines, per source and across all sources, and counts the ones it held back.
 package lograte
 
 import (
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Limiter allows each source a burst of lines and then one line per interval. A line that is
 // allowed after some were held back carries their count, so a flood neither fills the disk nor
 // hides a reason. Memory is bounded: past MaxSources, sources share one overflow budget.
+//
+// A Limiter may share a global Budget (SetBudget), checked in front of the per-source limits: a
+// line passes only if both allow it. A line the per-source limit refuses takes nothing from the
+// global budget, so one loud source cannot spend it for everyone.
 type Limiter struct {
-	mu        sync.Mutex
-	burst     float64
-	every     time.Duration
-	max       int
-	now       func() time.Time
-	sources   map[netip.Addr]*bucket
-	overflow  bucket
-	lastPrune time.Time
+	mu         sync.Mutex
+	global     *Budget
+	suppressed atomic.Uint64 // held back by the per-source limits since New
+	burst      float64
+	every      time.Duration
+	max        int
+	now        func() time.Time
+	sources    map[netip.Addr]*bucket
+	overflow   bucket
+	lastPrune  time.Time
 }
 
 type bucket struct {
@@ -41,6 +48,10 @@ func New(burst int, every time.Duration, maxSources int, now func() time.Time) *
 func (l *Limiter) Allow(src netip.Addr) (ok bool, suppressed uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.global != nil && !l.global.ready() {
+		// Cheap rejection first: under a flood, no per-source state is touched.
+		return false, 0
+	}
 	now := l.now()
 	b := l.sources[src]
 	if b == nil {
@@ -61,6 +72,12 @@ func (l *Limiter) Allow(src netip.Addr) (ok bool, suppressed uint64) {
 	b.last = now
 	if b.tokens < 1 {
 		b.suppressed++
+		l.suppressed.Add(1)
+		return false, 0
+	}
+	if l.global != nil && !l.global.Allow() {
+		// Another user of the budget took its last token since ready.
+		b.suppressed++
 		return false, 0
 	}
 	b.tokens--
@@ -68,6 +85,17 @@ func (l *Limiter) Allow(src netip.Addr) (ok bool, suppressed uint64) {
 	b.suppressed = 0
 	return true, s
 }
+
+// SetBudget makes l check the global budget g in front of its per-source limits (nil: none).
+func (l *Limiter) SetBudget(g *Budget) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.global = g
+}
+
+// Suppressed returns how many lines the per-source limits have held back since New (lines the
+// global budget held back are counted by the Budget).
+func (l *Limiter) Suppressed() uint64 { return l.suppressed.Load() }
 
 // prune forgets sources whose budget is full again and who have nothing held back.
 func (l *Limiter) prune(now time.Time) {

@@ -60,13 +60,28 @@ type Counters struct {
 	Packets, Opened, Refused, Guarded, GrantErrors atomic.Uint64
 }
 
+// Log budgets (docs/SECURITY.md). Every per-packet log entry about a source goes through one
+// of two global budgets, whatever its source: refusals and knocks in progress (behind the
+// per-source limit, and shared with the SPA handler's refusals), and opened doors with their
+// commands, a larger budget of its own so that a flood of refusals never hides a grant. What
+// they hold back is counted and summed up at most once per logReportEvery.
+const (
+	refusalLinesPerSecond = 20
+	refusalLinesBurst     = 100
+	grantLinesPerSecond   = 100
+	grantLinesBurst       = 500
+	logReportEvery        = 10 * time.Second
+)
+
 // Server is the knock daemon.
 type Server struct {
-	deps     Deps
-	log      *slog.Logger
-	limiter  *lograte.Limiter
-	runner   *command.Runner
-	Counters Counters
+	deps      Deps
+	log       *slog.Logger
+	limiter   *lograte.Limiter // per source, behind refusals
+	refusals  *lograte.Budget  // refusals, knocks in progress, sweep guard hits (knock and SPA)
+	grantLogs *lograte.Budget  // opened doors, their knockd-style lines and commands
+	runner    *command.Runner
+	Counters  Counters
 
 	mu      sync.Mutex // guards cfg and machine
 	cfg     *config.Config
@@ -85,17 +100,38 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	if deps.Commands == nil {
-		deps.Commands = command.New(command.Options{Log: deps.Logger})
-	}
 	s := &Server{
-		deps:    deps,
-		log:     deps.Logger,
-		limiter: lograte.New(10, time.Second, 4096, deps.Now),
-		runner:  deps.Commands,
+		deps:      deps,
+		log:       deps.Logger,
+		limiter:   lograte.New(10, time.Second, 4096, deps.Now),
+		refusals:  lograte.NewBudget(refusalLinesPerSecond, refusalLinesBurst, logReportEvery, deps.Now),
+		grantLogs: lograte.NewBudget(grantLinesPerSecond, grantLinesBurst, logReportEvery, deps.Now),
 	}
+	s.limiter.SetBudget(s.refusals)
+	if deps.SPA != nil {
+		deps.SPA.ShareLogBudget(s.refusals)
+	}
+	// The runner's lines ("running command", "command not run", ...) follow grants.
+	if deps.Commands == nil {
+		deps.Commands = command.New(command.Options{Log: slog.New(s.grantLogs.Handler(deps.Logger.Handler()))})
+		s.deps.Commands = deps.Commands
+	}
+	s.runner = deps.Commands
 	s.install(cfg)
 	return s, nil
+}
+
+// reportLogs writes the summary of log lines the budgets held back, at most once per
+// logReportEvery each.
+func (s *Server) reportLogs() {
+	s.refusals.LogReport(s.log, "refusals")
+	s.grantLogs.LogReport(s.log, "grants")
+}
+
+// SuppressedLogLines returns how many log entries the server's limits have held back since it
+// started: the global budgets' and the knock path's per-source limits' (for metrics).
+func (s *Server) SuppressedLogLines() uint64 {
+	return s.refusals.Suppressed() + s.grantLogs.Suppressed() + s.limiter.Suppressed()
 }
 
 func (s *Server) install(cfg *config.Config) {
@@ -151,6 +187,8 @@ func Filter(cfg *config.Config) capture.Filter {
 	for _, r := range knock.GuardRanges(doorsOf(cfg), cfg.Server.SweepGuard, Gate(cfg).Protected) {
 		f.Guards = append(f.Guards, capture.PortRange{Proto: r.Proto, Lo: r.Lo, Hi: r.Hi})
 	}
+	// The guard counts every TCP segment a door would count: the kernel must pass them all.
+	f.GuardFlags = knock.GuardFlags(doorsOf(cfg))
 	f.SPA = SPAPorts(cfg)
 	return f
 }
@@ -183,6 +221,7 @@ func (s *Server) Run(ctx context.Context) error {
 				s.mu.Lock()
 				s.machine.Expire(s.deps.Now())
 				s.mu.Unlock()
+				s.reportLogs()
 			}
 		}
 	}()
@@ -282,7 +321,18 @@ func (s *Server) event(e knock.Event, k knock.Knock) {
 	case knock.Guarded:
 		s.Counters.Guarded.Add(1)
 	}
-	if s.deps.KnockdLog != nil {
+	knockd := s.deps.KnockdLog != nil && (e.Kind == knock.Stage || e.Kind == knock.Timeout)
+	how, logged := eventLog[e.Kind]
+	logged = logged && s.log.Enabled(context.Background(), how.level)
+	if !knockd && !logged {
+		return
+	}
+	// One decision per event, for its knockd-style line and its log line alike.
+	ok, suppressed := s.limiter.Allow(e.Src)
+	if !ok {
+		return
+	}
+	if knockd {
 		switch e.Kind {
 		case knock.Stage:
 			s.knockdLine("%s: %s: Stage %d", e.Src, door.Name, e.Stage)
@@ -290,12 +340,7 @@ func (s *Server) event(e knock.Event, k knock.Knock) {
 			s.knockdLine("%s: %s: sequence timeout", e.Src, door.Name)
 		}
 	}
-	how, ok := eventLog[e.Kind]
-	if !ok || !s.log.Enabled(context.Background(), how.level) {
-		return
-	}
-	ok, suppressed := s.limiter.Allow(e.Src)
-	if !ok {
+	if !logged {
 		return
 	}
 	args := make([]any, 0, 12)
@@ -319,7 +364,12 @@ func (s *Server) event(e knock.Event, k knock.Knock) {
 }
 
 func (s *Server) open(d *config.Door, src netip.Addr) {
-	s.knockdLine("%s: %s: OPEN SESAME", src, d.Name)
+	// The grant is never held back; its lines are, past the grant budget (one decision per
+	// opening, for all its lines).
+	logged := s.grantLogs.Allow()
+	if logged {
+		s.knockdLine("%s: %s: OPEN SESAME", src, d.Name)
+	}
 	ctx := s.ctx
 	if ctx == nil || ctx.Err() != nil {
 		ctx = context.Background()
@@ -329,20 +379,25 @@ func (s *Server) open(d *config.Door, src netip.Addr) {
 		for i, p := range d.Open {
 			grants[i] = firewall.Grant{Src: src, Port: p, Timeout: d.OpenFor}
 		}
-		if err := s.deps.Firewall.Grant(ctx, grants...); err != nil {
+		err := s.deps.Firewall.Grant(ctx, grants...)
+		if err != nil {
 			s.Counters.GrantErrors.Add(1)
+		}
+		switch {
+		case !logged:
+		case err != nil:
 			s.log.Error("door opened but the grant failed", "door", d.Name, "src", src, "err", err)
-		} else {
+		default:
 			s.log.Info("door opened", "door", d.Name, "src", src, "open", fmt.Sprint(d.Open), "open_for", d.OpenFor)
 		}
-	} else {
+	} else if logged {
 		s.log.Info("door opened", "door", d.Name, "src", src)
 	}
 	start, stop := d.StartCommand, d.StopCommand
 	if src.Unmap().Is6() {
 		start, stop = d.StartCommand6, d.StopCommand6
 	}
-	if start != "" {
+	if start != "" && logged {
 		s.knockdLine("%s: running command: %s", d.Name, command.Expand(start, src))
 	}
 	// Queued, never run here: the runner logs and counts a refusal.

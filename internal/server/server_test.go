@@ -66,3 +66,23 @@ func TestFilter(t *testing.T) {
 		t.Errorf("UDP socket mode: the capture should not take SPA packets, got %v", f.SPA)
 	}
 }
+
+// TestFilterGuardsNonSYN: for a knockd door without TCPFlags, the capture filter asks for guard
+// segments with any flags (FIN, NULL, ACK), not only SYNs.
+func TestFilterGuardsNonSYN(t *testing.T) {
+	cfg := &config.Config{
+		Server: config.Server{SweepGuard: 4},
+		Doors: []config.Door{{
+			Door: knock.Door{Name: "knockd", Sequence: []knock.Element{tcp(7000), tcp(8000), tcp(9000)}, Timeout: 5 * time.Second},
+			Open: []netport.Port{tcp(22)}, OpenFor: 30 * time.Second,
+		}},
+	}
+	f := Filter(cfg)
+	if len(f.GuardFlags) != 1 || f.GuardFlags[0] != (knock.TCPFlags{}) {
+		t.Fatalf("guard flags %v, want the door's (any flags)", f.GuardFlags)
+	}
+	// capture's TestCompileGuardFlags shows the program then passes FIN, NULL and ACK.
+	if _, err := capture.Compile(f); err != nil {
+		t.Fatal(err)
+	}
+}

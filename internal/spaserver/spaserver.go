@@ -100,6 +100,11 @@ func New(cfg *config.SPA, store replay.Store, log *slog.Logger, now func() time.
 	return h, nil
 }
 
+// ShareLogBudget puts the global log budget b in front of the per-source limit on refusal lines
+// (the server shares its own, so that knock and SPA refusals draw on one budget). Accepted
+// packets are always logged: each is authenticated and accepted once.
+func (h *Handler) ShareLogBudget(b *lograte.Budget) { h.limiter.SetBudget(b) }
+
 // Reload replaces the clients, their keys and limits, max_age and the server key with cfg's,
 // atomically: a packet is checked against the old configuration or the new one, never a mix.
 // Replay keys, counts and log budgets carry over. On error the running configuration stays.
