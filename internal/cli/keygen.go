@@ -126,6 +126,7 @@ Server config (copy %s to the server, mode 0600, owned by root):
   name = %q
   key_file = "/etc/sesame/clients/%s"
   open = ["tcp/22"]
+  require_address = true   # refuse "use my source address" (-s) requests
 
 Client:
 
@@ -187,6 +188,7 @@ key pair too: sesame keygen --pair --server -o /etc/sesame/server):
   name = %q
   public_key = %q
   open = ["tcp/22"]
+  require_address = true   # refuse "use my source address" (-s) requests
 
 Client (server.pub is the server's public key):
 

@@ -397,11 +397,12 @@ func (s *Server) open(d *config.Door, src netip.Addr) {
 	if src.Unmap().Is6() {
 		start, stop = d.StartCommand6, d.StopCommand6
 	}
-	if start != "" && logged {
+	// Queued, never run here: the runner logs and counts a refusal, and the knockd-style line is
+	// written only for a command that was queued.
+	err := s.runner.Run(ctx, command.Job{Door: d.Name, Addr: src, Start: start, Stop: stop, Delay: d.CmdTimeout})
+	if start != "" && logged && err == nil {
 		s.knockdLine("%s: running command: %s", d.Name, command.Expand(start, src))
 	}
-	// Queued, never run here: the runner logs and counts a refusal.
-	_ = s.runner.Run(ctx, command.Job{Door: d.Name, Addr: src, Start: start, Stop: stop, Delay: d.CmdTimeout})
 	if d.OneTimeFile != "" && s.deps.OneTime != nil {
 		s.nextOneTime(d)
 	}
