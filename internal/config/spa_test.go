@@ -158,7 +158,7 @@ func TestSPAConfigErrors(t *testing.T) {
 		{"fwknop option on native", "[spa]\n" + client + "hmac_digest = \"sha256\"\n", `hmac_digest: is an fwknop option`},
 		{"fwknop without key", "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nopen = [\"tcp/22\"]\n", `key_file is required`},
 		{"fwknop bad digest", "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nkey_file = \"fwknop.keys\"\nhmac_digest = \"crc32\"\nopen = [\"tcp/22\"]\n", `s.toml:6: spa client "a": hmac_digest: "crc32"`},
-		{"fwknop shared key file", "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nkey_file = \"alice.key\"\nopen = [\"tcp/22\"]\n", `key_file: alice.key: unexpected "sesame-shared-v1"`},
+		{"fwknop shared key file", "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nkey_file = \"alice.key\"\nopen = [\"tcp/22\"]\n", `key_file: alice.key: a sesame key, not fwknop keys`},
 		{"max_open_for", "[spa]\n" + client + "max_open_for = \"48h\"\n", `max_open_for: 48h0m0s is out of range`},
 		{"default above max", "[spa]\n" + client + "max_open_for = \"1m\"\ndefault_open_for = \"2m\"\n", `default_open_for: 2m0s is out of range 1s-1m0s`},
 		{"sources empty", "[spa]\n" + client + "sources = []\n", `sources: is empty`},

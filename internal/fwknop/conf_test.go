@@ -126,7 +126,7 @@ func TestParseAccessErrors(t *testing.T) {
 		name, conf, want string
 	}{
 		{"before source", "KEY x\n", "access.conf:1: KEY: option before the first SOURCE"},
-		{"unknown", "SOURCE ANY\nKEY x\nBOGUS 1\n", "access.conf:3: BOGUS: unknown option"},
+		{"unknown", "SOURCE ANY\nKEY x\nBOGUS 1\n", "access.conf:3: unknown option"},
 		{"bad b64 key", "SOURCE ANY\nKEY_BASE64 sekrit!!\n", "access.conf:2: KEY_BASE64: not valid base64"},
 		{"bad hmac b64", "SOURCE ANY\nKEY x\nHMAC_KEY_BASE64 sekrit!!\n", "access.conf:3: HMAC_KEY_BASE64: not valid base64"},
 		{"same keys", "SOURCE ANY\nKEY sekrit\nHMAC_KEY sekrit\n", "access.conf:1: SOURCE: encryption and HMAC keys are identical"},
@@ -253,7 +253,7 @@ func TestParseRCErrors(t *testing.T) {
 		{"[a\n", ".fwknoprc:1: bad section header"},
 		{"[a]\nKEY_BASE64 sekrit!!\n", ".fwknoprc:2: KEY_BASE64: invalid value"},
 		{"[a]\nACCESS tcp/99999\n", ".fwknoprc:2: ACCESS:"},
-		{"[a]\nbad-name 1\n", ".fwknoprc:2: bad-name: not a variable name"},
+		{"[a]\nbad-name 1\n", ".fwknoprc:2: not a variable name"},
 	}
 	for _, tc := range tests {
 		_, err := ParseRC(".fwknoprc", []byte(tc.rc))
