@@ -64,8 +64,9 @@ type SPAClient struct {
 	Fwknop fwknop.Keys
 	// RequireUsername, when set, is the only username an fwknop packet may carry.
 	RequireUsername string
-	// RequireSourceAddress refuses fwknop packets that ask for an address other than their
-	// source (fwknop's REQUIRE_SOURCE_ADDRESS).
+	// RequireSourceAddress refuses fwknop packets that name no address to open for (allow IP
+	// 0.0.0.0, the client's -s: "the source of this packet"): each packet must carry the address
+	// explicitly (fwknop's REQUIRE_SOURCE_ADDRESS).
 	RequireSourceAddress bool
 	// AccessExpire, when set, is the moment after which the client is refused.
 	AccessExpire time.Time
