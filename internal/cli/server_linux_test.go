@@ -155,3 +155,39 @@ func link(t *testing.T, target, path string) {
 		t.Fatal(err)
 	}
 }
+
+// TestServerConfigsChecked: every kind of configuration (its commands run as root) is refused
+// when others could change it, with the file and the fix.
+func TestServerConfigsChecked(t *testing.T) {
+	const access = "SOURCE ANY\nKEY_BASE64 iydGYI5G+2uHWjfW+IeiSY2bkRJEJ8xorcw5mENTqJY=\nOPEN_PORTS tcp/22\n"
+	tests := []struct {
+		name  string
+		file  string
+		data  string
+		flags func(dir string) serverFlags
+	}{
+		{"native", "sesame.toml", "[server]\nfirewall = \"none\"\n[[door]]\nname = \"d\"\nsequence = [\"7000/tcp\"]\ncommand = \"true\"\n",
+			func(dir string) serverFlags { return serverFlags{config: filepath.Join(dir, "sesame.toml")} }},
+		{"knockd", "knockd.conf", "[openSSH]\nsequence = 7000\ncommand = true\n",
+			func(dir string) serverFlags { return serverFlags{knockdConf: filepath.Join(dir, "knockd.conf")} }},
+		{"fwknop", "access.conf", access,
+			func(dir string) serverFlags { return serverFlags{fwknopConf: dir} }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := filepath.Join(dir, tc.file)
+			write(t, p, tc.data)
+			if _, err := loadServerConfig(tc.flags(dir)); err != nil {
+				t.Fatalf("private file: %v", err)
+			}
+			if err := os.Chmod(p, 0o602); err != nil {
+				t.Fatal(err)
+			}
+			_, err := loadServerConfig(tc.flags(dir))
+			if want := p + " is writable by others (mode 0602)"; err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "chmod o-w "+p) {
+				t.Errorf("err = %v, want %q and the fix", err, want)
+			}
+		})
+	}
+}
