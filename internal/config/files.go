@@ -19,8 +19,8 @@ const (
 // ReadConfigFile reads a configuration file (sesame.toml, knockd.conf, fwknopd.conf,
 // access.conf), whose commands and grants sesame carries out as root. It refuses one that
 // someone other than root and the user running sesame could change: the file, or a directory on
-// the way to it, writable by others or by a group other than root's (a directory with the sticky
-// bit, as /tmp, is fine), or owned by another user. It does not judge who may read the file; the
+// the way to it, writable by others or by a group other than root's and sesame's own (a
+// directory with the sticky bit, as /tmp, is fine), or owned by another user. It does not judge who may read the file; the
 // caller can, from the returned FileInfo.
 func ReadConfigFile(path string) ([]byte, fs.FileInfo, error) {
 	return readChecked("configuration file", path, maxConfigFile, false)
@@ -135,7 +135,7 @@ func checkWriters(what, path string, fi fs.FileInfo) error {
 	case m.Perm()&0o002 != 0 && !sticky:
 		return &unsafeError{fmt.Sprintf("%s %s is writable by others (mode %04o): anyone could change it, and sesame acts on it as %s: chmod o-w %s",
 			what, path, m.Perm(), userName(euid), path)}
-	case m.Perm()&0o020 != 0 && !sticky && ok && gid != 0:
+	case m.Perm()&0o020 != 0 && !sticky && ok && gid != 0 && int(gid) != os.Getegid():
 		return &unsafeError{fmt.Sprintf("%s %s is writable by group %d (mode %04o): its members could change it, and sesame acts on it as %s: chmod g-w %s",
 			what, path, gid, m.Perm(), userName(euid), path)}
 	case ok && uid != 0 && int(uid) != euid:
