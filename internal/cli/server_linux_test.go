@@ -191,3 +191,21 @@ func TestServerConfigsChecked(t *testing.T) {
 		})
 	}
 }
+
+// TestServerCheckReadableFwknopConf: `sesame server --fwknop-conf DIR --check` with a
+// world-readable access.conf succeeds and prints the warning, with the file and the fix.
+func TestServerCheckReadableFwknopConf(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "access.conf")
+	write(t, p, "SOURCE ANY\nKEY_BASE64 iydGYI5G+2uHWjfW+IeiSY2bkRJEJ8xorcw5mENTqJY=\nOPEN_PORTS tcp/22\n")
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr strings.Builder
+	if err := runServer(t.Context(), serverCommand(), []string{"--fwknop-conf", dir, "--check"}, &stdout, &stderr); err != nil {
+		t.Fatalf("--check: %v\n%s", err, stderr.String())
+	}
+	if want := "  warning: " + p + " holds keys and is readable by group or others (mode 0644): chmod 600 " + p + "\n"; !strings.Contains(stdout.String(), want) {
+		t.Errorf("--check printed:\n%s\nwant the line %q", stdout.String(), want)
+	}
+}
