@@ -19,9 +19,12 @@ gate keeps the port dropped. Each packet is accepted once (the replay cache, sta
 survives restarts), and every decision is logged with its source, client and reason.
 
 --fwknop-conf DIR runs an existing fwknopd setup: DIR/fwknopd.conf and DIR/access.conf (mode
-0600), as fwknopd would: the iptables backend (chain SESAME jumped to from the top of INPUT),
-sniffing unless ENABLE_UDP_SERVER is Y. Unsupported options are errors or startup warnings.
---firewall nftables switches to sesame's own gate.
+0600, else a warning), as fwknopd would: the iptables backend (chain SESAME jumped to from the
+top of INPUT), sniffing unless ENABLE_UDP_SERVER is Y. Unsupported options are errors or startup
+warnings. --firewall nftables switches to sesame's own gate. The replay cache stays in
+/var/lib/sesame (--state-dir DIR), not in FWKNOP_RUN_DIR.
+
+Configuration files, key files and the state directory that others could change are refused.
 
 Signals: SIGTERM and SIGINT stop it cleanly (pending stop commands run; protected ports stay
 closed unless on_stop = "remove"); SIGHUP reloads the configuration without dropping grants.

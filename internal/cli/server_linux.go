@@ -34,6 +34,7 @@ import (
 type serverFlags struct {
 	config, knockdConf  string
 	fwknopConf          string
+	stateDir            string
 	firewall            string
 	iface               string
 	logFormat, logLevel string
@@ -48,6 +49,7 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	fs.StringVar(&f.knockdConf, "knockd-conf", "", "run an existing knockd.conf `FILE` unchanged")
 	fs.StringVar(&f.fwknopConf, "fwknop-conf", "", "run an existing fwknopd configuration: `DIR` holding fwknopd.conf and access.conf")
 	fs.StringVar(&f.firewall, "firewall", "", "override the firewall backend: nftables, iptables or none")
+	fs.StringVar(&f.stateDir, "state-dir", "", "override state_dir, the persistent `DIR` of the replay cache (default /var/lib/sesame)")
 	fs.StringVar(&f.iface, "i", "", "watch only this `INTERFACE` (overrides the config, as knockd's -i)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -104,7 +106,7 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	}
 	defer kl.Close()
 	if cfg.Server.PidFile != "" {
-		if err := os.WriteFile(cfg.Server.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		if err := writePidFile(cfg.Server.PidFile, os.Getpid()); err != nil {
 			log.Warn("cannot write pid file", "file", cfg.Server.PidFile, "err", err)
 		} else {
 			defer os.Remove(cfg.Server.PidFile)
@@ -223,6 +225,9 @@ func loadServerConfig(f serverFlags) (*config.Config, error) {
 	if f.iface != "" {
 		cfg.Server.Interfaces = []string{f.iface}
 	}
+	if f.stateDir != "" {
+		cfg.Server.StateDir = f.stateDir
+	}
 	return cfg, nil
 }
 
@@ -271,7 +276,7 @@ type knockdLog struct {
 func newKnockdLog(cfg *config.Config) (*knockdLog, error) {
 	k := &knockdLog{}
 	if cfg.Server.LogFile != "" {
-		f, err := os.OpenFile(cfg.Server.LogFile, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o640)
+		f, err := openNoFollow(cfg.Server.LogFile, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o640)
 		if err != nil {
 			return nil, fmt.Errorf("log file: %w", err)
 		}
@@ -310,6 +315,52 @@ func (k *knockdLog) Close() error {
 		errs = append(errs, k.syslog.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// openNoFollow opens a file the server writes (log_file, pid_file) without following a symbolic
+// link in its place, so that whoever can write its directory cannot point root's writes at
+// another file. It refuses what is not a regular file, and one owned by a user other than root
+// and the one running sesame.
+func openNoFollow(path string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, perm)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("%s is a symbolic link: give the file itself", path)
+		}
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	switch euid := os.Geteuid(); {
+	case !fi.Mode().IsRegular():
+		err = fmt.Errorf("%s is not a regular file", path)
+	case st != nil && st.Uid != 0 && int(st.Uid) != euid:
+		err = fmt.Errorf("%s is owned by uid %d, neither root nor the user running sesame (uid %d): remove it, or chown it", path, st.Uid, euid)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// writePidFile writes pid to path (mode 0644), with openNoFollow's checks.
+func writePidFile(path string, pid int) error {
+	f, err := openNoFollow(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	// Truncate only once the file is known to be a regular file of ours.
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return err
+	}
+	_, err = f.WriteString(strconv.Itoa(pid) + "\n")
+	return errors.Join(err, f.Close())
 }
 
 // oneTime consumes knockd one-time sequence files.
@@ -366,6 +417,9 @@ func openSPA(cfg *config.Config, log *slog.Logger) (*spaDeps, error) {
 	}
 	if err := os.MkdirAll(cfg.Server.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("spa: state directory: %w", err)
+	}
+	if err := config.CheckDir(cfg.Server.StateDir); err != nil {
+		return nil, fmt.Errorf("spa: %w", err)
 	}
 	file, err := replay.OpenBolt(filepath.Join(cfg.Server.StateDir, "replay.db"), replay.WithSweepEvery(time.Minute),
 		// No fsync per packet (it costs ~1 ms) but once a second (docs/SECURITY.md).

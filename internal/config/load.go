@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -66,9 +65,10 @@ func (e *Error) Error() string {
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
 
-// Load reads and parses the native TOML configuration file at path.
+// Load reads and parses the native TOML configuration file at path, refused when someone other
+// than root and the user running sesame could change it (ReadConfigFile).
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, _, err := ReadConfigFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}

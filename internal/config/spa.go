@@ -2,11 +2,9 @@ package config
 
 import (
 	"bytes"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -69,8 +67,9 @@ type SPAClient struct {
 	Fwknop fwknop.Keys
 	// RequireUsername, when set, is the only username an fwknop packet may carry.
 	RequireUsername string
-	// RequireSourceAddress refuses fwknop packets that ask for an address other than their
-	// source (fwknop's REQUIRE_SOURCE_ADDRESS).
+	// RequireSourceAddress refuses fwknop packets that name no address to open for (allow IP
+	// 0.0.0.0, the client's -s: "the source of this packet"): each packet must carry the address
+	// explicitly (fwknop's REQUIRE_SOURCE_ADDRESS).
 	RequireSourceAddress bool
 	// AccessExpire, when set, is the moment after which the client is refused.
 	AccessExpire time.Time
@@ -383,15 +382,14 @@ func (p *parser) fwknopClient(t *table, c *SPAClient) {
 			t.fail("hmac_key_file", err)
 			return
 		}
-		k2, h2, err := ParseFwknopKeyFile(data)
-		switch {
-		case err != nil:
+		kf, err := parseKeyFile(data)
+		if err != nil {
 			t.failf("hmac_key_file", "%s: %v", hmacFile, err)
 			return
-		case h2 != nil:
-			hmacKey = h2
-		default:
-			hmacKey = k2 // a file holding only one (base64) key
+		}
+		if hmacKey = kf.HMACFileKey(); hmacKey == nil {
+			t.failf("hmac_key_file", "%s: no HMAC_KEY_BASE64 or HMAC_KEY", hmacFile)
+			return
 		}
 	}
 	c.Fwknop.HMACKey = hmacKey
@@ -414,52 +412,31 @@ func checkFwknopKeys(k fwknop.Keys) error {
 	return nil
 }
 
-// ParseFwknopKeyFile reads an fwknop key file: either "NAME value" lines (KEY_BASE64,
-// HMAC_KEY_BASE64, KEY, HMAC_KEY, as in access.conf or `sesame keygen --fwknop`), or a single
-// base64 key. '#' starts a comment line. hmacKey is nil when the file has none.
+// ParseFwknopKeyFile reads the key file of an fwknop client (fwknop.ParseKeyFile's grammar): the
+// encryption key (KEY, KEY_BASE64, or the file's only base64 key) and the HMAC key (nil when the
+// file has none). Errors never quote the file.
 func ParseFwknopKeyFile(data []byte) (key, hmacKey []byte, err error) {
-	var lines []string
-	for l := range strings.SplitSeq(string(data), "\n") {
-		l = strings.TrimSpace(l)
-		if l != "" && !strings.HasPrefix(l, "#") {
-			lines = append(lines, l)
-		}
+	kf, err := parseKeyFile(data)
+	if err != nil {
+		return nil, nil, err
 	}
-	if len(lines) == 1 && !strings.ContainsAny(lines[0], " \t") {
-		k, err := base64.StdEncoding.DecodeString(lines[0])
-		if err != nil {
-			return nil, nil, errors.New("not valid base64")
-		}
-		return k, nil, nil
-	}
-	for _, l := range lines {
-		name, val, _ := strings.Cut(l, " ")
-		if i := strings.IndexAny(l, " \t"); i > 0 {
-			name, val = l[:i], strings.TrimSpace(l[i:])
-		}
-		switch strings.ToUpper(name) {
-		case "KEY_BASE64", "HMAC_KEY_BASE64":
-			b, err := base64.StdEncoding.DecodeString(val)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%s is not valid base64", name)
-			}
-			if strings.EqualFold(name, "KEY_BASE64") {
-				key = b
-			} else {
-				hmacKey = b
-			}
-		case "KEY":
-			key = []byte(val)
-		case "HMAC_KEY":
-			hmacKey = []byte(val)
-		default:
-			return nil, nil, fmt.Errorf("unexpected %q (want KEY_BASE64, HMAC_KEY_BASE64, KEY or HMAC_KEY lines)", name)
-		}
-	}
-	if key == nil {
+	if kf.EncryptionKey() == nil {
 		return nil, nil, errors.New("no KEY_BASE64 or KEY")
 	}
-	return key, hmacKey, nil
+	return kf.EncryptionKey(), kf.HMACKey, nil
+}
+
+// parseKeyFile parses an fwknop key file named in the configuration, which sets the digest and
+// mode itself.
+func parseKeyFile(data []byte) (fwknop.KeyFile, error) {
+	if t := keyText(data); strings.HasPrefix(t, "sesame-") {
+		return fwknop.KeyFile{}, errors.New("a sesame key, not fwknop keys (format = \"fwknop\" takes the KEY_BASE64 and HMAC_KEY_BASE64 lines of `sesame keygen --fwknop`)")
+	}
+	kf, err := fwknop.ParseKeyFile(data, "")
+	if err == nil && (kf.HMACDigest != 0 || kf.EncryptionMode != 0) {
+		err = errors.New("HMAC_DIGEST_TYPE and ENCRYPTION_MODE are set in the configuration (hmac_digest, encryption_mode), not in a key file")
+	}
+	return kf, err
 }
 
 // readSecret reads a key file, relative to the configuration file's directory, and refuses one
@@ -473,34 +450,6 @@ func (p *parser) readSecret(name string) ([]byte, error) {
 		path = filepath.Join(filepath.Dir(p.file), path)
 	}
 	return ReadSecretFile(path)
-}
-
-// ReadSecretFile reads a key file that only its owner may read (mode 0600 or stricter).
-func ReadSecretFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("key file: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("key file: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("key file %s is not a regular file", path)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("key file %s is readable by group or others (mode %04o): chmod 600 %s", path, st.Mode().Perm(), path)
-	}
-	if st.Size() > 64<<10 {
-		return nil, fmt.Errorf("key file %s is too large to be a key", path)
-	}
-	buf := make([]byte, st.Size()+1)
-	n, err := f.Read(buf)
-	if err != nil && n == 0 {
-		return nil, fmt.Errorf("key file: %s: %w", path, err)
-	}
-	return buf[:n], nil
 }
 
 // keyText drops comment and blank lines from a key file.

@@ -158,7 +158,7 @@ func TestSPAConfigErrors(t *testing.T) {
 		{"fwknop option on native", "[spa]\n" + client + "hmac_digest = \"sha256\"\n", `hmac_digest: is an fwknop option`},
 		{"fwknop without key", "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nopen = [\"tcp/22\"]\n", `key_file is required`},
 		{"fwknop bad digest", "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nkey_file = \"fwknop.keys\"\nhmac_digest = \"crc32\"\nopen = [\"tcp/22\"]\n", `s.toml:6: spa client "a": hmac_digest: "crc32"`},
-		{"fwknop shared key file", "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nkey_file = \"alice.key\"\nopen = [\"tcp/22\"]\n", `key_file: alice.key: unexpected "sesame-shared-v1"`},
+		{"fwknop shared key file", "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nkey_file = \"alice.key\"\nopen = [\"tcp/22\"]\n", `key_file: alice.key: a sesame key, not fwknop keys`},
 		{"max_open_for", "[spa]\n" + client + "max_open_for = \"48h\"\n", `max_open_for: 48h0m0s is out of range`},
 		{"default above max", "[spa]\n" + client + "max_open_for = \"1m\"\ndefault_open_for = \"2m\"\n", `default_open_for: 2m0s is out of range 1s-1m0s`},
 		{"sources empty", "[spa]\n" + client + "sources = []\n", `sources: is empty`},
@@ -210,3 +210,108 @@ func TestSPAConfigParseFwknopKeyFile(t *testing.T) {
 }
 
 func fmtValue(v any) string { return fmt.Sprintf("%+v\n%#v", v, v) }
+
+// marker stands for a secret in a malformed key file (not valid base64: it has a '-').
+const marker = "MARKER-s3cr3t"
+
+// secretKeyFiles are malformed key files that hold marker, each where a parser could echo it.
+var secretKeyFiles = []struct{ name, data string }{
+	{"passphrase alone", marker + " with spaces\n"},
+	{"word alone", marker + "\n"},
+	{"colon", marker + ": x\n"},
+	{"tab", marker + "\tKEY\n"},
+	{"stray line", "KEY_BASE64 iydGYI5G+2uHWjfW+IeiSY2bkRJEJ8xorcw5mENTqJY=\n" + marker + "\n"},
+	{"stray line with value", "KEY x\n" + marker + " y\n"},
+	{"bad base64", "KEY_BASE64 " + marker + "\n"},
+	{"bad base64 with colon", "KEY_BASE64: " + marker + "\n"},
+	{"bad hmac base64", "KEY x\nHMAC_KEY_BASE64 " + marker + "\n"},
+	{"bad digest", "KEY x\nHMAC_DIGEST_TYPE " + marker + "\n"},
+	{"bad mode", "KEY x\nENCRYPTION_MODE " + marker + "\n"},
+	{"sesame shared key", "sesame-shared-v1 " + marker + "\n"},
+	{"sesame private key", "# k\nsesame-priv-v1 " + marker + "\n"},
+	{"two words", "# comment\n" + marker + " " + marker + "\n"},
+}
+
+// TestSPAConfigKeyFileErrorsKeepSecrets: a malformed key file, in every place the
+// configuration names one, gives an error that quotes none of its content.
+func TestSPAConfigKeyFileErrorsKeepSecrets(t *testing.T) {
+	dir, _ := spaKeys(t)
+	places := map[string]string{
+		"native key_file":      "[spa]\n[[spa.client]]\nname = \"a\"\nkey_file = \"bad.key\"\nopen = [\"tcp/22\"]\n",
+		"fwknop key_file":      "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nkey_file = \"bad.key\"\nopen = [\"tcp/22\"]\n",
+		"fwknop hmac_key_file": "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nkey_file = \"fwknop.key\"\nhmac_key_file = \"bad.key\"\nopen = [\"tcp/22\"]\n",
+		"server_key_file":      "[spa]\nserver_key_file = \"bad.key\"\n[[spa.client]]\nname = \"a\"\nkey_file = \"alice.key\"\nopen = [\"tcp/22\"]\n",
+	}
+	for _, kf := range secretKeyFiles {
+		for place, src := range places {
+			t.Run(kf.name+"/"+place, func(t *testing.T) {
+				if err := os.WriteFile(filepath.Join(dir, "bad.key"), []byte(kf.data), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				_, err := Parse(filepath.Join(dir, "s.toml"), []byte(src))
+				if err == nil {
+					t.Fatal("a malformed key file was accepted")
+				}
+				if strings.Contains(err.Error(), marker) || strings.Contains(err.Error(), "s3cr3t") {
+					t.Errorf("the error quotes the key file: %v", err)
+				}
+			})
+		}
+		t.Run(kf.name+"/ParseFwknopKeyFile", func(t *testing.T) {
+			_, _, err := ParseFwknopKeyFile([]byte(kf.data))
+			if err != nil && strings.Contains(err.Error(), "s3cr3t") {
+				t.Errorf("the error quotes the key file: %v", err)
+			}
+		})
+	}
+}
+
+// TestSPAConfigKeyFileSyntax: the server reads the key files the client reads (one grammar,
+// fwknop.ParseKeyFile): fwknop --key-gen's "NAME: value" lines too.
+func TestSPAConfigKeyFileSyntax(t *testing.T) {
+	const key, hmacKey = "iydGYI5G+2uHWjfW+IeiSY2bkRJEJ8xorcw5mENTqJY=", "kRzlTYr0K1R4pc+Vy2hRIOY3ggfgSjsrylbO/9g/VZA9FfhU8R+Xg2cTnNTw+PAyHyeCQL1G64J++Gr4cPhpmg=="
+	tests := []struct {
+		name, keyFile, hmacFile string
+		key, hmac               int // lengths
+		err                     string
+	}{
+		{"sesame keygen", "KEY_BASE64          " + key + "\nHMAC_KEY_BASE64     " + hmacKey + "\n", "", 32, 64, ""},
+		{"fwknop --key-gen", "KEY_BASE64: " + key + "\nHMAC_KEY_BASE64: " + hmacKey + "\n", "", 32, 64, ""},
+		{"rijndael names", "KEY_RIJNDAEL_BASE64 " + key + "\n", "", 32, 0, ""},
+		{"one key each", key + "\n", hmacKey + "\n", 32, 64, ""},
+		{"hmac file of lines", key + "\n", "HMAC_KEY_BASE64 " + hmacKey + "\n", 32, 64, ""},
+		{"hmac file with only KEY", key + "\n", "KEY_BASE64 " + hmacKey + "\n", 32, 64, ""},
+		{"digest in key file", "KEY_BASE64 " + key + "\nHMAC_DIGEST_TYPE sha512\n", "", 0, 0, "HMAC_DIGEST_TYPE and ENCRYPTION_MODE are set in the configuration"},
+		{"placeholder", "KEY_BASE64 __CHANGEME__\n", "", 0, 0, "placeholder __CHANGEME__"},
+		{"hmac file without key", key + "\n", "HMAC_DIGEST_TYPE sha256\n", 0, 0, "HMAC_DIGEST_TYPE and ENCRYPTION_MODE"},
+		{"empty value", "KEY_BASE64\nHMAC_KEY x\n", "", 0, 0, "line 1: KEY_BASE64: no value"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			src := "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nkey_file = \"k\"\nopen = [\"tcp/22\"]\n"
+			if err := os.WriteFile(filepath.Join(dir, "k"), []byte(tc.keyFile), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if tc.hmacFile != "" {
+				src += "hmac_key_file = \"h\"\n"
+				if err := os.WriteFile(filepath.Join(dir, "h"), []byte(tc.hmacFile), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg, err := Parse(filepath.Join(dir, "s.toml"), []byte(src))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k := cfg.SPA.Clients[0].Fwknop; len(k.Key) != tc.key || len(k.HMACKey) != tc.hmac {
+				t.Errorf("key %d, hmac %d bytes; want %d, %d", len(k.Key), len(k.HMACKey), tc.key, tc.hmac)
+			}
+		})
+	}
+}

@@ -418,7 +418,8 @@ func TestIntegrationSPAFwknopConf(t *testing.T) {
 			writeSecret(t, filepath.Join(dir, "fwknopd.conf"), []byte(srv))
 			writeSecret(t, filepath.Join(dir, "access.conf"), []byte("SOURCE ANY\nKEY_BASE64 "+fwknopKey+"\nHMAC_KEY_BASE64 "+fwknopHMAC+
 				"\nOPEN_PORTS tcp/2222\nFW_ACCESS_TIMEOUT 10\nMAX_FW_TIMEOUT 60\n"))
-			d := startDaemon(t, bed.Server, "sesame server running", sesameBin, "server", "--fwknop-conf", dir, "--log-level", "debug")
+			state := filepath.Join(dir, "state")
+			d := startDaemon(t, bed.Server, "sesame server running", sesameBin, "server", "--fwknop-conf", dir, "--state-dir", state, "--log-level", "debug")
 			fwknopClient(t, bed, "-A", "tcp/2222", "-a", netnsbed.Client4.String())
 			if !eventually(t, bed, netnsbed.Client4, svc, true) {
 				t.Fatalf("port not open through the host's DROP rule; log:\n%s", d.Output())
@@ -430,8 +431,12 @@ func TestIntegrationSPAFwknopConf(t *testing.T) {
 			if err != nil || !strings.Contains(string(out), "-A INPUT -j SESAME") {
 				t.Errorf("no jump to SESAME in INPUT (%v):\n%s", err, out)
 			}
-			if _, err := os.Stat(filepath.Join(run, "replay.db")); err != nil {
-				t.Errorf("replay cache not in FWKNOP_RUN_DIR: %v", err)
+			// The replay cache is persistent state: not in fwknopd's run directory (a tmpfs).
+			if _, err := os.Stat(filepath.Join(state, "replay.db")); err != nil {
+				t.Errorf("replay cache not in --state-dir: %v", err)
+			}
+			if _, err := os.Stat(filepath.Join(run, "replay.db")); err == nil {
+				t.Error("replay cache in FWKNOP_RUN_DIR")
 			}
 		})
 	}

@@ -47,7 +47,7 @@ func TestIntegrationNonSYNSweeps(t *testing.T) {
 	}
 	echoes := map[string]*echo{}
 	for _, fam := range families {
-		echoes[fam.name] = echoService(t, bed, netip.AddrPortFrom(fam.server, 2222))
+		echoes[fam.name] = sweepEchoService(t, bed, netip.AddrPortFrom(fam.server, 2222))
 	}
 	startDaemon(t, bed.Server, "sesame server running", sesameBin, "server", "--knockd-conf", path, "--firewall", "nftables")
 
@@ -98,8 +98,8 @@ type echo struct {
 	got chan string
 }
 
-// echoService listens on addr in the bed's server namespace until the test ends.
-func echoService(t *testing.T, bed *netnsbed.Bed, addr netip.AddrPort) *echo {
+// sweepEchoService listens on addr in the bed's server namespace until the test ends.
+func sweepEchoService(t *testing.T, bed *netnsbed.Bed, addr netip.AddrPort) *echo {
 	t.Helper()
 	var ln net.Listener
 	err := netnsbed.Do(bed.Server, func() error {

@@ -160,6 +160,32 @@ func secretOption(k string) bool {
 	return strings.Contains(k, "KEY") || strings.HasSuffix(k, "_PW")
 }
 
+// Placeholder is the key value of the access.conf that Debian's fwknop-server package ships
+// (KEY_BASE64 and HMAC_KEY_BASE64 __CHANGEME__): a file that still holds it has no keys yet.
+const Placeholder = "__CHANGEME__"
+
+// placeholderMsg is the error for a key option that still holds Placeholder.
+const placeholderMsg = "still the placeholder " + Placeholder + " of the packaged file: make keys with `sesame keygen --fwknop` and use its KEY_BASE64 and HMAC_KEY_BASE64 lines"
+
+// accessOptions are the access.conf options ParseAccess reads itself.
+var accessOptions = map[string]bool{
+	"SOURCE": true, "DESTINATION": true, "OPEN_PORTS": true, "RESTRICT_PORTS": true, "KEY": true,
+	"KEY_BASE64": true, "HMAC_KEY": true, "HMAC_KEY_BASE64": true, "HMAC_DIGEST_TYPE": true,
+	"ENCRYPTION_MODE": true, "FW_ACCESS_TIMEOUT": true, "MAX_FW_TIMEOUT": true, "CMD_CYCLE_TIMER": true,
+	"REQUIRE_USERNAME": true, "REQUIRE_SOURCE_ADDRESS": true, "REQUIRE_SOURCE": true, "ENABLE_CMD_EXEC": true,
+	"ACCESS_EXPIRE": true, "ACCESS_EXPIRE_EPOCH": true, "CMD_CYCLE_OPEN": true, "CMD_CYCLE_CLOSE": true,
+	"%INCLUDE": true, "%INCLUDE_FOLDER": true,
+}
+
+// shown is the name an error may quote for a line of a file that holds keys: the option name
+// when it is one of known, else nothing (the first word of a stray line may be a key).
+func shown(l confLine, known func(string) bool) confLine {
+	if !known(strings.ToUpper(l.key)) {
+		l.key = ""
+	}
+	return l
+}
+
 func parsePrefixes(v string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for f := range strings.SplitSeq(v, ",") {
@@ -193,11 +219,18 @@ func parsePrefixes(v string) ([]netip.Prefix, error) {
 func ParseAccess(name string, data []byte) ([]AccessStanza, error) {
 	var out []AccessStanza
 	var cur *AccessStanza
-	bad := func(l confLine, msg string) error { return &confError{name, l.num, l.key, msg} }
+	known := func(k string) bool { return accessOptions[k] || knownAccessOther[k] }
+	bad := func(l confLine, msg string) error {
+		l = shown(l, known)
+		return &confError{name, l.num, l.key, msg}
+	}
 	err := splitConf(name, data, false, func(l confLine) error {
 		k := strings.ToUpper(l.key)
 		if strings.HasPrefix(k, "%") {
 			return bad(l, "includes are not supported here")
+		}
+		if secretOption(k) && l.value == Placeholder {
+			return bad(l, placeholderMsg)
 		}
 		if k == "SOURCE" {
 			out = append(out, AccessStanza{Line: l.num, FWAccessTimeout: DefaultFWAccessTimeout, MaxFWTimeout: DefaultMaxFWTimeout})
@@ -289,7 +322,7 @@ func ParseAccess(name string, data []byte) ([]AccessStanza, error) {
 			cur.CmdCycleClose = l.value
 		default:
 			if !knownAccessOther[k] {
-				return bad(l, "unknown option")
+				return bad(l, "unknown option (the line is not shown: it may hold a key)")
 			}
 			if cur.Other == nil {
 				cur.Other = map[string]string{}
@@ -420,7 +453,7 @@ func ParseServerConf(name string, data []byte) (*ServerConf, error) {
 			return boolOpt(&c.EnableIPTLocalNAT)
 		default:
 			if strings.Trim(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != "" {
-				return bad(l, "not an option name")
+				return bad(confLine{num: l.num}, "not an option name (the line is not shown: it may hold a key)")
 			}
 			if c.Other == nil {
 				c.Other = map[string]string{}
@@ -482,12 +515,27 @@ type RCStanza struct {
 	Other map[string]string
 }
 
+// rcKnown reports whether k is a .fwknoprc variable ParseRC reads itself.
+func rcKnown(k string) bool {
+	switch k {
+	case "SPA_SERVER", "SPA_SERVER_PORT", "SPA_SERVER_PROTO", "ACCESS", "ALLOW_IP", "FW_TIMEOUT",
+		"NAT_ACCESS", "SPOOF_USER", "KEY", "KEY_RIJNDAEL", "KEY_BASE64", "KEY_RIJNDAEL_BASE64", "HMAC_KEY",
+		"HMAC_KEY_BASE64", "HMAC_DIGEST_TYPE", "DIGEST_TYPE", "ENCRYPTION_MODE", "USE_HMAC", "KEY_FILE",
+		"HMAC_KEY_FILE":
+		return true
+	}
+	return false
+}
+
 // ParseRC parses a ~/.fwknoprc file: INI-style "[name]" sections holding
 // "VARIABLE value" lines. Stanzas are returned in file order, including
 // "[default]".
 func ParseRC(name string, data []byte) ([]RCStanza, error) {
 	var out []RCStanza
-	bad := func(l confLine, msg string) error { return &confError{name, l.num, l.key, msg} }
+	bad := func(l confLine, msg string) error {
+		l = shown(l, rcKnown)
+		return &confError{name, l.num, l.key, msg}
+	}
 	err := splitConf(name, data, false, func(l confLine) error {
 		if strings.HasPrefix(l.key, "[") {
 			full := strings.TrimSpace(l.key + " " + l.value)
@@ -551,7 +599,7 @@ func ParseRC(name string, data []byte) ([]RCStanza, error) {
 			s.HMACKeyFile = v
 		default:
 			if strings.Trim(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") != "" {
-				return bad(l, "not a variable name")
+				return bad(l, "not a variable name (the line is not shown: it may hold a key)")
 			}
 			if s.Other == nil {
 				s.Other = map[string]string{}
@@ -568,6 +616,116 @@ func ParseRC(name string, data []byte) ([]RCStanza, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// KeyFile is what an fwknop key file sets.
+type KeyFile struct {
+	Key, HMACKey []byte // KEY/KEY_BASE64 and HMAC_KEY/HMAC_KEY_BASE64; nil when not set
+	// Bare is the key of a file whose only content is one base64 key with no name.
+	Bare           []byte
+	HMACDigest     Digest // HMAC_DIGEST_TYPE; 0 when not set
+	EncryptionMode Mode   // ENCRYPTION_MODE; 0 when not set
+}
+
+// EncryptionKey is the encryption key of a key file: KEY or KEY_BASE64, else its bare key.
+func (f KeyFile) EncryptionKey() []byte {
+	if f.Key != nil {
+		return f.Key
+	}
+	return f.Bare
+}
+
+// HMACFileKey is the key of a file named as an HMAC key file: HMAC_KEY or HMAC_KEY_BASE64, else
+// the file's only key (bare, KEY or KEY_BASE64).
+func (f KeyFile) HMACFileKey() []byte {
+	if f.HMACKey != nil {
+		return f.HMACKey
+	}
+	return f.EncryptionKey()
+}
+
+// ParseKeyFile reads an fwknop key file: one base64 key alone (Bare), or setting lines, one a
+// line, with the value after white space or a colon: KEY_BASE64, HMAC_KEY_BASE64, KEY, HMAC_KEY
+// (as `sesame keygen --fwknop` and `fwknop --key-gen` write them; KEY_RIJNDAEL and
+// KEY_RIJNDAEL_BASE64 are KEY and KEY_BASE64), HMAC_DIGEST_TYPE, ENCRYPTION_MODE and USE_HMAC
+// (ignored). When host is not empty, fwknop --get-key's "HOST: passphrase" line for that host
+// sets Key. Blank lines and lines starting with '#' are skipped. Errors name the line and a
+// known setting, and never quote a value or an unknown word: the file holds keys.
+func ParseKeyFile(data []byte, host string) (KeyFile, error) {
+	var out KeyFile
+	type line struct {
+		num  int
+		text string
+	}
+	var lines []line
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		t := strings.TrimSpace(sc.Text())
+		if t != "" && t[0] != '#' {
+			lines = append(lines, line{n, t})
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return out, fmt.Errorf("read: %w", err)
+	}
+	if len(lines) == 1 && !strings.ContainsAny(lines[0].text, " \t:") {
+		b, err := base64.StdEncoding.DecodeString(lines[0].text)
+		if err != nil {
+			return out, fmt.Errorf("line %d: not valid base64 (a file of one word holds one base64 key)", lines[0].num)
+		}
+		out.Bare = b
+		return out, nil
+	}
+	for _, l := range lines {
+		k, v, colon := strings.Cut(l.text, ":")
+		if i := strings.IndexAny(l.text, " \t"); i >= 0 && (!colon || i < len(k)) {
+			k, v = l.text[:i], l.text[i+1:]
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		name := strings.ToUpper(k)
+		if host != "" && strings.EqualFold(k, host) {
+			name = "HOST"
+		}
+		bad := func(msg string) error { return fmt.Errorf("line %d: %s: %s", l.num, name, msg) }
+		switch name {
+		case "KEY_BASE64", "KEY_RIJNDAEL_BASE64", "HMAC_KEY_BASE64", "KEY", "KEY_RIJNDAEL", "HMAC_KEY",
+			"HMAC_DIGEST_TYPE", "ENCRYPTION_MODE", "USE_HMAC", "HOST":
+		default:
+			return out, fmt.Errorf("line %d: unknown setting (want KEY_BASE64, HMAC_KEY_BASE64, KEY, HMAC_KEY, "+
+				"HMAC_DIGEST_TYPE or ENCRYPTION_MODE lines; the line is not shown: it may hold a key)", l.num)
+		}
+		switch {
+		case v == "":
+			return out, bad("no value")
+		case v == Placeholder && name != "HMAC_DIGEST_TYPE" && name != "ENCRYPTION_MODE":
+			return out, bad(placeholderMsg)
+		}
+		var err error
+		switch name {
+		case "KEY_BASE64", "KEY_RIJNDAEL_BASE64":
+			if out.Key, err = base64.StdEncoding.DecodeString(v); err != nil {
+				return out, bad("not valid base64")
+			}
+		case "HMAC_KEY_BASE64":
+			if out.HMACKey, err = base64.StdEncoding.DecodeString(v); err != nil {
+				return out, bad("not valid base64")
+			}
+		case "KEY", "KEY_RIJNDAEL", "HOST":
+			out.Key = []byte(v)
+		case "HMAC_KEY":
+			out.HMACKey = []byte(v)
+		case "HMAC_DIGEST_TYPE":
+			if out.HMACDigest, err = ParseDigest(v); err != nil {
+				return out, bad("invalid value (want md5, sha1, sha256, sha384, sha512, sha3_256 or sha3_512)")
+			}
+		case "ENCRYPTION_MODE":
+			if out.EncryptionMode, err = ParseMode(v); err != nil {
+				return out, bad("invalid value (want cbc, ecb, cfb, ofb, ctr or legacy)")
+			}
+		}
 	}
 	return out, nil
 }

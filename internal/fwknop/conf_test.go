@@ -1,6 +1,7 @@
 package fwknop
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -126,7 +127,7 @@ func TestParseAccessErrors(t *testing.T) {
 		name, conf, want string
 	}{
 		{"before source", "KEY x\n", "access.conf:1: KEY: option before the first SOURCE"},
-		{"unknown", "SOURCE ANY\nKEY x\nBOGUS 1\n", "access.conf:3: BOGUS: unknown option"},
+		{"unknown", "SOURCE ANY\nKEY x\nBOGUS 1\n", "access.conf:3: unknown option"},
 		{"bad b64 key", "SOURCE ANY\nKEY_BASE64 sekrit!!\n", "access.conf:2: KEY_BASE64: not valid base64"},
 		{"bad hmac b64", "SOURCE ANY\nKEY x\nHMAC_KEY_BASE64 sekrit!!\n", "access.conf:3: HMAC_KEY_BASE64: not valid base64"},
 		{"same keys", "SOURCE ANY\nKEY sekrit\nHMAC_KEY sekrit\n", "access.conf:1: SOURCE: encryption and HMAC keys are identical"},
@@ -253,7 +254,7 @@ func TestParseRCErrors(t *testing.T) {
 		{"[a\n", ".fwknoprc:1: bad section header"},
 		{"[a]\nKEY_BASE64 sekrit!!\n", ".fwknoprc:2: KEY_BASE64: invalid value"},
 		{"[a]\nACCESS tcp/99999\n", ".fwknoprc:2: ACCESS:"},
-		{"[a]\nbad-name 1\n", ".fwknoprc:2: bad-name: not a variable name"},
+		{"[a]\nbad-name 1\n", ".fwknoprc:2: not a variable name"},
 	}
 	for _, tc := range tests {
 		_, err := ParseRC(".fwknoprc", []byte(tc.rc))
@@ -303,5 +304,119 @@ func TestKeysNotPrinted(t *testing.T) {
 		if strings.Contains(s, "sekrit") || strings.Contains(s, "115 101 107") || !strings.Contains(s, "redacted") {
 			t.Errorf("keys printed: %s", s)
 		}
+	}
+}
+
+// marker stands for a secret: the errors of files that hold keys never quote it.
+const marker = "MARKER-s3cr3t"
+
+func TestConfErrorsKeepSecrets(t *testing.T) {
+	tests := []struct {
+		name  string
+		parse func([]byte) error
+		data  string
+	}{
+		{"access: stray word", access, "SOURCE ANY\nKEY x\n" + marker + "\n"},
+		{"access: stray line", access, "SOURCE ANY\nKEY x\n" + marker + " more words\n"},
+		{"access: stray colon", access, "SOURCE ANY\nKEY x\n" + marker + ": y\n"},
+		{"access: before SOURCE", access, marker + "\nSOURCE ANY\nKEY x\n"},
+		{"access: before SOURCE with value", access, marker + " x\nSOURCE ANY\nKEY x\n"},
+		{"access: bad base64", access, "SOURCE ANY\nKEY_BASE64 " + marker + "\n"},
+		{"access: bad hmac base64", access, "SOURCE ANY\nKEY x\nHMAC_KEY_BASE64 " + marker + "\n"},
+		{"access: key too long", access, "SOURCE ANY\nKEY " + marker + strings.Repeat("x", 32) + "\n"},
+		{"fwknoprc: stray word", rc, "[a]\nKEY x\n" + marker + "\n"},
+		{"fwknoprc: stray colon", rc, "[a]\n" + marker + ": x\n"},
+		{"fwknoprc: outside a stanza", rc, marker + " x\n[a]\n"},
+		{"fwknoprc: bad base64", rc, "[a]\nHMAC_KEY_BASE64 " + marker + "\n"},
+		{"fwknopd.conf: stray colon", srvConf, marker + ": x;\n"},
+		{"key file", keyFile, "KEY x\n" + marker + " y\n"},
+		{"key file: word", keyFile, marker + "\n"},
+		{"key file: stray word", keyFile, "KEY x\n" + marker + "\n"},
+		{"key file: bad base64", keyFile, "KEY_BASE64: " + marker + "\n"},
+		{"key file: bad digest", keyFile, "HMAC_DIGEST_TYPE " + marker + "\n"},
+		{"key file: bad mode", keyFile, "ENCRYPTION_MODE " + marker + "\n"},
+		{"key file: other host", keyFile, marker + ": x\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.parse([]byte(tc.data))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if strings.Contains(err.Error(), "s3cr3t") {
+				t.Errorf("the error quotes the file: %v", err)
+			}
+		})
+	}
+}
+
+func access(b []byte) error { _, err := ParseAccess("access.conf", b); return err }
+func rc(b []byte) error     { _, err := ParseRC(".fwknoprc", b); return err }
+func srvConf(b []byte) error {
+	_, err := ParseServerConf("fwknopd.conf", b)
+	return err
+}
+func keyFile(b []byte) error { _, err := ParseKeyFile(b, "192.0.2.7"); return err }
+
+// TestParseAccessPlaceholder: the access.conf that Debian's fwknop-server ships holds
+// KEY_BASE64 and HMAC_KEY_BASE64 __CHANGEME__.
+func TestParseAccessPlaceholder(t *testing.T) {
+	for _, conf := range []string{
+		"SOURCE              ANY\nKEY_BASE64          __CHANGEME__\nHMAC_KEY_BASE64     __CHANGEME__\n",
+		"SOURCE ANY\nKEY __CHANGEME__\n",
+		"SOURCE ANY\nKEY x\nHMAC_KEY __CHANGEME__\n",
+	} {
+		_, err := ParseAccess("access.conf", []byte(conf))
+		if err == nil || !strings.Contains(err.Error(), "placeholder __CHANGEME__") || !strings.Contains(err.Error(), "`sesame keygen --fwknop`") {
+			t.Errorf("%q: err = %v", conf, err)
+		}
+	}
+}
+
+func TestParseKeyFile(t *testing.T) {
+	const key, hmacKey = "iydGYI5G+2uHWjfW+IeiSY2bkRJEJ8xorcw5mENTqJY=", "kRzlTYr0K1R4pc+Vy2hRIOY3ggfgSjsrylbO/9g/VZA9FfhU8R+Xg2cTnNTw+PAyHyeCQL1G64J++Gr4cPhpmg=="
+	tests := []struct {
+		name, data      string
+		key, hmac, bare string // what is set, as text
+		digest          Digest
+		mode            Mode
+		err             string
+	}{
+		{"sesame keygen", "# c\nKEY_BASE64          " + key + "\nHMAC_KEY_BASE64     " + hmacKey + "\n", "b64:" + key, "b64:" + hmacKey, "", 0, 0, ""},
+		{"fwknop --key-gen", "KEY_BASE64: " + key + "\nHMAC_KEY_BASE64: " + hmacKey + "\n", "b64:" + key, "b64:" + hmacKey, "", 0, 0, ""},
+		{"passphrases", "KEY   my pass:word\nHMAC_KEY other\n", "my pass:word", "other", "", 0, 0, ""},
+		{"rijndael names", "KEY_RIJNDAEL p\nkey_rijndael_base64 " + key + "\n", "b64:" + key, "", "", 0, 0, ""},
+		{"bare", "\n# c\n" + key + "\n", "", "", "b64:" + key, 0, 0, ""},
+		{"host", "192.0.2.7: pass:word\n", "pass:word", "", "", 0, 0, ""},
+		{"digest and mode", "KEY p\nHMAC_DIGEST_TYPE sha512\nENCRYPTION_MODE cbc\nUSE_HMAC Y\n", "p", "", "", DigestSHA512, ModeCBC, ""},
+		{"bad bare", "!!!\n", "", "", "", 0, 0, "line 1: not valid base64"},
+		{"bad base64", "KEY x\nKEY_BASE64 !!!\n", "", "", "", 0, 0, "line 2: KEY_BASE64: not valid base64"},
+		{"no value", "KEY\nHMAC_KEY x\n", "", "", "", 0, 0, "line 1: KEY: no value"},
+		{"unknown", "KEY x\nSOURCE ANY\n", "", "", "", 0, 0, "line 2: unknown setting"},
+		{"placeholder", "KEY_BASE64 __CHANGEME__\n", "", "", "", 0, 0, "placeholder __CHANGEME__"},
+	}
+	text := func(b []byte, want string) string {
+		if strings.HasPrefix(want, "b64:") {
+			return "b64:" + base64.StdEncoding.EncodeToString(b)
+		}
+		return string(b)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			kf, err := ParseKeyFile([]byte(tc.data), "192.0.2.7")
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if text(kf.Key, tc.key) != tc.key || text(kf.HMACKey, tc.hmac) != tc.hmac || text(kf.Bare, tc.bare) != tc.bare ||
+				kf.HMACDigest != tc.digest || kf.EncryptionMode != tc.mode {
+				t.Errorf("got %+v", kf)
+			}
+		})
 	}
 }

@@ -82,15 +82,29 @@ func Load(dir string) (*config.Config, error) {
 	}
 	srvPath := filepath.Join(dir, "fwknopd.conf")
 	accPath := filepath.Join(dir, "access.conf")
-	srvData, err := os.ReadFile(srvPath)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	var readable []string // files group or others may read: fwknopd warns and runs, and so does sesame
+	srvData, srvInfo, err := config.ReadConfigFile(srvPath)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		srvData = nil
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", op, err)
+	case srvInfo.Mode().Perm()&0o044 != 0:
+		readable = append(readable, fmt.Sprintf("%s is readable by group or others (mode %04o): chmod 600 %s", srvPath, srvInfo.Mode().Perm(), srvPath))
+	}
+	accData, accInfo, err := config.ReadConfigFile(accPath)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	accData, err := config.ReadSecretFile(accPath)
-	if err != nil {
-		return nil, fmt.Errorf("%s: access.conf holds keys: %w", op, err)
+	if accInfo.Mode().Perm()&0o044 != 0 {
+		readable = append(readable, fmt.Sprintf("%s holds keys and is readable by group or others (mode %04o): chmod 600 %s", accPath, accInfo.Mode().Perm(), accPath))
 	}
-	return Parse(dir, srvPath, srvData, accPath, accData)
+	cfg, err := Parse(dir, srvPath, srvData, accPath, accData)
+	if err != nil {
+		return nil, err
+	}
+	cfg.SPA.Warnings = append(readable, cfg.SPA.Warnings...)
+	return cfg, nil
 }
 
 // Parse converts the contents of fwknopd.conf (nil: all defaults) and access.conf; source names
@@ -106,12 +120,14 @@ func Parse(source, srvName string, srvData []byte, accName string, accData []byt
 	}
 	cfg := &config.Config{Source: source, Server: config.DefaultServer()}
 	cfg.Server.Firewall = config.FirewallIptables
-	if srv.RunDir != "" {
-		cfg.Server.StateDir = srv.RunDir
-	}
 	s := &config.SPA{MaxAge: srv.MaxSPAPacketAge}
 	cfg.SPA = s
 	warn := func(format string, args ...any) { s.Warnings = append(s.Warnings, fmt.Sprintf(format, args...)) }
+	// The replay cache must outlive a reboot, and fwknopd's run directory is usually a tmpfs
+	// (/run/fwknop): sesame keeps it in its own state directory.
+	if srv.RunDir != "" {
+		warn("%s: FWKNOP_RUN_DIR is not used: sesame keeps its replay cache in %s, which survives a reboot (sesame server --state-dir DIR to move it)", srvName, cfg.Server.StateDir)
+	}
 
 	// Where packets arrive.
 	if srv.EnableUDPServer {

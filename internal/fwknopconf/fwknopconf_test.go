@@ -78,8 +78,13 @@ func TestFwknopConfLive(t *testing.T) {
 			if !slices.Equal(cfg.Server.Interfaces, tc.ifaces) {
 				t.Errorf("interfaces %v, want %v", cfg.Server.Interfaces, tc.ifaces)
 			}
-			if tc.server != "" && cfg.Server.StateDir != "/tmp/fwklive/run" {
-				t.Errorf("state dir %q", cfg.Server.StateDir)
+			// FWKNOP_RUN_DIR (/tmp/fwklive/run in these files) is a run directory, often a tmpfs:
+			// the replay cache stays in the persistent state directory.
+			if cfg.Server.StateDir != config.DefaultStateDir {
+				t.Errorf("state dir %q, want %q", cfg.Server.StateDir, config.DefaultStateDir)
+			}
+			if tc.server != "" && !hasWarning(s, "FWKNOP_RUN_DIR is not used") {
+				t.Errorf("no FWKNOP_RUN_DIR warning in %q", s.Warnings)
 			}
 			for _, w := range tc.warnings {
 				if !hasWarning(s, w) {
@@ -129,7 +134,7 @@ func TestFwknopConfOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := cfg.SPA
-	if s.Sniff || s.Port != 4000 || s.MaxAge != 30*time.Second || cfg.Server.StateDir != "/var/lib/x" || len(s.Clients) != 2 {
+	if s.Sniff || s.Port != 4000 || s.MaxAge != 30*time.Second || cfg.Server.StateDir != config.DefaultStateDir || len(s.Clients) != 2 {
 		t.Fatalf("spa %+v", s)
 	}
 	c := s.Clients[0]
@@ -194,12 +199,6 @@ func TestFwknopConfErrors(t *testing.T) {
 
 func TestFwknopConfLoadErrors(t *testing.T) {
 	dir := liveDir(t, "fwknopd-udp.conf", "access.conf")
-	if err := os.Chmod(filepath.Join(dir, "access.conf"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "readable by group or others") {
-		t.Errorf("world-readable access.conf: %v", err)
-	}
 	if _, err := Load(filepath.Join(dir, "nope")); err == nil {
 		t.Error("missing directory accepted")
 	}
@@ -208,5 +207,123 @@ func TestFwknopConfLoadErrors(t *testing.T) {
 	}
 	if _, err := Load(t.TempDir()); err == nil || !strings.Contains(err.Error(), "access.conf") {
 		t.Errorf("no access.conf: %v", err)
+	}
+}
+
+// TestFwknopConfPermissions: files group or others may read get a warning naming the file and
+// the fix, and run, as under fwknopd; files others could change are refused.
+func TestFwknopConfPermissions(t *testing.T) {
+	tests := []struct {
+		name             string
+		srvMode, accMode os.FileMode // 0: as written (0600)
+		dirMode          os.FileMode // 0: as made (0700)
+		warn, err        string      // "{dir}" stands for the directory
+	}{
+		{"private", 0, 0, 0, "", ""},
+		{"access.conf world-readable", 0, 0o644, 0, "{dir}/access.conf holds keys and is readable by group or others (mode 0644): chmod 600 {dir}/access.conf", ""},
+		{"access.conf group-readable", 0, 0o640, 0, "{dir}/access.conf holds keys and is readable by group or others (mode 0640): chmod 600 {dir}/access.conf", ""},
+		{"fwknopd.conf world-readable", 0o644, 0, 0, "{dir}/fwknopd.conf is readable by group or others (mode 0644): chmod 600 {dir}/fwknopd.conf", ""},
+		{"directory world-readable", 0, 0, 0o755, "", ""},
+		{"access.conf world-writable", 0, 0o606, 0, "", "{dir}/access.conf is writable by others (mode 0606)"},
+		{"fwknopd.conf world-writable", 0o666, 0, 0, "", "chmod o-w {dir}/fwknopd.conf"},
+		{"directory world-writable", 0, 0, 0o777, "", "directory {dir} is writable by others (mode 0777)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := liveDir(t, "fwknopd-udp.conf", "access.conf")
+			for f, m := range map[string]os.FileMode{"fwknopd.conf": tc.srvMode, "access.conf": tc.accMode} {
+				if m != 0 {
+					if err := os.Chmod(filepath.Join(dir, f), m); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if tc.dirMode != 0 {
+				if err := os.Chmod(dir, tc.dirMode); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg, err := Load(dir)
+			if tc.err != "" {
+				if want := strings.ReplaceAll(tc.err, "{dir}", dir); err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("err = %v, want %q", err, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			readable := slices.ContainsFunc(cfg.SPA.Warnings, func(w string) bool { return strings.Contains(w, "readable by group or others") })
+			if tc.warn == "" {
+				if readable {
+					t.Errorf("unexpected warning in %q", cfg.SPA.Warnings)
+				}
+				return
+			}
+			if want := strings.ReplaceAll(tc.warn, "{dir}", dir); !hasWarning(cfg.SPA, want) {
+				t.Errorf("no warning %q in %q", want, cfg.SPA.Warnings)
+			}
+		})
+	}
+}
+
+// TestFwknopConfOwners: files and directories owned by another user (not root) are refused; a
+// group-writable file is refused unless the group is root's. Ownership takes root to set.
+func TestFwknopConfOwners(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files to another user (chown)")
+	}
+	const other = 4242
+	tests := []struct {
+		name     string
+		file     string // "" : the directory
+		uid, gid int
+		mode     os.FileMode
+		err      string
+	}{
+		{"access.conf of another user", "access.conf", other, 0, 0o600, "access.conf is owned by uid 4242, neither root nor the user running sesame (uid 0): that user could change it: chown root "},
+		{"fwknopd.conf of another user", "fwknopd.conf", other, 0, 0o600, "fwknopd.conf is owned by uid 4242"},
+		{"directory of another user", "", other, 0, 0o700, "is owned by uid 4242"},
+		{"access.conf writable by a group", "access.conf", 0, other, 0o620, "access.conf is writable by group 4242 (mode 0620)"},
+		{"access.conf writable by root's group", "access.conf", 0, 0, 0o620, ""},
+		{"directory writable by a group", "", 0, other, 0o770, "is writable by group 4242 (mode 0770)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := liveDir(t, "fwknopd-udp.conf", "access.conf")
+			p := filepath.Join(dir, tc.file)
+			if err := os.Chown(p, tc.uid, tc.gid); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(p, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(dir)
+			if tc.err == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("err = %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
+
+// TestFwknopConfPlaceholder: Debian's fwknop-server ships an access.conf whose only stanza is
+// SOURCE ANY with KEY_BASE64 and HMAC_KEY_BASE64 __CHANGEME__ (its other lines are comments).
+// Running it says what to do.
+func TestFwknopConfPlaceholder(t *testing.T) {
+	for _, acc := range []string{
+		"SOURCE              ANY\nKEY_BASE64          __CHANGEME__\nHMAC_KEY_BASE64     __CHANGEME__\n",
+		"SOURCE ANY\nKEY_BASE64 " + strings.Fields(keys)[1] + "\nHMAC_KEY_BASE64 __CHANGEME__\n",
+		"SOURCE ANY\nKEY __CHANGEME__\n",
+	} {
+		_, err := Parse("dir", "fwknopd.conf", nil, "access.conf", []byte(acc))
+		if err == nil || !strings.Contains(err.Error(), "placeholder __CHANGEME__") || !strings.Contains(err.Error(), "sesame keygen --fwknop") {
+			t.Errorf("%q: err = %v, want the placeholder and `sesame keygen --fwknop`", acc, err)
+		}
 	}
 }

@@ -32,7 +32,7 @@ var ErrNoSequence = errors.New("no valid sequence left")
 
 // Load reads and parses the knockd.conf file at path.
 func Load(path string) (*config.Config, error) {
-	data, err := os.ReadFile(path)
+	data, _, err := config.ReadConfigFile(path) // its commands run as root: refused if others could change it
 	if err != nil {
 		return nil, fmt.Errorf("knockdconf: %w", err)
 	}

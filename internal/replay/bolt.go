@@ -74,7 +74,37 @@ func WithNoSync() Option { return func(o *boltOptions) { o.noSync = true } }
 // loss forgets at most that much of the replay cache.
 func WithSyncEvery(d time.Duration) Option { return func(o *boltOptions) { o.syncEvery = d } }
 
-// OpenBolt opens or creates the store file at path (mode 0600). Its directory must exist. A file
+// errSymlink is openNoFollow's refusal of a symbolic link.
+var errSymlink = errors.New("symbolic link")
+
+// openNoFollow is the bbolt file opener: it does not follow a symbolic link put in the store's
+// place, refuses what is not a regular file, and sets the mode of a file that existed (bbolt
+// asks for 0600) through the open file.
+func openNoFollow(name string, flag int, perm os.FileMode) (*os.File, error) {
+	f, err := os.OpenFile(name, flag|oNoFollow, perm)
+	if err != nil {
+		if isLoop(err) {
+			return nil, fmt.Errorf("%s: %w", name, errSymlink)
+		}
+		return nil, err
+	}
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+	case !fi.Mode().IsRegular():
+		err = fmt.Errorf("%s is not a regular file", name)
+	case fi.Mode().Perm() != perm:
+		err = f.Chmod(perm)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// OpenBolt opens or creates the store file at path (mode 0600), refusing a symbolic link in its
+// place. Its directory must exist. A file
 // held by another process (another server using the same state directory) is an error after the
 // lock timeout.
 func OpenBolt(path string, opts ...Option) (*Bolt, error) {
@@ -92,18 +122,17 @@ func OpenBolt(path string, opts ...Option) (*Bolt, error) {
 	} else if !st.IsDir() {
 		return nil, fmt.Errorf("%s: state directory %s is not a directory", op, dir)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.lockTimeout, FreelistType: bolt.FreelistMapType})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.lockTimeout, FreelistType: bolt.FreelistMapType, OpenFile: openNoFollow})
 	if err != nil {
+		if errors.Is(err, errSymlink) {
+			return nil, fmt.Errorf("%s: %s is a symbolic link: the replay cache must be a file of its own (remove the link)", op, path)
+		}
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("%s: %s is locked by another process (is another sesame server using this state directory?)", op, path)
 		}
 		return nil, fmt.Errorf("%s: %s: %w", op, path, err)
 	}
 	db.NoSync = o.noSync
-	if err := os.Chmod(path, 0o600); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketKeys); err != nil {
 			return err

@@ -361,3 +361,65 @@ func BenchmarkReplayWriteBehindInsert(b *testing.B) {
 	}
 	benchInsert(b, w)
 }
+
+// TestReplayBoltNoFollow: a symbolic link (or anything but a regular file) in the store's place
+// is refused, and the file it points to is left as it was; an existing store of another mode is
+// made 0600.
+func TestReplayBoltNoFollow(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "precious")
+	if err := os.WriteFile(target, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		make func(path string) error
+		err  string
+	}{
+		{"link to a file", func(p string) error { return os.Symlink(target, p) }, "is a symbolic link"},
+		{"dangling link", func(p string) error { return os.Symlink(filepath.Join(dir, "nothing"), p) }, "is a symbolic link"},
+		{"directory", func(p string) error { return os.Mkdir(p, 0o700) }, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "replay.db")
+			if err := tc.make(path); err != nil {
+				t.Fatal(err)
+			}
+			b, err := OpenBolt(path, WithLockTimeout(100*time.Millisecond))
+			if err == nil {
+				b.Close()
+				t.Fatal("opened")
+			}
+			if !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("err = %v, want %q", err, tc.err)
+			}
+		})
+	}
+	if data, err := os.ReadFile(target); err != nil || string(data) != "keep me" {
+		t.Errorf("the link's target changed: %q, %v", data, err)
+	}
+	if st, err := os.Stat(target); err != nil || st.Mode().Perm() != 0o644 {
+		t.Errorf("the link's target mode changed: %v, %v", st, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nothing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the dangling link's target was created: %v", err)
+	}
+
+	path := filepath.Join(t.TempDir(), "replay.db")
+	b, err := OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = OpenBolt(path); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("reopened store: %v, %v; want mode 0600", st, err)
+	}
+}

@@ -222,7 +222,7 @@ func parseBody(b []byte) (*Request, error) {
 	if n == 0 || n > MaxPorts {
 		return nil, fmt.Errorf("want 1-%d ports, got %d", MaxPorts, n)
 	}
-	if ms > 1<<62 {
+	if ms >= 1<<62 { // PROTOCOL.md: MUST be < 2^62
 		return nil, errors.New("timestamp out of range")
 	}
 	r.Timestamp = time.UnixMilli(int64(ms))

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/hpke"
 	crand "crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -466,6 +467,36 @@ func BenchmarkSealPair(b *testing.B) {
 	for b.Loop() {
 		if _, err := Seal(Request{Ports: []netport.Port{tcp22}}, f.pairCred, t0, crand.Reader); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestBodyTimestampBound: PROTOCOL.md says the timestamp MUST be < 2^62 milliseconds; 2^62
+// itself is refused.
+func TestBodyTimestampBound(t *testing.T) {
+	tests := []struct {
+		ms uint64
+		ok bool
+	}{
+		{0, true},
+		{1<<62 - 1, true},
+		{1 << 62, false},
+		{1<<62 + 1, false},
+		{1<<64 - 1, false},
+	}
+	for _, tc := range tests {
+		b, err := marshalBody(&Request{Client: "alice", Ports: []netport.Port{tcp22}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		binary.BigEndian.PutUint64(b, tc.ms)
+		r, err := parseBody(b)
+		if tc.ok != (err == nil) {
+			t.Errorf("timestamp %d ms: err = %v, want ok %v", tc.ms, err, tc.ok)
+			continue
+		}
+		if tc.ok && uint64(r.Timestamp.UnixMilli()) != tc.ms {
+			t.Errorf("timestamp %d ms read as %d", tc.ms, r.Timestamp.UnixMilli())
 		}
 	}
 }

@@ -1,10 +1,6 @@
 package spaclient
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -123,70 +119,28 @@ type fwknopKeyFile struct {
 	HMACDigest   fwknop.Digest
 }
 
-// parseFwknopKeyFile reads the lines that 'sesame keygen --fwknop -o' and
-// 'fwknop -k -K' write ("KEY_BASE64 v" or "KEY_BASE64: v", likewise
-// HMAC_KEY_BASE64, KEY, HMAC_KEY, HMAC_DIGEST_TYPE), and fwknop's --get-key
-// format "HOST: passphrase" for host. Errors never quote values.
+// parseFwknopKeyFile reads a key file in fwknop.ParseKeyFile's grammar (the lines 'sesame
+// keygen --fwknop -o' and 'fwknop -k -K' write, or one base64 key), with fwknop's --get-key
+// format "HOST: passphrase" for host. Errors never quote the file.
 func parseFwknopKeyFile(name string, data []byte, host string) (fwknopKeyFile, error) {
-	var out fwknopKeyFile
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		k, v, ok := strings.Cut(line, ":")
-		if i := strings.IndexAny(line, " \t"); i >= 0 && (!ok || i < len(k)) {
-			k, v = line[:i], line[i+1:]
-		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		var err error
-		switch strings.ToUpper(k) {
-		case "KEY_BASE64", "KEY_RIJNDAEL_BASE64":
-			out.Key, err = base64.StdEncoding.DecodeString(v)
-		case "HMAC_KEY_BASE64":
-			out.HMACKey, err = base64.StdEncoding.DecodeString(v)
-		case "KEY", "KEY_RIJNDAEL":
-			out.Key = []byte(v)
-		case "HMAC_KEY":
-			out.HMACKey = []byte(v)
-		case "HMAC_DIGEST_TYPE":
-			out.HMACDigest, err = fwknop.ParseDigest(v)
-		case "USE_HMAC", "ENCRYPTION_MODE":
-			if k == "ENCRYPTION_MODE" && !strings.EqualFold(v, "cbc") {
-				err = errors.New("only ENCRYPTION_MODE CBC is supported")
-			}
-		default:
-			if host != "" && strings.EqualFold(k, host) {
-				out.Key = []byte(v)
-				continue
-			}
-			return out, fmt.Errorf("%s:%d: unknown setting %q (want KEY_BASE64, HMAC_KEY_BASE64, KEY, HMAC_KEY, HMAC_DIGEST_TYPE or HOST: passphrase)", name, n, k)
-		}
-		if err != nil {
-			return out, fmt.Errorf("%s:%d: %s: invalid value", name, n, strings.ToUpper(k))
-		}
+	kf, err := fwknop.ParseKeyFile(data, host)
+	if err != nil {
+		return fwknopKeyFile{}, fmt.Errorf("key file %s: %w", name, err)
 	}
-	return out, nil
+	if kf.EncryptionMode != 0 && kf.EncryptionMode != fwknop.ModeCBC {
+		return fwknopKeyFile{}, fmt.Errorf("key file %s: ENCRYPTION_MODE: only CBC is supported", name)
+	}
+	return fwknopKeyFile{Key: kf.EncryptionKey(), HMACKey: kf.HMACKey, HMACDigest: kf.HMACDigest}, nil
 }
 
-// hmacOnlyFile reads an HMAC key file: fwknop key-file lines, or a single
-// line of base64.
+// hmacOnlyFile reads an HMAC key file: its HMAC_KEY_BASE64 or HMAC_KEY line, else its only key.
 func hmacOnlyFile(name string, data []byte) ([]byte, error) {
-	t := strings.TrimSpace(string(data))
-	if t != "" && !strings.ContainsAny(t, " \t:\n") {
-		k, err := base64.StdEncoding.DecodeString(t)
-		if err != nil {
-			return nil, fmt.Errorf("%s: HMAC key is not base64", name)
-		}
-		return k, nil
-	}
-	kf, err := parseFwknopKeyFile(name, data, "")
+	kf, err := fwknop.ParseKeyFile(data, "")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("key file %s: %w", name, err)
 	}
-	if kf.HMACKey == nil {
-		return nil, fmt.Errorf("%s: no HMAC_KEY_BASE64 or HMAC_KEY line", name)
+	if kf.HMACFileKey() == nil {
+		return nil, fmt.Errorf("key file %s: no HMAC_KEY_BASE64 or HMAC_KEY line", name)
 	}
-	return kf.HMACKey, nil
+	return kf.HMACFileKey(), nil
 }

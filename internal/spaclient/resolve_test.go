@@ -380,7 +380,7 @@ func TestParseFwknopKeyFile(t *testing.T) {
 		{"fwknop -K", "KEY_BASE64: " + testKeyB64 + "\nHMAC_KEY_BASE64: " + testHMACB64 + "\n", testKeyB64, testHMACB64, ""},
 		{"get-key host line", "192.0.2.7: pass:word\n", base64.StdEncoding.EncodeToString([]byte("pass:word")), "", ""},
 		{"passphrase", "KEY my pass\n", base64.StdEncoding.EncodeToString([]byte("my pass")), "", ""},
-		{"bad base64", "KEY_BASE64 !!!\n", "", "", "KEY_BASE64: invalid value"},
+		{"bad base64", "KEY_BASE64 !!!\n", "", "", "KEY_BASE64: not valid base64"},
 		{"other host", "198.51.100.1: x\n", "", "", "unknown setting"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
