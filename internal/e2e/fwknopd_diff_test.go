@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -31,10 +32,15 @@ const (
 	fwdWrongHMAC = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="
 )
 
-// fwdServerConf is the fwknopd.conf both daemons run; {run} is the daemon's own run directory.
-const fwdServerConf = `ENABLE_UDP_SERVER           Y;
-UDPSERV_PORT                62201;
-ENABLE_SPA_PACKET_AGING     Y;
+// fwdModes are the ways fwknopd gets packets: its UDP server, and sniffing (its default).
+var fwdModes = []struct{ name, conf string }{
+	{"udp", "ENABLE_UDP_SERVER           Y;\nUDPSERV_PORT                62201;\n"},
+	{"sniff", "PCAP_INTF                   {intf};\nPCAP_FILTER                 udp port 62201;\n"},
+}
+
+// fwdServerConf is the rest of the fwknopd.conf both daemons run; {run} is the daemon's own
+// run directory.
+const fwdServerConf = `ENABLE_SPA_PACKET_AGING     Y;
 MAX_SPA_PACKET_AGE          120;
 ENABLE_DIGEST_PERSISTENCE   Y;
 FWKNOP_RUN_DIR              {run};
@@ -203,7 +209,7 @@ var fwdCases = []fwdCase{
 // how long. They agree except where docs/MIGRATING-FROM-FWKNOP.md documents a difference.
 func TestFwknopdDifferential(t *testing.T) {
 	netnsbed.SkipUnlessRoot(t)
-	for _, bin := range []string{"fwknop", "fwknopd", "iptables", "ss"} {
+	for _, bin := range []string{"fwknop", "fwknopd", "iptables"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Fatalf("%s is not installed (.ci/deps.sh installs it): the differential test needs it", bin)
 		}
@@ -223,57 +229,61 @@ func TestFwknopdDifferential(t *testing.T) {
 			t.Fatalf("%s: difference %q is not in docs/MIGRATING-FROM-FWKNOP.md", tc.name, tc.diff)
 		}
 	}
-	// Both beds get the same client addresses, so one access.conf serves both daemons.
-	n := 3*len(fwdCases) + 1
-	beds := map[string]*fwdBed{}
-	for _, name := range []string{"fwknopd", "sesame"} {
-		beds[name] = newFwdBed(t, n)
-	}
-	access := fwdAccess(beds["fwknopd"].addrs)
-	packets := fwdPackets(t, beds["fwknopd"], fwdCases)
+	for _, mode := range fwdModes {
+		t.Run(mode.name, func(t *testing.T) {
+			// Both beds get the same client addresses, so one access.conf serves both daemons.
+			n := 3*len(fwdCases) + 1
+			beds := map[string]*fwdBed{}
+			for _, name := range []string{"fwknopd", "sesame"} {
+				beds[name] = newFwdBed(t, n)
+			}
+			access := fwdAccess(beds["fwknopd"].addrs)
+			packets := fwdPackets(t, beds["fwknopd"], fwdCases)
 
-	results, logs := map[string][]fwdResult{}, map[string]string{}
-	for _, name := range []string{"fwknopd", "sesame"} {
-		results[name], logs[name] = beds[name].run(t, name, access, packets)
-	}
-	for i, tc := range fwdCases {
-		fr, sr := results["fwknopd"][i], results["sesame"][i]
-		for _, d := range []struct {
-			name   string
-			r      fwdResult
-			want   string
-			closes time.Duration
-		}{
-			{"fwknopd", fr, tc.fwknopd, tc.closes},
-			{"sesame", sr, tc.sesame, cmp(tc.sesameCloses, tc.closes)},
-		} {
-			if d.r.open != d.want {
-				t.Errorf("%s: %s: reachable %q, want %q", tc.name, d.name, d.r.open, d.want)
+			results, logs := map[string][]fwdResult{}, map[string]string{}
+			for _, name := range []string{"fwknopd", "sesame"} {
+				results[name], logs[name] = beds[name].run(t, name, mode.conf, access, packets)
 			}
-			for _, e := range d.r.errs {
-				t.Errorf("%s: %s: %v", tc.name, d.name, e)
-			}
-			if d.want == "" || d.closes == 0 {
-				if d.r.closedAfter != 0 {
-					t.Errorf("%s: %s: closed after %v, want open for the whole test", tc.name, d.name, d.r.closedAfter)
+			for i, tc := range fwdCases {
+				fr, sr := results["fwknopd"][i], results["sesame"][i]
+				for _, d := range []struct {
+					name   string
+					r      fwdResult
+					want   string
+					closes time.Duration
+				}{
+					{"fwknopd", fr, tc.fwknopd, tc.closes},
+					{"sesame", sr, tc.sesame, cmp(tc.sesameCloses, tc.closes)},
+				} {
+					if d.r.open != d.want {
+						t.Errorf("%s: %s: reachable %q, want %q", tc.name, d.name, d.r.open, d.want)
+					}
+					for _, e := range d.r.errs {
+						t.Errorf("%s: %s: %v", tc.name, d.name, e)
+					}
+					if d.want == "" || d.closes == 0 {
+						if d.r.closedAfter != 0 {
+							t.Errorf("%s: %s: closed after %v, want open for the whole test", tc.name, d.name, d.r.closedAfter)
+						}
+						continue
+					}
+					if lo, hi := d.closes-1200*time.Millisecond, d.closes+1800*time.Millisecond; d.r.closedAfter < lo || d.r.closedAfter > hi {
+						t.Errorf("%s: %s: closed after %v (0: still open at the end), want %v (%v..%v)", tc.name, d.name, d.r.closedAfter, d.closes, lo, hi)
+					}
 				}
-				continue
+				a := caseAddrs(beds["fwknopd"].addrs, i)
+				for _, l := range []struct {
+					name string
+					want []string
+				}{{"fwknopd", tc.fwLog}, {"sesame", tc.sesLog}} {
+					if len(l.want) > 0 && !hasLine(logs[l.name], a, l.want) {
+						t.Errorf("%s: %s: no log line with %q", tc.name, l.name, l.want)
+					}
+				}
+				t.Logf("%-52s fwknopd %-20q sesame %-20q (closed after %v / %v)", tc.name, fr.open, sr.open,
+					fr.closedAfter.Round(100*time.Millisecond), sr.closedAfter.Round(100*time.Millisecond))
 			}
-			if lo, hi := d.closes-1200*time.Millisecond, d.closes+1800*time.Millisecond; d.r.closedAfter < lo || d.r.closedAfter > hi {
-				t.Errorf("%s: %s: closed after %v (0: still open at the end), want %v (%v..%v)", tc.name, d.name, d.r.closedAfter, d.closes, lo, hi)
-			}
-		}
-		a := caseAddrs(beds["fwknopd"].addrs, i)
-		for _, l := range []struct {
-			name string
-			want []string
-		}{{"fwknopd", tc.fwLog}, {"sesame", tc.sesLog}} {
-			if len(l.want) > 0 && !hasLine(logs[l.name], a, l.want) {
-				t.Errorf("%s: %s: no log line with %q", tc.name, l.name, l.want)
-			}
-		}
-		t.Logf("%-52s fwknopd %-20q sesame %-20q (closed after %v / %v)", tc.name, fr.open, sr.open,
-			fr.closedAfter.Round(100*time.Millisecond), sr.closedAfter.Round(100*time.Millisecond))
+		})
 	}
 }
 
@@ -289,7 +299,7 @@ func cmp(a, b time.Duration) time.Duration {
 // of these, at the top of INPUT) accepts them.
 type fwdBed struct {
 	*netnsbed.Bed
-	addrs []netip.Addr // 3 per case, then a bystander that sends nothing
+	addrs []netip.Addr // 3 per case, then a bystander that no SOURCE names
 }
 
 func newFwdBed(t *testing.T, n int) *fwdBed {
@@ -388,45 +398,48 @@ type fwdResult struct {
 
 // run starts name (fwknopd or sesame) in the bed with the table's configuration, sends every
 // case's packets and probes every case's services.
-func (b *fwdBed) run(t *testing.T, name, access string, packets [][][]byte) ([]fwdResult, string) {
+func (b *fwdBed) run(t *testing.T, name, mode, access string, packets [][][]byte) ([]fwdResult, string) {
 	t.Helper()
 	dir := t.TempDir()
 	run := filepath.Join(dir, "run")
 	if err := os.Mkdir(run, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	writeSecret(t, filepath.Join(dir, "fwknopd.conf"), []byte(strings.ReplaceAll(fwdServerConf, "{run}", run)))
+	conf := strings.NewReplacer("{run}", run, "{intf}", b.ServerIf).Replace(mode + fwdServerConf)
+	writeSecret(t, filepath.Join(dir, "fwknopd.conf"), []byte(conf))
 	writeSecret(t, filepath.Join(dir, "access.conf"), []byte(access))
 	var d *daemon
 	switch name {
 	case "fwknopd":
-		d = startDaemon(t, b.Server, "Kicking off UDP server", "fwknopd", "-f", "-v", "-v",
+		// Ready when it refuses the bystander's packet (below).
+		d = startDaemon(t, b.Server, "", "fwknopd", "-f", "-v", "-v",
 			"-c", filepath.Join(dir, "fwknopd.conf"), "-a", filepath.Join(dir, "access.conf"),
 			"-d", filepath.Join(run, "digest.cache"), "-p", filepath.Join(run, "fwknopd.pid"))
 	default:
 		d = startDaemon(t, b.Server, "sesame server running", sesameBin, "server", "--fwknop-conf", dir, "--log-level", "debug")
 	}
-	if !waitFor(3*time.Second, func() bool {
-		out, _ := netnsbed.Command(context.Background(), b.Server, "ss", "-Hlun", fmt.Sprintf("sport = :%d", spaPort)).Output()
-		return len(strings.TrimSpace(string(out))) > 0
-	}) {
-		t.Fatalf("%s does not listen on udp/%d:\n%s", name, spaPort, d.Output())
-	}
+	// The bystander, whom no SOURCE names, sends case 0's packet until the daemon refuses it:
+	// then it gets packets. Both handle packets in order, so the bystander's packet after the
+	// table's, once refused, means the table's have been handled.
 	dst := netip.AddrPortFrom(netnsbed.Server4, spaPort)
-	for i, tc := range fwdCases {
-		a := caseAddrs(b.addrs, i)
-		sends := tc.sends
-		if sends == nil {
-			sends = []fwdSend{{0, "src"}}
+	by := b.addrs[len(b.addrs)-1]
+	refused := map[string][]string{
+		"fwknopd": {"No access data found for source IP: {src}\n"},
+		"sesame":  {"src={src} ", reasonAttr("source not allowed")},
+	}[name]
+	byRefused := func() int { return countLines(d.Output(), map[string]netip.Addr{"src": by}, refused) }
+	for try := 0; byRefused() == 0; try++ {
+		if try == 40 {
+			t.Fatalf("%s does not take packets after 10 s:\n%s", name, d.Output())
 		}
-		for _, s := range sends {
-			sendUDP(t, b.Bed, a[s.from], dst, packets[i][s.pkt])
-			time.Sleep(5 * time.Millisecond)
-		}
+		sendUDP(t, b.Bed, by, dst, packets[0][0])
+		waitFor(250*time.Millisecond, func() bool { return byRefused() > 0 })
 	}
-	// Every service of every case, probed at once until 4 s after the last packet (the
-	// daemons may take a while for the table), and those reached until they close.
-	openUntil := time.Now().Add(4 * time.Second)
+	// Every service of every case is probed from before the first packet until 3 s after the
+	// daemon has handled the last one, and those reached until they close.
+	var until atomic.Int64
+	until.Store(time.Now().Add(30 * time.Second).UnixNano())
+	openUntil := func() time.Time { return time.Unix(0, until.Load()) }
 	var wg sync.WaitGroup
 	res := make([]fwdResult, len(fwdCases))
 	var mu sync.Mutex
@@ -452,17 +465,37 @@ func (b *fwdBed) run(t *testing.T, name, access string, packets [][][]byte) ([]f
 			}
 		}
 	}
+	sent := time.Now()
+	for i, tc := range fwdCases {
+		a := caseAddrs(b.addrs, i)
+		sends := tc.sends
+		if sends == nil {
+			sends = []fwdSend{{0, "src"}}
+		}
+		for _, s := range sends {
+			sendUDP(t, b.Bed, a[s.from], dst, packets[i][s.pkt])
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	before := byRefused()
+	sendUDP(t, b.Bed, by, dst, packets[0][0])
+	if !waitFor(20*time.Second, func() bool { return byRefused() > before }) {
+		t.Errorf("%s did not refuse the bystander's last packet in 20 s", name)
+	}
+	t.Logf("%s handled the table's packets %v after the first", name, time.Since(sent).Round(time.Millisecond))
+	until.Store(time.Now().Add(3 * time.Second).UnixNano())
 	wg.Wait()
+	t.Logf("%s: probes done %v after the first packet", name, time.Since(sent).Round(time.Millisecond))
 	for i := range res {
 		// The goroutines finish in any order.
 		f := strings.Fields(res[i].open)
 		slices.SortFunc(f, func(x, y string) int { return strings.Compare(y[:3], x[:3])*10 + strings.Compare(x, y) })
 		res[i].open = strings.Join(f, " ")
 	}
-	// Nothing was opened for an address that sent nothing.
+	// Nothing was opened for the bystander.
 	for _, p := range fwdPorts {
-		if ok, err := echoOpen(b.Client, b.addrs[len(b.addrs)-1], netip.AddrPortFrom(netnsbed.Server4, p), 300*time.Millisecond); ok || err != nil {
-			t.Errorf("%s: port %d reachable (%v) from an address that sent nothing", name, p, err)
+		if ok, err := echoOpen(b.Client, by, netip.AddrPortFrom(netnsbed.Server4, p), 300*time.Millisecond); ok || err != nil {
+			t.Errorf("%s: port %d reachable (%v) from the bystander", name, p, err)
 		}
 	}
 	d.Stop(syscall.SIGTERM)
@@ -471,24 +504,30 @@ func (b *fwdBed) run(t *testing.T, name, access string, packets [][][]byte) ([]f
 
 // hasLine reports whether one line of log holds every string of want, filled in with a.
 func hasLine(log string, a map[string]netip.Addr, want []string) bool {
+	return countLines(log, a, want) > 0
+}
+
+// countLines counts the lines of log that hold every string of want, filled in with a.
+func countLines(log string, a map[string]netip.Addr, want []string) int {
+	n := 0
 	for l := range strings.SplitSeq(log, "\n") {
 		l += "\n"
 		if !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(l, fill(w, a)) }) {
-			return true
+			n++
 		}
 	}
-	return false
+	return n
 }
 
-// probe polls the echo service dst from src until it answers or openUntil passes. When it
+// probe polls the echo service dst from src until it answers or openUntil() passes. When it
 // answered and closes is set, it goes on until it stops answering (at most closes + 4 s),
 // and reports after how long. At the end the bed's own check (netnsbed.CanConnect) must agree
 // with the echo check.
-func probe(ns string, src netip.Addr, dst netip.AddrPort, openUntil time.Time, closes time.Duration) (opened bool, closedAfter time.Duration, err error) {
+func probe(ns string, src netip.Addr, dst netip.AddrPort, openUntil func() time.Time, closes time.Duration) (opened bool, closedAfter time.Duration, err error) {
 	const step = 50 * time.Millisecond
 	const dial = 300 * time.Millisecond
 	var openedAt time.Time
-	for time.Now().Before(openUntil) {
+	for time.Now().Before(openUntil()) {
 		ok, err := echoOpen(ns, src, dst, dial)
 		if err != nil {
 			return false, 0, err
