@@ -156,6 +156,8 @@ var fwdCases = []fwdCase{
 		packets: [][]string{fk("--key-rijndael", fwdPass, "--key-hmac", fwdHMACPass)}, fwknopd: "src/2222", sesame: "src/2222"},
 	{name: "passphrase, no HMAC", access: st("KEY " + fwdPass), packets: [][]string{fk("--key-rijndael", fwdPass, "--no-hmac")},
 		fwknopd: "src/2222", sesame: "src/2222"},
+	{name: "legacy encryption mode, no HMAC", access: st("KEY "+fwdPass, "ENCRYPTION_MODE legacy"),
+		packets: [][]string{fk("--key-rijndael", fwdPass, "--no-hmac", "-M", "legacy")}, fwknopd: "src/2222", sesame: "src/2222"},
 	{name: "no HMAC to an HMAC stanza", access: st(), packets: [][]string{fk("--no-hmac")},
 		fwLog: fwl("HMAC_COMPAREFAIL"), sesLog: sesl("bad MAC")},
 	{name: "wrong encryption key", access: st(), packets: [][]string{fk("--key-base64-rijndael", fwdWrongKey)},
@@ -187,6 +189,8 @@ var fwdCases = []fwdCase{
 	{name: "REQUIRE_USERNAME matches", access: st("REQUIRE_USERNAME alice"), packets: [][]string{fk("-U", "alice")}, fwknopd: "src/2222", sesame: "src/2222"},
 	{name: "REQUIRE_USERNAME differs", access: st("REQUIRE_USERNAME alice"), packets: [][]string{fk("-U", "bob")},
 		fwLog: fwl("does not match required username"), sesLog: sesl("username not allowed")},
+	{name: "ACCESS_EXPIRE in the past", access: st("ACCESS_EXPIRE 01/01/2020"), packets: [][]string{fk()},
+		fwLog: fwl("Access stanza has expired"), sesLog: sesl("access expired")},
 	{name: "replay from another address", access: stSrc("{src}, {alt}"), packets: [][]string{fk("-s")},
 		sends: []fwdSend{{0, "src"}, {0, "alt"}}, fwknopd: "src/2222", sesame: "src/2222",
 		fwLog: []string{"Replay detected from source IP: {alt},"}, sesLog: []string{"src={alt} ", "reason=replay"}},
@@ -204,7 +208,7 @@ var fwdCases = []fwdCase{
 	// the next stanza whose keys fit when one refuses the request; sesame refuses.
 	{name: "two stanzas, the port only in the second", access: st("OPEN_PORTS tcp/2222") + st("OPEN_PORTS tcp/2223"),
 		packets: [][]string{fk("-A", "tcp/2223")}, fwknopd: "src/2223", sesame: "",
-		diff: "Stanzas that share keys", sesLog: sesl("port not allowed")},
+		diff: "Stanzas that share keys", fwLog: fwl("was denied per access.conf"), sesLog: sesl("port not allowed")},
 }
 
 // TestFwknopdDifferential runs the same fwknopd.conf and access.conf under the real fwknopd and
