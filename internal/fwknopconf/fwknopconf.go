@@ -237,8 +237,10 @@ func client(accName string, i int, st fwknop.AccessStanza, srv *fwknop.ServerCon
 	case c.DefaultOpenFor > config.MaxOpenFor || c.MaxOpenFor > config.MaxOpenFor:
 		return c, fmt.Errorf("%s: FW_ACCESS_TIMEOUT and MAX_FW_TIMEOUT may be at most %v", where, config.MaxOpenFor)
 	case c.DefaultOpenFor > c.MaxOpenFor:
-		warn("%s: FW_ACCESS_TIMEOUT %v is more than MAX_FW_TIMEOUT %v: client timeouts are capped at %v", where, c.DefaultOpenFor, c.MaxOpenFor, c.DefaultOpenFor)
-		c.MaxOpenFor = c.DefaultOpenFor
+		// fwknopd caps only client timeouts at MAX_FW_TIMEOUT; sesame has one cap for both, and
+		// keeps MAX_FW_TIMEOUT's: a client never gets longer than under fwknopd.
+		warn("%s: FW_ACCESS_TIMEOUT %v is more than MAX_FW_TIMEOUT %v: every grant is at most %v, also without a client timeout (fwknopd would give %v)", where, c.DefaultOpenFor, c.MaxOpenFor, c.MaxOpenFor, c.DefaultOpenFor)
+		c.DefaultOpenFor = c.MaxOpenFor
 	}
 	if c.AnyPort {
 		warn("%s: no OPEN_PORTS: any port may be requested; as with fwknopd, only the host's own rules keep those ports closed", where)

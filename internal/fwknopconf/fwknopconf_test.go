@@ -182,7 +182,7 @@ func TestFwknopConfErrors(t *testing.T) {
 		{"tcp server off", "ENABLE_TCP_SERVER N;\n", acc, ""},
 		{"gpg with key", "", acc + "GPG_REMOTE_ID ABCD\n", "GPG_REMOTE_ID is not supported and is ignored"},
 		{"access file", "ACCESS_FILE /etc/fwknop/other.conf;\n", acc, "ACCESS_FILE /etc/fwknop/other.conf is not read"},
-		{"default above max", "", acc + "FW_ACCESS_TIMEOUT 600\n", "client timeouts are capped at 10m0s"},
+		{"default above max", "", acc + "FW_ACCESS_TIMEOUT 600\n", "every grant is at most 5m0s, also without a client timeout (fwknopd would give 10m0s)"},
 	}
 	for _, tc := range warnings {
 		t.Run(tc.name, func(t *testing.T) {
@@ -324,6 +324,28 @@ func TestFwknopConfPlaceholder(t *testing.T) {
 		_, err := Parse("dir", "fwknopd.conf", nil, "access.conf", []byte(acc))
 		if err == nil || !strings.Contains(err.Error(), "placeholder __CHANGEME__") || !strings.Contains(err.Error(), "sesame keygen --fwknop") {
 			t.Errorf("%q: err = %v, want the placeholder and `sesame keygen --fwknop`", acc, err)
+		}
+	}
+}
+
+// TestFwknopConfDefaultAboveMax: fwknopd caps client timeouts at MAX_FW_TIMEOUT even when
+// FW_ACCESS_TIMEOUT is longer; sesame keeps that cap (for both), never the longer one.
+func TestFwknopConfDefaultAboveMax(t *testing.T) {
+	tests := []struct {
+		acc              string
+		wantDef, wantMax time.Duration
+	}{
+		{"FW_ACCESS_TIMEOUT 30\nMAX_FW_TIMEOUT 3\n", 3 * time.Second, 3 * time.Second},
+		{"FW_ACCESS_TIMEOUT 600\n", 5 * time.Minute, 5 * time.Minute},
+		{"FW_ACCESS_TIMEOUT 3\nMAX_FW_TIMEOUT 30\n", 3 * time.Second, 30 * time.Second},
+	}
+	for _, tc := range tests {
+		cfg, err := Parse("dir", "fwknopd.conf", nil, "access.conf", []byte("SOURCE ANY\n"+keys+tc.acc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := cfg.SPA.Clients[0]; c.DefaultOpenFor != tc.wantDef || c.MaxOpenFor != tc.wantMax {
+			t.Errorf("%q: default %v, max %v; want %v, %v", tc.acc, c.DefaultOpenFor, c.MaxOpenFor, tc.wantDef, tc.wantMax)
 		}
 	}
 }
