@@ -6,7 +6,6 @@ package fwtest
 import (
 	"bufio"
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -72,7 +71,7 @@ func runFamily(t *testing.T, f family, newBackend NewFunc) {
 	}
 	dst := netip.AddrPortFrom(f.server, ssh.Num)
 	dst2 := netip.AddrPortFrom(f.server, ssh2.Num)
-	if err := echoListen(ctx, bed.Server, dst); err != nil {
+	if _, err := netnsbed.Listen(ctx, bed.Server, dst); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := netnsbed.Listen(ctx, bed.Server, dst2); err != nil {
@@ -141,6 +140,9 @@ func runFamily(t *testing.T, f family, newBackend NewFunc) {
 		t.Fatalf("dial during grant: %v", err)
 	}
 	defer held.Close()
+	if err := netnsbed.Exchange(held, time.Now().Add(openTimeout)); err != nil {
+		t.Fatalf("held connection: %v", err)
+	}
 	rd := bufio.NewReader(held)
 	echo(t, held, rd, "during")
 
@@ -263,37 +265,4 @@ func echo(t *testing.T, c net.Conn, rd *bufio.Reader, what string) {
 	if err != nil || got != msg {
 		t.Fatalf("held connection (%s): read %q, %v; want %q", what, got, err, msg)
 	}
-}
-
-// echoListen starts a TCP echo server in ns on addr until ctx ends.
-func echoListen(ctx context.Context, ns string, addr netip.AddrPort) error {
-	var ln net.Listener
-	err := netnsbed.Do(ns, func() error {
-		l, err := net.Listen("tcp", addr.String())
-		ln = l
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return nil
 }

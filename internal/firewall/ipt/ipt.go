@@ -4,16 +4,19 @@
 // Layout, in the filter table of both iptables and ip6tables:
 //
 //	-A INPUT -j SESAME                                    (inserted at position 1, exactly once)
-//	-A SESAME -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN
 //	-A SESAME -m set --match-set sesame4 src,dst -j ACCEPT   (sesame6 for ip6tables)
+//	-A SESAME -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN
 //	-A SESAME -p tcp -m tcp --dport 2222 -j DROP          (one per protected port)
 //	-A SESAME -j RETURN
 //
 // and two ipsets: sesame4 (hash:ip,port family inet timeout) and sesame6 (family inet6).
 //
 // Unlike the nft backend, a grant's ACCEPT here ends the INPUT chain, so a host rule further down
-// INPUT that drops the port does not stop a granted client (this is what fwknop does). It does
-// not get past drops in other tables or in chains jumped to from before SESAME.
+// INPUT that drops the port does not stop a granted client (this is what fwknop does). The
+// ACCEPT comes before the established RETURN, so it takes every packet of the client's
+// connections while the grant lasts, not only the SYN. After the grant expires, packets of
+// those connections return to INPUT, where the host's own rules decide. It does not get past
+// drops in other tables or in chains jumped to from before SESAME.
 //
 // Grants go only over netlink (vishvananda/netlink's ipset calls; no ipset binary). The static
 // rules are set up by exec'ing iptables/ip6tables through coreos/go-iptables. Namespaces: with
@@ -183,8 +186,8 @@ func (b *Backend) families() []family {
 // rules returns the chain's rules for one family.
 func (b *Backend) rules(set string, gate firewall.Gate) [][]string {
 	r := [][]string{
-		{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"},
 		{"-m", "set", "--match-set", set, "src,dst", "-j", "ACCEPT"},
+		{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"},
 	}
 	seen := map[netport.Port]bool{}
 	for _, p := range gate.Protected {

@@ -88,8 +88,8 @@ func TestIntegrationIptLayout(t *testing.T) {
 			t.Errorf("%s INPUT: want exactly one jump, first:\n%s", c.cmd, in)
 		}
 		want := "-N SESAME\n" +
-			"-A SESAME -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n" +
 			"-A SESAME -m set --match-set " + c.set + " src,dst -j ACCEPT\n" +
+			"-A SESAME -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n" +
 			"-A SESAME -p tcp -m tcp --dport 2222 -j DROP\n" +
 			"-A SESAME -p udp -m udp --dport 53 -j DROP\n" +
 			"-A SESAME -j RETURN\n"

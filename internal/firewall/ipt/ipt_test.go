@@ -19,8 +19,8 @@ func TestRules(t *testing.T) {
 		lines = append(lines, strings.Join(r, " "))
 	}
 	want := []string{
-		"-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN",
 		"-m set --match-set sesame4 src,dst -j ACCEPT",
+		"-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN",
 		"-p tcp --dport 2222 -j DROP",
 		"-p udp --dport 53 -j DROP",
 		"-j RETURN",
