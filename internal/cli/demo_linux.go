@@ -145,7 +145,7 @@ open_for = %q
 		}
 		state := "closed (no answer)"
 		if ok {
-			state = "OPEN (connected)"
+			state = "OPEN (greeting received, echo returned)"
 		}
 		mark := "as expected"
 		if err != nil {
