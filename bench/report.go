@@ -202,7 +202,7 @@ func (r *Results) markdown() string {
 		for _, l := range r.Latency {
 			ref[l.Subject] = l.Latency.P50
 		}
-		w("## Latency: last packet leaving the client → TCP connect succeeding\n\n")
+		w("## Latency: last packet leaving the client → greeting and echo through the gate\n\n")
 		w("| daemon | tries | failures | p50 ms | p95 ms | p99 ms | max ms | p50 vs knockd | p50 vs fwknopd | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, l := range r.Latency {
 			if l.NotAvailable != "" {
@@ -288,7 +288,7 @@ func (r *Results) markdown() string {
 		w("\n")
 	}
 	if len(r.Scale) > 0 {
-		w("## Scale: live grants\n\n| daemon | grants | fill | add one grant: open p50 ms (n) | connections/s | connect p50 ms | p99 ms | vs 0 grants (add, conn/s) |\n|---|---|---|---|---|---|---|---|\n")
+		w("## Scale: live grants\n\n| daemon | grants | fill | add one grant: open p50 ms (n) | connections/s | connect+echo p50 ms | p99 ms | vs 0 grants (add, conn/s) |\n|---|---|---|---|---|---|---|---|\n")
 		base := map[string]ScaleRow{}
 		for _, s := range r.Scale {
 			if s.Grants == 0 {

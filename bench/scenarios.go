@@ -557,7 +557,7 @@ func (h *harness) scale() error {
 				return err
 			}
 			h.res.Scale = append(h.res.Scale, row)
-			h.log("  %s with %d grants: fill %.1f s, add one p50 %.2f ms (%d/%d), %.0f conn/s, connect p50 %.3f ms",
+			h.log("  %s with %d grants: fill %.1f s, add one p50 %.2f ms (%d/%d), %.0f conn/s, connect+echo p50 %.3f ms",
 				row.Subject, n, row.FillSeconds, row.Add.P50, row.Add.N, row.AddTries, row.ConnPerSec, row.Connect.P50)
 		}
 	}

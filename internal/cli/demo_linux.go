@@ -90,7 +90,7 @@ open_for = %q
 	if _, err := netnsbed.Listen(ctx, bed.Server, service); err != nil {
 		return err
 	}
-	say("  a small TCP service listens on %s in the server namespace", service)
+	say("  a small TCP service listens on %s in the server namespace: it greets, then echoes what it receives", service)
 	say("")
 	say("Starting 'sesame server' in the server namespace (firewall %s), protecting tcp/2222:", *fw)
 	for _, l := range strings.Split(strings.TrimSpace(cfg), "\n") {
@@ -145,7 +145,7 @@ open_for = %q
 		}
 		state := "closed (no answer)"
 		if ok {
-			state = "OPEN (connected)"
+			state = "OPEN (greeting received, echo returned)"
 		}
 		mark := "as expected"
 		if err != nil {

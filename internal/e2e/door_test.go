@@ -267,36 +267,23 @@ func TestIntegrationSweepOpensNothing(t *testing.T) {
 // after the grant expires, while new connections are refused.
 func TestIntegrationEstablishedSurvivesExpiry(t *testing.T) {
 	bed := skipUnlessRoot(t)
-	addr := netip.AddrPortFrom(netnsbed.Server4, 2222)
-	var ln net.Listener
-	if err := netnsbed.Do(bed.Server, func() (err error) { ln, err = net.Listen("tcp", addr.String()); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					fmt.Fprintf(c, "echo %s\n", sc.Text())
-				}
-			}()
-		}
-	}()
+	addr := listen(t, bed, families[0])
 	startSesame(t, bed, fmt.Sprintf(doorConfig, "nftables", "5s", "2s"))
 	knockFrom(t, bed, netnsbed.Client4, netnsbed.Server4, seq...)
 	var conn net.Conn
 	if !waitFor(2*time.Second, func() bool {
 		c, err := netnsbed.Dial(bed.Client, netip.Addr{}, addr, 300*time.Millisecond)
+		if err != nil {
+			return false
+		}
+		if err := netnsbed.Exchange(c, time.Now().Add(300*time.Millisecond)); err != nil {
+			c.Close()
+			return false
+		}
 		conn = c
-		return err == nil
+		return true
 	}) {
-		t.Fatal("could not connect after knocking")
+		t.Fatal("no greeting and echo after knocking")
 	}
 	defer conn.Close()
 	time.Sleep(3 * time.Second)
@@ -306,7 +293,7 @@ func TestIntegrationEstablishedSurvivesExpiry(t *testing.T) {
 	conn.SetDeadline(time.Now().Add(2 * time.Second))
 	fmt.Fprintln(conn, "still here")
 	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil || line != "echo still here\n" {
+	if err != nil || line != "still here\n" {
 		t.Fatalf("established connection after expiry: %q, %v", line, err)
 	}
 }

@@ -117,7 +117,8 @@ func parseElement(t *testing.T, s string) netport.Port {
 	return p
 }
 
-// canConnect reports whether a TCP connection from src to dst succeeds (short timeout).
+// canConnect reports whether the service at dst answers src with data both ways (its greeting,
+// then the echo of a nonce: netnsbed.CanConnect), within a short timeout.
 func canConnect(t *testing.T, bed *netnsbed.Bed, src netip.Addr, dst netip.AddrPort) bool {
 	t.Helper()
 	ok, err := netnsbed.CanConnect(bed.Client, src, dst, 400*time.Millisecond)

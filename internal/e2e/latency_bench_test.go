@@ -20,8 +20,9 @@ import (
 // latencyTries is how many knock-to-connect measurements each daemon gets.
 const latencyTries = 120
 
-// BenchmarkKnockToConnect measures the time from the last knock packet leaving the client to a
-// TCP connection succeeding on the protected port, for sesame (both backends) and the real
+// BenchmarkKnockToConnect measures the time from the last knock packet leaving the client to the
+// first connection on the protected port that carried data both ways (connect, the service's
+// greeting, the echo of the client's nonce: benchkit.ProbeConnect), for sesame (both backends) and the real
 // knockd (with Debian's iptables-command style), on the same kind of bed. Run it with
 //
 //	go test ./internal/e2e -run '^$' -bench KnockToConnect -benchtime 1x

@@ -20,16 +20,17 @@ import (
 	"github.com/sesame-knock/sesame/internal/spa"
 )
 
-// BenchmarkSPAToConnect measures the time from an SPA packet leaving the client to a TCP
-// connection succeeding on the protected port: sesame with its native format (shared key and
-// key pair) and with fwknop's format, and the real fwknopd in UDP server mode, on the same kind
-// of bed. Run it with
+// BenchmarkSPAToConnect measures the time from an SPA packet leaving the client to the first
+// connection on the protected port that carried data both ways (benchkit.ProbeConnect): sesame
+// with its native format (shared key and key pair) and with fwknop's format, and the real
+// fwknopd in UDP server mode, on the same kind of bed. Run it with
 //
 //	go test ./internal/e2e -run '^$' -bench SPAToConnect -benchtime 1x
 //
 // Each sub-benchmark makes latencyTries measurements, each from a fresh source address. The
 // floor-open-port row runs no daemon and no gate: the port is open from the start, so it
-// measures what the bed itself costs (the send, the prober's first attempt, one handshake).
+// measures what the bed itself costs (the send, the prober's first attempt, one handshake and
+// one greeting-and-echo round trip).
 func BenchmarkSPAToConnect(b *testing.B) {
 	netnsbed.SkipUnlessRoot(b)
 	if sesameBin == "" {

@@ -6,18 +6,21 @@
 package netnsbed
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -236,23 +239,112 @@ func Dial(ns string, src netip.Addr, dst netip.AddrPort, timeout time.Duration) 
 	return conn, err
 }
 
-// CanConnect reports whether a TCP connection from ns (and src, when valid) to dst succeeds
-// within timeout. A refused or timed-out connection is false; other errors are returned.
+// Greeting is the line a Listen service sends first on every connection.
+const Greeting = "netnsbed hello\n"
+
+// Bounds of a Listen service's connection: the longest line it echoes, the most lines, and how
+// long it waits for the next one.
+const (
+	MaxLine   = 256
+	maxLines  = 1000
+	lineIdle  = 2 * time.Minute
+	nonceSize = 16
+)
+
+// CanConnect reports whether the service at dst (a Listen service) answers from ns (and src,
+// when valid) with data both ways within timeout: the TCP handshake completes, the service's
+// Greeting arrives, and the echo of a random nonce sent by the client comes back, which proves
+// the service received it. A refused or timed-out connection, and a connection on which the
+// greeting or the echo does not arrive (a dropped ACK or data packet), is false; other errors,
+// and a wrong greeting or echo, are returned.
 func CanConnect(ns string, src netip.Addr, dst netip.AddrPort, timeout time.Duration) (bool, error) {
+	deadline := time.Now().Add(timeout)
 	c, err := Dial(ns, src, dst, timeout)
-	if err == nil {
-		c.Close()
-		return true, nil
+	if err != nil {
+		if noAnswer(err) {
+			return false, nil
+		}
+		return false, err
 	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, syscall.EHOSTUNREACH) {
-		return false, nil
+	defer c.Close()
+	if err := Exchange(c, deadline); err != nil {
+		if noAnswer(err) {
+			return false, nil
+		}
+		return false, err
 	}
-	return false, err
+	return true, nil
 }
 
-// Listen starts a TCP listener in ns on addr; it accepts connections and closes them after
-// writing "hello\n". It stops when ctx ends.
+// Exchange proves data both ways on a fresh connection to a Listen service: it reads the
+// Greeting, sends a random nonce line, and reads it back, all before deadline. It then clears
+// the connection's deadline, so a test may keep using it (every line it sends is echoed).
+func Exchange(c net.Conn, deadline time.Time) error {
+	if err := c.SetDeadline(deadline); err != nil {
+		return fmt.Errorf("netnsbed: exchange: %w", err)
+	}
+	rd := bufio.NewReaderSize(c, MaxLine)
+	if err := expectLine(rd, Greeting); err != nil {
+		return fmt.Errorf("netnsbed: exchange with %s: greeting: %w", c.RemoteAddr(), err)
+	}
+	nonce, err := Nonce()
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(c, nonce); err != nil {
+		return fmt.Errorf("netnsbed: exchange with %s: send nonce: %w", c.RemoteAddr(), err)
+	}
+	if err := expectLine(rd, nonce); err != nil {
+		return fmt.Errorf("netnsbed: exchange with %s: echo: %w", c.RemoteAddr(), err)
+	}
+	if rd.Buffered() > 0 {
+		return fmt.Errorf("netnsbed: exchange with %s: %d unexpected bytes after the echo", c.RemoteAddr(), rd.Buffered())
+	}
+	return c.SetDeadline(time.Time{})
+}
+
+// Nonce returns a fresh random line (hex, ending in a newline) for a client to send.
+func Nonce() (string, error) {
+	var b [nonceSize]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("netnsbed: nonce: %w", err)
+	}
+	return "nonce " + hex.EncodeToString(b[:]) + "\n", nil
+}
+
+// ErrWrongLine is returned (wrapped) when a line differs from the one expected: the peer is not
+// a Listen service, or the echo is not of what was sent.
+var ErrWrongLine = errors.New("unexpected line")
+
+// expectLine reads one line of at most MaxLine bytes and compares it with want.
+func expectLine(rd *bufio.Reader, want string) error {
+	line, err := rd.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return fmt.Errorf("%w: longer than %d bytes", ErrWrongLine, MaxLine)
+		}
+		return err
+	}
+	if string(line) != want {
+		return fmt.Errorf("%w: got %q, want %q", ErrWrongLine, line, want)
+	}
+	return nil
+}
+
+// noAnswer reports whether err means the peer did not answer (a dropped or refused packet, a
+// reset or closed connection), as opposed to a local error or a wrong answer.
+func noAnswer(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, syscall.EHOSTUNREACH) ||
+		errors.Is(err, syscall.EPIPE)
+}
+
+// Listen starts a TCP service in ns on addr until ctx ends. On every connection it sends
+// Greeting, then echoes each line it receives (at most MaxLine bytes, 1000 lines, two minutes
+// apart) until the client closes. Connections still open when ctx ends are closed.
 func Listen(ctx context.Context, ns string, addr netip.AddrPort) (net.Listener, error) {
 	var ln net.Listener
 	err := Do(ns, func() error {
@@ -263,21 +355,67 @@ func Listen(ctx context.Context, ns string, addr netip.AddrPort) (net.Listener, 
 	if err != nil {
 		return nil, err
 	}
+	var mu sync.Mutex
+	conns := map[net.Conn]struct{}{}
+	stopped := false
 	go func() {
 		<-ctx.Done()
 		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		for c := range conns {
+			c.Close()
+		}
 	}()
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				time.Sleep(10 * time.Millisecond) // EMFILE and the like: do not spin
+				continue
+			}
+			mu.Lock()
+			if stopped {
+				mu.Unlock()
+				c.Close()
 				return
 			}
-			c.Write([]byte("hello\n"))
-			c.Close()
+			conns[c] = struct{}{}
+			mu.Unlock()
+			go func() {
+				defer func() {
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+					c.Close()
+				}()
+				serveEcho(c)
+			}()
 		}
 	}()
 	return ln, nil
+}
+
+// serveEcho sends the greeting and echoes lines on c, within Listen's bounds.
+func serveEcho(c net.Conn) {
+	if _, err := io.WriteString(c, Greeting); err != nil {
+		return
+	}
+	rd := bufio.NewReaderSize(c, MaxLine)
+	for range maxLines {
+		c.SetReadDeadline(time.Now().Add(lineIdle))
+		line, err := rd.ReadSlice('\n')
+		if err != nil {
+			return
+		}
+		if _, err := c.Write(line); err != nil {
+			return
+		}
+	}
 }
 
 func ip(ctx context.Context, stdin *strings.Reader, args ...string) error {

@@ -174,7 +174,7 @@ func TestIntegrationOpenToFwknopd(t *testing.T) {
 			}
 			t.Logf("fwknopd rule after %v", time.Since(sent).Round(time.Millisecond))
 			if !canConnect(tt.port) {
-				t.Fatalf("TCP connect to port %d failed although fwknopd added:\n%s", tt.port, rules)
+				t.Fatalf("no greeting and echo on port %d although fwknopd added:\n%s", tt.port, rules)
 			}
 		})
 	}
