@@ -421,7 +421,7 @@ func (b *fwdBed) run(t *testing.T, name, mode, access string, packets [][][]byte
 			"-c", filepath.Join(dir, "fwknopd.conf"), "-a", filepath.Join(dir, "access.conf"),
 			"-d", filepath.Join(run, "digest.cache"), "-p", filepath.Join(run, "fwknopd.pid"))
 	default:
-		d = startDaemon(t, b.Server, "sesame server running", sesameBin, "server", "--fwknop-conf", dir, "--log-level", "debug")
+		d = startDaemon(t, b.Server, "sesame server running", sesameBin, "server", "--fwknop-conf", dir, "--state-dir", run, "--log-level", "debug")
 	}
 	// The bystander, whom no SOURCE names, sends case 0's packet until the daemon refuses it:
 	// then it gets packets. Both handle packets in order, so the bystander's packet after the

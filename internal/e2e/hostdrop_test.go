@@ -137,7 +137,7 @@ func TestIntegrationHostDropFwknopConf(t *testing.T) {
 			writeSecret(t, filepath.Join(dir, "fwknopd.conf"), []byte(srv))
 			writeSecret(t, filepath.Join(dir, "access.conf"), []byte("SOURCE ANY\nKEY_BASE64 "+fwknopKey+"\nHMAC_KEY_BASE64 "+fwknopHMAC+
 				"\nOPEN_PORTS tcp/2222\nFW_ACCESS_TIMEOUT 2\nMAX_FW_TIMEOUT 60\n"))
-			d := startDaemon(t, bed.Server, "sesame server running", sesameBin, "server", "--fwknop-conf", dir, "--log-level", "debug")
+			d := startDaemon(t, bed.Server, "sesame server running", sesameBin, "server", "--fwknop-conf", dir, "--state-dir", t.TempDir(), "--log-level", "debug")
 			if _, err := openSession(bed, netnsbed.Client4, svc); err == nil {
 				t.Fatal("data through the gate before any SPA packet")
 			}

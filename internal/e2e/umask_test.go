@@ -119,8 +119,7 @@ func TestIntegrationUmaskConfigs(t *testing.T) {
 		}
 	})
 
-	// After the permissions change on the perms branch, a 0644 access.conf warns and runs; on
-	// its own this branch refuses. Both pass here; the lead tightens this after the merge.
+	// fwknopd warns about a 0644 access.conf and runs; so does sesame, naming the file and the fix.
 	t.Run("fwknop", func(t *testing.T) {
 		skipWithoutFwknop(t)
 		bed := skipUnlessRoot(t)
@@ -128,18 +127,17 @@ func TestIntegrationUmaskConfigs(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "fwknop")
 		run := t.TempDir()
 		editorWrite(t, dir, map[string][]byte{
-			"fwknopd.conf": []byte(fmt.Sprintf("ENABLE_UDP_SERVER Y;\nUDPSERV_PORT %d;\nFWKNOP_RUN_DIR %s;\n", spaPort, run)),
+			"fwknopd.conf": []byte(fmt.Sprintf("ENABLE_UDP_SERVER Y;\nUDPSERV_PORT %d;\n", spaPort)),
 			"access.conf": []byte("SOURCE ANY\nKEY_BASE64 " + fwknopKey + "\nHMAC_KEY_BASE64 " + fwknopHMAC +
 				"\nOPEN_PORTS tcp/2222\n"),
 		})
-		d, ok := startOrRefuse(t, bed, "server", "--fwknop-conf", dir, "--log-level", "debug")
+		d, ok := startOrRefuse(t, bed, "server", "--fwknop-conf", dir, "--state-dir", run, "--log-level", "debug")
 		if !ok {
-			access := filepath.Join(dir, "access.conf")
-			if out := d.Output(); !strings.Contains(out, access) || !strings.Contains(out, "chmod 600") {
-				t.Fatalf("sesame refused a 0644 access.conf without naming %s and chmod 600:\n%s", access, out)
-			}
-			t.Logf("refused, as this branch does without the perms change: %s", strings.TrimSpace(d.Output()))
-			return
+			t.Fatalf("sesame refused a 0644 access.conf (fwknopd warns and runs):\n%s", d.Output())
+		}
+		access := filepath.Join(dir, "access.conf")
+		if out := d.Output(); !strings.Contains(out, access) || !strings.Contains(out, "chmod 600") {
+			t.Fatalf("no warning naming %s and chmod 600:\n%s", access, out)
 		}
 		fwknopClient(t, bed, "-A", "tcp/2222", "-a", netnsbed.Client4.String())
 		if !eventually(t, bed, netnsbed.Client4, svc, true) {
