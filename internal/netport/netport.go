@@ -93,3 +93,19 @@ func ParseNumber(s string) (uint16, error) {
 	}
 	return uint16(n), nil
 }
+
+// MarshalText returns the "tcp/22" form (for JSON and TOML).
+func (p Port) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText parses the "tcp/22" form, as Parse does.
+func (p *Port) UnmarshalText(b []byte) error {
+	q, err := Parse(string(b))
+	if err != nil {
+		return err
+	}
+	*p = q
+	return nil
+}
+
+// IsZero reports whether p is the zero Port (no protocol, no number).
+func (p Port) IsZero() bool { return p == Port{} }
