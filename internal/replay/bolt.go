@@ -158,8 +158,13 @@ func expiryBytes(t time.Time) []byte {
 	return binary.BigEndian.AppendUint64(nil, uint64(max(t.UnixNano(), 0)))
 }
 
-// InsertIfAbsent implements Store: one read-write transaction checks the key and records it.
+// InsertIfAbsent is InsertAt at the store's clock.
 func (b *Bolt) InsertIfAbsent(ctx context.Context, key []byte, expiry time.Time) (bool, error) {
+	return b.InsertAt(ctx, key, b.now(), expiry)
+}
+
+// InsertAt implements Store: one read-write transaction checks the key and records it.
+func (b *Bolt) InsertAt(ctx context.Context, key []byte, now, expiry time.Time) (bool, error) {
 	const op = "replay: insert"
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("%s: %w", op, err)
@@ -167,7 +172,7 @@ func (b *Bolt) InsertIfAbsent(ctx context.Context, key []byte, expiry time.Time)
 	if len(key) == 0 {
 		return false, fmt.Errorf("%s: empty key", op)
 	}
-	nowB := expiryBytes(b.now())
+	nowB := expiryBytes(now)
 	inserted := false
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		var err error

@@ -10,12 +10,14 @@ import (
 	"time"
 )
 
-// Store records replay keys until they expire. InsertIfAbsent is atomic: of any number of
+// Store records replay keys until they expire. InsertAt is atomic: of any number of
 // concurrent inserts of one key, exactly one reports inserted.
 type Store interface {
-	// InsertIfAbsent records key until expiry and reports true, or reports false when key is
-	// already recorded and has not expired.
-	InsertIfAbsent(ctx context.Context, key []byte, expiry time.Time) (inserted bool, err error)
+	// InsertAt records key until expiry and reports true, or reports false when key is
+	// already recorded and live at now (its expiry is after now). The caller passes the clock
+	// reading it judged the packet's age with, so that the age check and the replay check read
+	// one clock once.
+	InsertAt(ctx context.Context, key []byte, now, expiry time.Time) (inserted bool, err error)
 	Close() error
 }
 
@@ -61,14 +63,21 @@ func (m *Memory) SetClock(now func() time.Time) {
 	m.now = now
 }
 
-// InsertIfAbsent implements Store.
-func (m *Memory) InsertIfAbsent(_ context.Context, key []byte, expiry time.Time) (bool, error) {
+// InsertIfAbsent is InsertAt at the store's clock.
+func (m *Memory) InsertIfAbsent(ctx context.Context, key []byte, expiry time.Time) (bool, error) {
+	m.mu.Lock()
+	now := m.now
+	m.mu.Unlock()
+	return m.InsertAt(ctx, key, now(), expiry)
+}
+
+// InsertAt implements Store.
+func (m *Memory) InsertAt(_ context.Context, key []byte, now, expiry time.Time) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.done {
 		return false, fmt.Errorf("replay: insert: %w", ErrClosed)
 	}
-	now := m.now()
 	if e, ok := m.keys[string(key)]; ok && e.After(now) {
 		return false, nil
 	}

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sesame-knock/sesame/internal/capture"
 	"github.com/sesame-knock/sesame/internal/config"
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/fwknop"
@@ -39,16 +40,18 @@ const (
 	ReasonAccessExpired    = "access expired"
 	ReasonNATRefused       = "NAT not supported"
 	ReasonCommandRefused   = "command not supported"
+	ReasonBadSource        = "bad source"
 	ReasonMalformed        = "malformed"
 	ReasonTooShort         = "too short"
 	ReasonTooLong          = "too long"
 	ReasonInternal         = "internal error"
 )
 
-// Replay key prefixes keep the two formats' keys apart in one store.
+// Replay key prefixes keep the two formats' keys apart in one store. fwknop keys are 'F' since
+// they are the digest of the decrypted plaintext ('f' was the digest of the wire text).
 const (
 	prefixNative = 'n'
-	prefixFwknop = 'f'
+	prefixFwknop = 'F'
 )
 
 // Handler checks SPA packets against a configuration. It is safe for concurrent use, and its
@@ -60,6 +63,8 @@ type Handler struct {
 	now     func() time.Time
 	limiter *lograte.Limiter
 	rules   atomic.Pointer[rules]
+	// reloadMu serializes reloads, each deriving its window from the one before.
+	reloadMu sync.Mutex
 
 	mu     sync.Mutex
 	counts map[string]uint64
@@ -71,6 +76,73 @@ type rules struct {
 	keys   spa.Clients
 	native map[string]*config.SPAClient
 	fwknop []*config.SPAClient
+	win    window
+}
+
+// window is the age limit of packets and how long their replay entries live. A packet is
+// accepted only while it is younger than maxAge, and its entry lives retention plus
+// spa.ReplayMargin past its timestamp, so an entry always outlives its packet's acceptance.
+type window struct {
+	maxAge time.Duration
+	// retention is the largest max_age of this run: raising max_age on a reload must not let
+	// entries recorded under the old one expire while their packets are acceptable again.
+	retention time.Duration
+	// Entries recorded before the last reload that raised retention live only limit (plus the
+	// margin) past their packet's timestamp. A packet that may be one of them (timestamp at or
+	// before cutoff: it could have passed the age check before that reload) is accepted only
+	// while younger than limit. Zero cutoff: no such reload is recent enough to matter.
+	cutoff time.Time
+	limit  time.Duration
+}
+
+func firstWindow(maxAge time.Duration) window {
+	if maxAge <= 0 {
+		maxAge = spa.DefaultMaxAge
+	}
+	return window{maxAge: maxAge, retention: maxAge}
+}
+
+// next is the window after a reload to maxAge at now.
+func (w window) next(maxAge time.Duration, now time.Time) window {
+	n := firstWindow(maxAge)
+	n.retention = max(w.retention, n.maxAge)
+	n.cutoff, n.limit = w.cutoff, w.limit
+	if !w.cutoff.IsZero() && !now.Before(w.cutoff.Add(w.retention)) {
+		n.cutoff, n.limit = time.Time{}, 0 // every packet it covered is stale under any window
+	}
+	if n.retention > w.retention {
+		// Packets accepted so far had timestamps before now + w.maxAge <= now + w.retention.
+		if n.cutoff.IsZero() {
+			n.limit = w.retention
+		}
+		n.cutoff = now.Add(w.retention)
+	}
+	return n
+}
+
+// maxAgeFor is the age a packet with timestamp ts must stay under.
+func (w window) maxAgeFor(ts time.Time) time.Duration {
+	if !w.cutoff.IsZero() && !ts.After(w.cutoff) {
+		return min(w.maxAge, w.limit)
+	}
+	return w.maxAge
+}
+
+// expiry is when the replay entry of a packet with timestamp ts may go.
+func (w window) expiry(ts time.Time) time.Time {
+	return ts.Add(w.retention + spa.ReplayMargin)
+}
+
+// age judges a packet's timestamp at now: "" when it is inside the window (strictly), else the
+// reason and detail.
+func (w window) age(ts, now time.Time) (reason, detail string) {
+	switch age := now.Sub(ts); {
+	case age >= w.maxAgeFor(ts):
+		return ReasonStale, fmt.Sprintf("%v old", age.Round(time.Millisecond))
+	case age <= -w.maxAge:
+		return ReasonFuture, fmt.Sprintf("%v ahead", (-age).Round(time.Millisecond))
+	}
+	return "", ""
 }
 
 // New builds a Handler for cfg. store records accepted packets' replay keys; log receives one
@@ -90,6 +162,7 @@ func New(cfg *config.SPA, store replay.Store, log *slog.Logger, now func() time.
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
+	r.win = firstWindow(cfg.MaxAge)
 	h := &Handler{
 		store: store, log: log, now: now,
 		limiter: lograte.New(10, time.Second, 4096, now),
@@ -102,7 +175,8 @@ func New(cfg *config.SPA, store replay.Store, log *slog.Logger, now func() time.
 
 // Reload replaces the clients, their keys and limits, max_age and the server key with cfg's,
 // atomically: a packet is checked against the old configuration or the new one, never a mix.
-// Replay keys, counts and log budgets carry over. On error the running configuration stays.
+// Replay keys, counts and log budgets carry over, and a packet accepted before the reload stays
+// a replay after it, also when max_age grows. On error the running configuration stays.
 // The listener (port, sniff) is the caller's business: Handler never binds.
 func (h *Handler) Reload(cfg *config.SPA) error {
 	if cfg == nil {
@@ -112,6 +186,9 @@ func (h *Handler) Reload(cfg *config.SPA) error {
 	if err != nil {
 		return fmt.Errorf("spaserver: reload: %w", err)
 	}
+	h.reloadMu.Lock()
+	defer h.reloadMu.Unlock()
+	r.win = h.rules.Load().win.next(cfg.MaxAge, h.now())
 	h.rules.Store(r)
 	return nil
 }
@@ -171,6 +248,9 @@ type decision struct {
 	detail string
 	err    error // its text is the detail when detail is empty; formatted only if logged
 	grants []firewall.Grant
+	// inserted: the packet's replay key was recorded, so a Deferred store must persist it
+	// whatever the outcome.
+	inserted bool
 }
 
 // GrantFunc applies the grants an accepted packet earned (the firewall's Grant).
@@ -179,37 +259,44 @@ type GrantFunc func(ctx context.Context, grants ...firewall.Grant) error
 // Handle checks one SPA payload from src, applies the grants it earns with grant (unless grant is
 // nil), and only then logs the decision and lets a Deferred replay store persist, so neither
 // costs the client time. It returns the grants (nil when refused) and grant's error. Cheap
-// checks run first; the replay store is written only for authenticated, fresh packets. payload
-// may alias a read buffer: nothing of it is kept.
+// checks run first; the replay store is written only for authenticated, fresh packets, and
+// persisted for every key written, also when policy then refuses the packet. payload may alias
+// a read buffer: nothing of it is kept.
+//
+// src is taken as it is: an IPv4-mapped IPv6 source is refused ("bad source"), never read as
+// the IPv4 address, as are sources no real sender has (capture.SourceProblem). Intakes that
+// receive IPv4 on an IPv6 socket pass IPv4 addresses (udpintake does).
 func (h *Handler) Handle(ctx context.Context, src netip.Addr, payload []byte, grant GrantFunc) ([]firewall.Grant, error) {
-	src = src.Unmap()
 	r := h.rules.Load()
+	now := h.now() // the one clock reading for this packet: age, replay expiry and policy
 	var d decision
-	if len(payload) >= len(spa.Magic) && string(payload[:len(spa.Magic)]) == spa.Magic {
-		d = h.native1(ctx, r, src, payload)
-	} else {
-		d = h.fwknop1(ctx, r, src, payload)
+	switch {
+	case capture.SourceProblem(src) != "":
+		d.reason, d.detail = ReasonBadSource, capture.SourceProblem(src)
+	case len(payload) >= len(spa.Magic) && string(payload[:len(spa.Magic)]) == spa.Magic:
+		d = h.native1(ctx, r, src, payload, now)
+	default:
+		d = h.fwknop1(ctx, r, src, payload, now)
 	}
 	var err error
 	if len(d.grants) > 0 && grant != nil {
 		err = grant(ctx, d.grants...)
 	}
 	h.record(src, &d, err)
-	if h.persist != nil && d.reason == ReasonAccepted {
+	if h.persist != nil && d.inserted {
 		h.persist.PersistSoon()
 	}
 	return d.grants, err
 }
 
-func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []byte) decision {
+func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []byte, now time.Time) decision {
 	d := decision{format: config.SPAFormatNative}
 	if len(pkt) >= spa.HeaderLen {
 		if c := r.keys.Lookup(spa.KeyHint(pkt[5:spa.HeaderLen])); c != nil {
 			d.client = c.ID
 		}
 	}
-	now := h.now()
-	req, err := spa.Open(pkt, r.keys, now, r.cfg.MaxAge)
+	req, err := spa.Open(pkt, r.keys, now, r.win.maxAge)
 	if err != nil {
 		switch {
 		case errors.Is(err, spa.ErrTooShort):
@@ -236,14 +323,16 @@ func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []b
 		d.reason = ReasonUnknownClient
 		return d
 	}
-	if !h.fresh(ctx, &d, append([]byte{prefixNative}, req.ReplayKey()...), req.ReplayExpiry(r.cfg.MaxAge)) {
+	if d.reason, d.detail = r.win.age(req.Timestamp, now); d.reason != "" {
+		return d // a packet that may predate a reload raising max_age, older than its entry lives
+	}
+	if !h.fresh(ctx, &d, append([]byte{prefixNative}, req.ReplayKey()...), now, r.win.expiry(req.Timestamp)) {
 		return d
 	}
 	addr := src
 	if !req.FromSource() {
-		addr = req.Addr.Unmap()
-		if !inPrefixes(addr, c.Sources) {
-			d.reason, d.detail = ReasonAddrNotAllowed, "requested address "+addr.String()
+		addr = req.Addr
+		if !h.requested(&d, c, addr) {
 			return d
 		}
 	}
@@ -251,7 +340,7 @@ func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []b
 	return d
 }
 
-func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []byte) decision {
+func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []byte, now time.Time) decision {
 	d := decision{format: config.SPAFormatFwknop}
 	switch {
 	case len(r.fwknop) == 0:
@@ -269,8 +358,8 @@ func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []
 		return d
 	}
 	for _, b := range wire {
-		if !isB64(b) {
-			d.reason, d.detail = ReasonMalformed, "not base64 text"
+		if !fwknop.IsWireChar(b) {
+			d.reason, d.detail = ReasonMalformed, "not unpadded base64 text"
 			return d
 		}
 	}
@@ -283,7 +372,7 @@ func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []
 		authClient string
 	)
 	for _, cand := range r.fwknop {
-		if !inPrefixes(src, cand.Sources) {
+		if !sourceAllowed(src, cand.Sources) {
 			continue
 		}
 		matched = true
@@ -312,19 +401,12 @@ func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []
 		return d
 	}
 	d.client = c.Name
-	now := h.now()
-	switch age := now.Sub(msg.Timestamp); {
-	case age > r.cfg.MaxAge:
-		d.reason, d.detail = ReasonStale, fmt.Sprintf("%v old", age.Round(time.Second))
-		return d
-	case age < -r.cfg.MaxAge:
-		d.reason, d.detail = ReasonFuture, fmt.Sprintf("%v ahead", (-age).Round(time.Second))
+	if d.reason, d.detail = r.win.age(msg.Timestamp, now); d.reason != "" {
 		return d
 	}
-	// fwknop's digest: SHA-256 of the wire text. Kept for twice max_age, as a timestamp up to
-	// max_age ahead stays fresh until max_age after it.
-	key := append([]byte{prefixFwknop}, fwknop.ReplayKey(wire)...)
-	if !h.fresh(ctx, &d, key, now.Add(2*r.cfg.MaxAge)) {
+	// The digest of the decrypted plaintext: one key for every spelling of the packet.
+	key := append([]byte{prefixFwknop}, msg.ReplayDigest...)
+	if !h.fresh(ctx, &d, key, now, r.win.expiry(msg.Timestamp)) {
 		return d
 	}
 	switch {
@@ -340,7 +422,10 @@ func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []
 	}
 	addr := src
 	if !msg.FromSource() {
-		addr = msg.AllowIP.Unmap()
+		addr = msg.AllowIP
+		if !h.requested(&d, c, addr) {
+			return d
+		}
 	} else if c.RequireSourceAddress {
 		d.reason, d.detail = ReasonSourceAddrNeeded, "allow IP 0.0.0.0 with REQUIRE_SOURCE_ADDRESS"
 		return d
@@ -353,10 +438,10 @@ func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []
 	return d
 }
 
-// fresh records key in the replay store; false (with the reason set) when it was there already
-// or the store failed.
-func (h *Handler) fresh(ctx context.Context, d *decision, key []byte, expiry time.Time) bool {
-	ok, err := h.store.InsertIfAbsent(ctx, key, expiry)
+// fresh records key in the replay store, live at now until expiry; false (with the reason set)
+// when it was there already or the store failed.
+func (h *Handler) fresh(ctx context.Context, d *decision, key []byte, now, expiry time.Time) bool {
+	ok, err := h.store.InsertAt(ctx, key, now, expiry)
 	switch {
 	case err != nil:
 		d.reason, d.detail = ReasonInternal, err.Error()
@@ -365,13 +450,28 @@ func (h *Handler) fresh(ctx context.Context, d *decision, key []byte, expiry tim
 		d.reason = ReasonReplay
 		return false
 	}
+	d.inserted = true
+	return true
+}
+
+// requested checks an address a packet asks to open for other than its source: a unicast
+// address within the client's sources, like a source (fwknop's allow IP included).
+func (h *Handler) requested(d *decision, c *config.SPAClient, addr netip.Addr) bool {
+	if why := capture.SourceProblem(addr); why != "" {
+		d.reason, d.detail = ReasonAddrNotAllowed, "requested address "+addr.String()+": "+why
+		return false
+	}
+	if !sourceAllowed(addr, c.Sources) {
+		d.reason, d.detail = ReasonAddrNotAllowed, "requested address "+addr.String()
+		return false
+	}
 	return true
 }
 
 // policy applies a client's limits to an authenticated request and sets the grants.
 func (h *Handler) policy(d *decision, c *config.SPAClient, src, addr netip.Addr, ports []netport.Port, dur time.Duration, now time.Time) {
 	switch {
-	case !inPrefixes(src, c.Sources):
+	case !sourceAllowed(src, c.Sources):
 		d.reason = ReasonSourceNotAllowed
 		return
 	case !c.AccessExpire.IsZero() && !now.Before(c.AccessExpire):
@@ -401,13 +501,12 @@ func (h *Handler) policy(d *decision, c *config.SPAClient, src, addr netip.Addr,
 	d.reason = ReasonAccepted
 }
 
-func isB64(c byte) bool {
-	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '='
-}
-
-func inPrefixes(a netip.Addr, ps []netip.Prefix) bool {
+// sourceAllowed reports whether a is within one of ps. A loopback address must be named by a
+// loopback prefix (127.0.0.0/8 or narrower, ::1/128): "any" (0.0.0.0/0, ::/0) does not admit it,
+// as a loopback source on the wire is forged, and a grant for it opens nothing remote.
+func sourceAllowed(a netip.Addr, ps []netip.Prefix) bool {
 	for _, p := range ps {
-		if p.Contains(a) {
+		if p.Contains(a) && (!a.IsLoopback() || p.Addr().IsLoopback()) {
 			return true
 		}
 	}
