@@ -20,6 +20,7 @@ import (
 var (
 	bucketKeys   = []byte("keys")
 	bucketExpiry = []byte("expiry")
+	bucketMeta   = []byte("meta") // Meta's values, by name
 )
 
 // Defaults of a Bolt store.
@@ -105,11 +106,12 @@ func OpenBolt(path string, opts ...Option) (*Bolt, error) {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketKeys); err != nil {
-			return err
+		for _, name := range [][]byte{bucketKeys, bucketExpiry, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
 		}
-		_, err := tx.CreateBucketIfNotExists(bucketExpiry)
-		return err
+		return nil
 	})
 	if err != nil {
 		db.Close()
@@ -273,6 +275,33 @@ func (b *Bolt) Len() (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// GetMeta implements Meta.
+func (b *Bolt) GetMeta(name string) ([]byte, error) {
+	var v []byte
+	err := b.db.View(func(tx *bolt.Tx) error {
+		v = bytes.Clone(tx.Bucket(bucketMeta).Get([]byte(name)))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replay: get %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// PutMeta implements Meta: one transaction, synced even with WithNoSync.
+func (b *Bolt) PutMeta(name string, v []byte) error {
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put([]byte(name), v)
+	})
+	if err == nil && b.db.NoSync {
+		err = b.db.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("replay: put %s: %w", name, err)
+	}
+	return nil
 }
 
 // Path returns the file name.

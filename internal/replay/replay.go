@@ -30,6 +30,16 @@ type Deferred interface {
 	PersistSoon()
 }
 
+// Meta is implemented by stores that keep a few small named values across restarts, next to the
+// keys, for their user's own state (the SPA handler keeps its age window there, so that a
+// restart with a larger max_age does not revive packets whose keys were kept for the smaller).
+type Meta interface {
+	// GetMeta returns the value of name, or nil when it is unset.
+	GetMeta(name string) ([]byte, error)
+	// PutMeta sets name to v, durably before it returns.
+	PutMeta(name string, v []byte) error
+}
+
 // ErrFull is returned by a Memory store that holds max live keys: the packet is refused rather
 // than a live key forgotten (which would let its packet be replayed).
 var ErrFull = errors.New("replay store is full")

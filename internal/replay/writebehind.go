@@ -147,6 +147,16 @@ func (w *WriteBehind) write(batch []pending) error {
 	return w.file.insertMany(batch)
 }
 
+// GetMeta implements Meta with the file's values.
+func (w *WriteBehind) GetMeta(name string) ([]byte, error) { return w.file.GetMeta(name) }
+
+// PutMeta implements Meta: written to the file at once.
+func (w *WriteBehind) PutMeta(name string, v []byte) error {
+	w.writeMu.Lock()
+	defer w.writeMu.Unlock()
+	return w.file.PutMeta(name, v)
+}
+
 // Len is the number of live keys held in memory.
 func (w *WriteBehind) Len() int { return w.mem.Len() }
 

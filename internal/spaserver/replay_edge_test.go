@@ -1,6 +1,7 @@
 package spaserver
 
 import (
+	"bytes"
 	"context"
 	"math/rand/v2"
 	"net/netip"
@@ -266,5 +267,85 @@ func TestSPABadSources(t *testing.T) {
 				t.Errorf("log line lacks src or reason:\n%s", line)
 			}
 		})
+	}
+}
+
+// TestSPARestartRaisingMaxAge: a restart with a larger max_age does not revive a packet accepted
+// before it: the replay file keeps the window its entries were written for.
+func TestSPARestartRaisingMaxAge(t *testing.T) {
+	c := newCreds(t)
+	path := filepath.Join(t.TempDir(), "replay.db")
+	clk := &clock{t: t0}
+	start := func(maxAge time.Duration) (*Handler, func()) {
+		store, err := replay.OpenBolt(path, replay.WithClock(clk.now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := testConfig(c)
+		cfg.MaxAge = maxAge
+		h, err := New(cfg, store, nil, clk.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h, func() { store.Close() }
+	}
+	rng := rand.NewChaCha8([32]byte{41})
+	old := native(shared, spa.Request{Ports: []netport.Port{ssh}}, 0)(t, c, t0, rng)
+	h, stop := start(120 * time.Second)
+	if g := hg(h.Handle(context.Background(), client4, old, nil)); g == nil {
+		t.Fatalf("first delivery refused: %v", h.Counts())
+	}
+	stop()
+	steps := []struct {
+		at     time.Duration
+		maxAge time.Duration // restart with it first, when set
+		pkt    []byte
+		want   string
+	}{
+		{10 * time.Second, 600 * time.Second, old, ReasonReplay},
+		{130 * time.Second, 0, old, ReasonStale}, // its entry, written for 120 s, is gone
+		{300 * time.Second, 0, old, ReasonStale},
+		{400 * time.Second, 900 * time.Second, old, ReasonStale}, // a second restart remembers too
+		{500 * time.Second, 0, native(shared, spa.Request{Ports: []netport.Port{ssh}}, 200*time.Second)(t, c, t0, rng), ReasonAccepted},
+	}
+	h, stop = nil, func() {}
+	defer func() { stop() }()
+	for i, st := range steps {
+		clk.t = t0.Add(st.at)
+		if st.maxAge > 0 {
+			stop()
+			h, stop = start(st.maxAge)
+		}
+		before := h.Counts()[st.want]
+		hg(h.Handle(context.Background(), client4, st.pkt, nil))
+		if h.Counts()[st.want] != before+1 {
+			t.Fatalf("step %d at %v: counts %v, want one more %q", i, st.at, h.Counts(), st.want)
+		}
+	}
+}
+
+// TestSPAStoredWindow: the window kept in the replay file survives a round trip, and a damaged
+// one stops the server from starting rather than be guessed.
+func TestSPAStoredWindow(t *testing.T) {
+	w := firstWindow(120*time.Second).next(600*time.Second, t0).next(900*time.Second, t0.Add(time.Minute))
+	b, _ := w.MarshalBinary()
+	var got window
+	if err := got.UnmarshalBinary(b); err != nil || got.retention != w.retention || len(got.bounds) != 2 ||
+		!got.bounds[1].cutoff.Equal(w.bounds[1].cutoff) || got.bounds[1].limit != w.bounds[1].limit {
+		t.Fatalf("round trip: %+v, %v; want %+v", got, err, w)
+	}
+	c := newCreds(t)
+	for _, bad := range [][]byte{{1, 2, 3}, make([]byte, 8), append(bytes.Clone(b[:8]), make([]byte, 16)...)} {
+		store, err := replay.OpenBolt(filepath.Join(t.TempDir(), "replay.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.PutMeta(windowMeta, bad); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := New(testConfig(c), store, nil, nil); err == nil || !strings.Contains(err.Error(), "replay window") {
+			t.Errorf("stored window %x: New = %v, want an error", bad, err)
+		}
+		store.Close()
 	}
 }

@@ -4,6 +4,7 @@ package spaserver
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -84,16 +85,25 @@ type rules struct {
 // spa.ReplayMargin past its timestamp, so an entry always outlives its packet's acceptance.
 type window struct {
 	maxAge time.Duration
-	// retention is the largest max_age of this run: raising max_age on a reload must not let
-	// entries recorded under the old one expire while their packets are acceptable again.
+	// retention is the largest max_age so far (of this run, or ever when the replay store keeps
+	// the window: replay.Meta): raising max_age must not let entries recorded under the old one
+	// expire while their packets are acceptable again.
 	retention time.Duration
-	// Entries recorded before the last reload that raised retention live only limit (plus the
-	// margin) past their packet's timestamp. A packet that may be one of them (timestamp at or
-	// before cutoff: it could have passed the age check before that reload) is accepted only
-	// while younger than limit. Zero cutoff: no such reload is recent enough to matter.
+	// bounds, one per recent raise of retention, ascending by cutoff and by limit: entries
+	// recorded before that raise live only limit (plus the margin) past their packet's
+	// timestamp, so a packet that may be one of them (timestamp at or before cutoff: it could
+	// have passed the age check before the raise) is accepted only while younger than limit.
+	bounds []bound
+}
+
+type bound struct {
 	cutoff time.Time
 	limit  time.Duration
 }
+
+// maxBounds caps the raises remembered; older ones merge, holding their packets to the
+// smaller limit, which refuses more, never less.
+const maxBounds = 16
 
 func firstWindow(maxAge time.Duration) window {
 	if maxAge <= 0 {
@@ -102,28 +112,100 @@ func firstWindow(maxAge time.Duration) window {
 	return window{maxAge: maxAge, retention: maxAge}
 }
 
-// next is the window after a reload to maxAge at now.
+// next is the window after a reload (or restart) to maxAge at now.
 func (w window) next(maxAge time.Duration, now time.Time) window {
 	n := firstWindow(maxAge)
 	n.retention = max(w.retention, n.maxAge)
-	n.cutoff, n.limit = w.cutoff, w.limit
-	if !w.cutoff.IsZero() && !now.Before(w.cutoff.Add(w.retention)) {
-		n.cutoff, n.limit = time.Time{}, 0 // every packet it covered is stale under any window
+	for _, b := range w.bounds {
+		// Once every packet a bound covers is older than any window so far, it can go: such a
+		// packet is stale under this window, and under the bound the next raise adds.
+		if now.Before(b.cutoff.Add(w.retention)) {
+			n.bounds = append(n.bounds, b)
+		}
 	}
 	if n.retention > w.retention {
-		// Packets accepted so far had timestamps before now + w.maxAge <= now + w.retention.
-		if n.cutoff.IsZero() {
-			n.limit = w.retention
-		}
-		n.cutoff = now.Add(w.retention)
+		// Packets accepted so far had timestamps before now + w.retention (the future side of
+		// every window so far), and entries that live w.retention past them.
+		n.bounds = append(n.bounds, bound{cutoff: now.Add(w.retention), limit: w.retention})
+	}
+	if len(n.bounds) > maxBounds {
+		n.bounds = append([]bound{{cutoff: n.bounds[1].cutoff, limit: n.bounds[0].limit}}, n.bounds[2:]...)
 	}
 	return n
 }
 
-// maxAgeFor is the age a packet with timestamp ts must stay under.
+// windowMeta names the window in a replay.Meta store.
+const windowMeta = "spaserver window"
+
+func (w window) MarshalBinary() ([]byte, error) {
+	b := binary.BigEndian.AppendUint64(nil, uint64(w.retention))
+	for _, bd := range w.bounds {
+		b = binary.BigEndian.AppendUint64(b, uint64(bd.cutoff.UnixNano()))
+		b = binary.BigEndian.AppendUint64(b, uint64(bd.limit))
+	}
+	return b, nil
+}
+
+func (w *window) UnmarshalBinary(b []byte) error {
+	if len(b) < 8 || (len(b)-8)%16 != 0 || len(b) > 8+16*maxBounds {
+		return fmt.Errorf("stored window: %d bytes", len(b))
+	}
+	ret := time.Duration(binary.BigEndian.Uint64(b))
+	if ret <= 0 || ret > 10*config.MaxSPAMaxAge {
+		return errors.New("stored window out of range")
+	}
+	*w = window{maxAge: ret, retention: ret}
+	for b = b[8:]; len(b) > 0; b = b[16:] {
+		bd := bound{cutoff: time.Unix(0, int64(binary.BigEndian.Uint64(b))), limit: time.Duration(binary.BigEndian.Uint64(b[8:]))}
+		if bd.limit <= 0 || bd.limit > ret {
+			return errors.New("stored window out of range")
+		}
+		w.bounds = append(w.bounds, bd)
+	}
+	return nil
+}
+
+// keepWindow derives the window for maxAge at now from the one before (prev; the stored one when
+// prev is nil and the store keeps it) and stores the result when the store keeps windows.
+func (h *Handler) keepWindow(prev *window, maxAge time.Duration, now time.Time) (window, error) {
+	m, _ := h.store.(replay.Meta)
+	if prev == nil {
+		if m == nil {
+			return firstWindow(maxAge), nil
+		}
+		v, err := m.GetMeta(windowMeta)
+		if err != nil {
+			return window{}, err
+		}
+		if v == nil {
+			return h.keepWindow(&window{}, maxAge, now) // a new file: nothing to protect
+		}
+		var w window
+		if err := w.UnmarshalBinary(v); err != nil {
+			return window{}, err
+		}
+		prev = &w
+	}
+	w := firstWindow(maxAge)
+	if prev.retention > 0 {
+		w = prev.next(maxAge, now)
+	}
+	if m != nil {
+		v, _ := w.MarshalBinary()
+		if err := m.PutMeta(windowMeta, v); err != nil {
+			return window{}, err
+		}
+	}
+	return w, nil
+}
+
+// maxAgeFor is the age a packet with timestamp ts must stay under: the first bound that covers
+// it has the smallest limit of those that do.
 func (w window) maxAgeFor(ts time.Time) time.Duration {
-	if !w.cutoff.IsZero() && !ts.After(w.cutoff) {
-		return min(w.maxAge, w.limit)
+	for _, b := range w.bounds {
+		if !ts.After(b.cutoff) {
+			return min(w.maxAge, b.limit)
+		}
 	}
 	return w.maxAge
 }
@@ -162,13 +244,15 @@ func New(cfg *config.SPA, store replay.Store, log *slog.Logger, now func() time.
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	r.win = firstWindow(cfg.MaxAge)
 	h := &Handler{
 		store: store, log: log, now: now,
 		limiter: lograte.New(10, time.Second, 4096, now),
 		counts:  map[string]uint64{},
 	}
 	h.persist, _ = store.(replay.Deferred)
+	if r.win, err = h.keepWindow(nil, cfg.MaxAge, now()); err != nil {
+		return nil, fmt.Errorf("%s: replay window: %w", op, err)
+	}
 	h.rules.Store(r)
 	return h, nil
 }
@@ -188,7 +272,10 @@ func (h *Handler) Reload(cfg *config.SPA) error {
 	}
 	h.reloadMu.Lock()
 	defer h.reloadMu.Unlock()
-	r.win = h.rules.Load().win.next(cfg.MaxAge, h.now())
+	prev := h.rules.Load().win
+	if r.win, err = h.keepWindow(&prev, cfg.MaxAge, h.now()); err != nil {
+		return fmt.Errorf("spaserver: reload: replay window: %w", err)
+	}
 	h.rules.Store(r)
 	return nil
 }
