@@ -349,3 +349,53 @@ func TestSPAStoredWindow(t *testing.T) {
 		store.Close()
 	}
 }
+
+// TestSPAFwknopNoHMACRespelled: a packet of a client without HMAC is accepted once; the same
+// packet with padding or other bytes appended, or its last character respelled, from any other
+// source, is refused (issue 9 item 1).
+func TestSPAFwknopNoHMACRespelled(t *testing.T) {
+	c := newCreds(t)
+	cfg := testConfig(c)
+	cfg.Clients[4].AccessExpire = time.Time{} // "expired": no HMAC, any source
+	h, err := New(cfg, replay.NewMemory(1<<10), nil, func() time.Time { return t0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := fwknop.Keys{Key: []byte("expired key")}
+	var pkt, alt []byte
+	for i := range 16 { // a packet whose last character has unused bits, so it can be respelled
+		pkt = fw(keys, fwknop.Message{Type: fwknop.TypeAccess, Ports: []netport.Port{ssh}}, 0)(t, c, t0, rand.NewChaCha8([32]byte{51, byte(i)}))
+		if (len("U2FsdGVkX1")+len(pkt))%4 != 0 {
+			const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+			alt = bytes.Clone(pkt)
+			alt[len(alt)-1] = alphabet[strings.IndexByte(alphabet, alt[len(alt)-1])^1]
+			break
+		}
+	}
+	if alt == nil {
+		t.Fatal("no respellable packet in 16 tries")
+	}
+	if g := hg(h.Handle(context.Background(), client4, pkt, nil)); g == nil {
+		t.Fatalf("the packet itself: %v", h.Counts())
+	}
+	tests := []struct {
+		name   string
+		pkt    []byte
+		reason string
+	}{
+		{"same", pkt, ReasonReplay},
+		{"=", append(bytes.Clone(pkt), '='), ReasonMalformed},
+		{"==", append(bytes.Clone(pkt), "=="...), ReasonMalformed},
+		{"=AAAA", append(bytes.Clone(pkt), "=AAAA"...), ReasonMalformed},
+		{"AAAA", append(bytes.Clone(pkt), "AAAA"...), ReasonBadMAC},
+		{"respelled", alt, ReasonBadMAC},
+	}
+	for _, tc := range tests {
+		for _, src := range []netip.Addr{client6, outside} {
+			before := h.Counts()[tc.reason]
+			if g := hg(h.Handle(context.Background(), src, tc.pkt, nil)); g != nil || h.Counts()[tc.reason] != before+1 {
+				t.Errorf("%s from %v: grants %v, counts %v; want one more %q", tc.name, src, g, h.Counts(), tc.reason)
+			}
+		}
+	}
+}

@@ -169,25 +169,20 @@ func (w *window) UnmarshalBinary(b []byte) error {
 // prev is nil and the store keeps it) and stores the result when the store keeps windows.
 func (h *Handler) keepWindow(prev *window, maxAge time.Duration, now time.Time) (window, error) {
 	m, _ := h.store.(replay.Meta)
-	if prev == nil {
-		if m == nil {
-			return firstWindow(maxAge), nil
-		}
+	if prev == nil && m != nil {
 		v, err := m.GetMeta(windowMeta)
 		if err != nil {
 			return window{}, err
 		}
-		if v == nil {
-			return h.keepWindow(&window{}, maxAge, now) // a new file: nothing to protect
+		if v != nil { // else a new file: nothing to protect
+			prev = new(window)
+			if err := prev.UnmarshalBinary(v); err != nil {
+				return window{}, err
+			}
 		}
-		var w window
-		if err := w.UnmarshalBinary(v); err != nil {
-			return window{}, err
-		}
-		prev = &w
 	}
 	w := firstWindow(maxAge)
-	if prev.retention > 0 {
+	if prev != nil {
 		w = prev.next(maxAge, now)
 	}
 	if m != nil {
@@ -357,9 +352,9 @@ func (h *Handler) Handle(ctx context.Context, src netip.Addr, payload []byte, gr
 	r := h.rules.Load()
 	now := h.now() // the one clock reading for this packet: age, replay expiry and policy
 	var d decision
-	switch {
-	case capture.SourceProblem(src) != "":
-		d.reason, d.detail = ReasonBadSource, capture.SourceProblem(src)
+	switch why := capture.SourceProblem(src); {
+	case why != "":
+		d.reason, d.detail = ReasonBadSource, why
 	case len(payload) >= len(spa.Magic) && string(payload[:len(spa.Magic)]) == spa.Magic:
 		d = h.native1(ctx, r, src, payload, now)
 	default:

@@ -648,7 +648,8 @@ type deferredStore struct {
 func (s *deferredStore) PersistSoon() { s.persisted++ }
 
 // TestSPAPersistsAfterAccepting checks that a Deferred replay store is told to persist once per
-// accepted packet, after the grant, and not for refusals.
+// accepted packet, after the grant, and not for refusals that recorded no key (replays, garbage;
+// TestSPARefusedKeyPersisted covers policy refusals, which do record one).
 func TestSPAPersistsAfterAccepting(t *testing.T) {
 	c := newCreds(t)
 	rng := rand.NewChaCha8([32]byte{12})
