@@ -27,7 +27,8 @@ var (
 // header. Packets cut short by the snap length decode as long as their headers are complete;
 // bytes past the IP length (link padding) are ignored. IPv4 first fragments decode, non-first
 // fragments are ErrFragment. IPv6 extension headers are not followed (ErrUnsupportedProto).
-// Payload aliases b. Decode never panics.
+// A source address no real sender has (SourceProblem) is ErrBadSource, naming the address and
+// why. Payload aliases b. Decode never panics.
 func Decode(b []byte, t time.Time, ifindex int) (Packet, error) {
 	p := Packet{Time: t, Ifindex: ifindex}
 	if len(b) == 0 {
@@ -73,6 +74,9 @@ func Decode(b []byte, t time.Time, ifindex int) (Packet, error) {
 		proto, l4, v6 = b[6], b[40:], true
 	default:
 		return p, fmt.Errorf("capture: decode: %w: version %d", ErrVersion, b[0]>>4)
+	}
+	if why := SourceProblem(p.Src); why != "" {
+		return p, fmt.Errorf("capture: decode: %w: %s (%s)", ErrBadSource, p.Src, why)
 	}
 
 	switch {
@@ -124,4 +128,28 @@ func Decode(b []byte, t time.Time, ifindex int) (Packet, error) {
 		return p, fmt.Errorf("capture: decode: %w: IP protocol %d", ErrUnsupportedProto, proto)
 	}
 	return p, nil
+}
+
+// ErrBadSource is Decode's error for a packet whose source address no real sender has.
+var ErrBadSource = errors.New("bad source address")
+
+// SourceProblem says why a cannot be the source of a packet from a real sender, or returns ""
+// when it can: the zero Addr, an IPv4-mapped IPv6 address (an IPv6 packet posing as IPv4:
+// Linux drops such packets before any socket, so only a sniffer sees them), the unspecified
+// addresses and 0.0.0.0/8, multicast, and the IPv4 limited broadcast. Loopback addresses pass:
+// whether one may knock or send SPA is the configuration's business.
+func SourceProblem(a netip.Addr) string {
+	switch {
+	case !a.IsValid():
+		return "no address"
+	case a.Is4In6():
+		return "IPv4-mapped IPv6 address"
+	case a.IsUnspecified() || a.Is4() && a.As4()[0] == 0:
+		return "unspecified address"
+	case a.IsMulticast():
+		return "multicast address"
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "broadcast address"
+	}
+	return ""
 }

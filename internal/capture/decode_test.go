@@ -3,7 +3,9 @@ package capture
 import (
 	"bytes"
 	"errors"
+	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -157,6 +159,60 @@ func BenchmarkDecode(b *testing.B) {
 				if _, err := Decode(pkt, now, 1); err != nil {
 					b.Fatal(err)
 				}
+			}
+		})
+	}
+}
+
+// withSrc returns pkt (built by pk.build) with its source address replaced by a.
+func withSrc(pkt []byte, a netip.Addr) []byte {
+	out := bytes.Clone(pkt)
+	if a.Is4() {
+		copy(out[12:16], a.AsSlice())
+	} else {
+		copy(out[8:24], a.AsSlice())
+	}
+	return out
+}
+
+// TestDecodeSources: packets from addresses no real sender has are refused with ErrBadSource,
+// naming the address; IPv4-mapped IPv6 sources are not taken for the IPv4 address (issue 9
+// item 7). Ordinary unicast, link-local and loopback sources decode.
+func TestDecodeSources(t *testing.T) {
+	v4 := pk{proto: ipProtoUDP, sport: 1, dport: 62201, payload: []byte("x")}.build()
+	v6 := pk{v6: true, proto: ipProtoTCP, sport: 1, dport: 7000, flags: knock.SYN}.build()
+	tests := []struct {
+		src  string
+		pkt  []byte
+		want error
+	}{
+		{"198.18.0.2", v4, nil},
+		{"127.0.0.1", v4, nil},
+		{"fd5e:5a3e::2", v6, nil},
+		{"fe80::1", v6, nil},
+		{"::1", v6, nil},
+		{"::ffff:198.18.0.2", v6, ErrBadSource},
+		{"::ffff:127.0.0.1", v6, ErrBadSource},
+		{"::", v6, ErrBadSource},
+		{"0.0.0.0", v4, ErrBadSource},
+		{"0.1.2.3", v4, ErrBadSource},
+		{"224.0.0.1", v4, ErrBadSource},
+		{"239.255.255.250", v4, ErrBadSource},
+		{"255.255.255.255", v4, ErrBadSource},
+		{"ff02::1", v6, ErrBadSource},
+	}
+	for _, tc := range tests {
+		t.Run(tc.src, func(t *testing.T) {
+			a := netip.MustParseAddr(tc.src)
+			p, err := Decode(withSrc(tc.pkt, a), time.Time{}, 1)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if tc.want != nil && !strings.Contains(err.Error(), a.String()) {
+				t.Errorf("error %q does not name the source", err)
+			}
+			if tc.want == nil && p.Src != a {
+				t.Errorf("Src = %v, want %v", p.Src, a)
 			}
 		})
 	}

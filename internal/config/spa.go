@@ -275,6 +275,9 @@ func (p *parser) spaClient(v any, i int, s *SPA) (SPAClient, bool) {
 	t.boolean("require_address", &c.RequireSourceAddress)
 	if c.Format == SPAFormatFwknop {
 		p.fwknopClient(t, &c)
+		if p.err == nil && c.Fwknop.HMACKey == nil {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("spa client %q: no HMAC key: packets are not authenticated before decryption (add HMAC_KEY_BASE64 to %s)", c.Name, c.KeyFile))
+		}
 	} else {
 		p.nativeClient(t, &c, s)
 	}

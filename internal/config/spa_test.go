@@ -315,3 +315,23 @@ func TestSPAConfigKeyFileSyntax(t *testing.T) {
 		})
 	}
 }
+
+// TestSPAConfigWarnsWithoutHMAC: an fwknop client without an HMAC key is accepted with a warning
+// (its packets are not authenticated before decryption); one with a key gets none.
+func TestSPAConfigWarnsWithoutHMAC(t *testing.T) {
+	dir, _ := spaKeys(t)
+	client := "[spa]\n[[spa.client]]\nname = \"a\"\nformat = \"fwknop\"\nopen = [\"tcp/22\"]\nkey_file = "
+	for _, tc := range []struct {
+		key  string
+		warn bool
+	}{{`"fwknop.key"`, true}, {`"fwknop.keys"`, false}, {"\"fwknop.key\"\nhmac_key_file = \"fwknop.hmac\"", false}} {
+		cfg, err := Parse(filepath.Join(dir, "s.toml"), []byte(client+tc.key+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(cfg.SPA.Warnings, "\n")
+		if strings.Contains(got, `spa client "a": no HMAC key`) != tc.warn {
+			t.Errorf("key_file = %s: warnings %q, want a no-HMAC warning: %v", tc.key, got, tc.warn)
+		}
+	}
+}

@@ -116,8 +116,9 @@ type Message struct {
 	Digest Digest
 	// DigestValue is the raw inner digest (set by Decode).
 	DigestValue []byte
-	// ReplayDigest is SHA-256 of the wire payload as received, fwknopd's
-	// replay-cache key in raw form (set by Decode); see ReplayKey.
+	// ReplayDigest is the replay-cache key (set by Decode): SHA-256 of the decrypted
+	// plaintext, which the inner digest authenticates. Keyed on what was decoded rather
+	// than on the wire text, it is the same for every encoding of one packet.
 	ReplayDigest []byte
 }
 
@@ -126,17 +127,11 @@ func (m *Message) FromSource() bool {
 	return m.AllowIP == netip.IPv4Unspecified()
 }
 
-// ReplayKey returns fwknopd's replay-cache key for a received payload:
-// b64nopad(SHA-256(wire)), the same string fwknopd writes to digest.cache.
-// fwknopd checks it before any cryptography and never expires it; a new
-// server may expire entries older than about twice MAX_SPA_PACKET_AGE.
-func ReplayKey(wire []byte) string {
-	s := sha256.Sum256(wire)
-	return b64(s[:])
-}
-
-func isB64Char(c byte) bool {
-	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '='
+// IsWireChar reports whether c may appear in a payload: the base64 alphabet without '=', as
+// the stock client strips the padding of every layer. A payload with '=' (or any other byte)
+// is malformed: accepting it would let one packet be sent in many spellings.
+func IsWireChar(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/'
 }
 
 func (k Keys) check() error {
@@ -168,8 +163,9 @@ var errBadHMAC = fmt.Errorf("fwknop: decode: %w", ErrBadHMAC)
 // Decode authenticates, decrypts and parses one SPA payload. The checks run
 // cheapest first: length, prefix and alphabet, then the HMAC (constant time,
 // before any decryption), then decryption, the plaintext rules of SPEC.md
-// §1.1 and the inner digest. The caller does the replay check (ReplayKey) and
-// the age check on Timestamp.
+// §1.1 and the inner digest. Only the canonical spelling decodes: no '=', no
+// trailing bytes, no non-zero unused bits in the last base64 character. The
+// caller does the replay check (ReplayDigest) and the age check on Timestamp.
 func Decode(wire []byte, keys Keys) (*Message, error) {
 	const op = "fwknop: decode"
 	if len(wire) < MinPacketLen {
@@ -182,8 +178,8 @@ func Decode(wire []byte, keys Keys) (*Message, error) {
 		return nil, fmt.Errorf("%s: %w: payload starts with the Salted__ prefix", op, ErrMalformed)
 	}
 	for _, c := range wire {
-		if !isB64Char(c) {
-			return nil, fmt.Errorf("%s: %w: byte outside the base64 alphabet", op, ErrMalformed)
+		if !IsWireChar(c) {
+			return nil, fmt.Errorf("%s: %w: byte outside the unpadded base64 alphabet", op, ErrMalformed)
 		}
 	}
 	if err := keys.check(); err != nil {
@@ -208,14 +204,20 @@ func Decode(wire []byte, keys Keys) (*Message, error) {
 			return nil, errBadHMAC
 		}
 	}
-	return decodeBody(op, wire, append([]byte(saltedPrefix), body...), keys)
+	return decodeBody(op, append([]byte(saltedPrefix), body...), keys)
 }
 
-func decodeBody(op string, wire, s []byte, keys Keys) (*Message, error) {
-	raw, err := unb64(string(s))
+// strictB64 decodes only the canonical unpadded spelling: the unused low bits of the last
+// character must be zero, so no two texts decode to the same bytes.
+var strictB64 = base64.RawStdEncoding.Strict()
+
+func decodeBody(op string, s []byte, keys Keys) (*Message, error) {
+	raw := make([]byte, strictB64.DecodedLen(len(s)))
+	n, err := strictB64.Decode(raw, s)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: bad base64", op, ErrMalformed)
+		return nil, fmt.Errorf("%s: %w: bad or non-canonical base64", op, ErrMalformed)
 	}
+	raw = raw[:n]
 	if len(raw) < 16+16 || !bytes.HasPrefix(raw, []byte(saltedMagic)) {
 		return nil, fmt.Errorf("%s: %w: too little ciphertext", op, ErrDecrypt)
 	}
@@ -245,7 +247,7 @@ func decodeBody(op string, wire, s []byte, keys Keys) (*Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	rd := sha256.Sum256(wire)
+	rd := sha256.Sum256(pt)
 	m.ReplayDigest = rd[:]
 	return m, nil
 }

@@ -145,8 +145,8 @@ func TestDecodeVectors(t *testing.T) {
 			if b64(m.DigestValue) != v["field.SPA Data Digest"] {
 				t.Errorf("DigestValue = %s, want %s", b64(m.DigestValue), v["field.SPA Data Digest"])
 			}
-			if b64(m.ReplayDigest) != ReplayKey(wire) {
-				t.Errorf("ReplayDigest does not match ReplayKey")
+			if len(m.ReplayDigest) != 32 {
+				t.Errorf("ReplayDigest is %d bytes, want 32", len(m.ReplayDigest))
 			}
 			// The plaintext fields re-encode to exactly the client's encoding.
 			enc, err := m.encodeFields(nil)
@@ -182,14 +182,86 @@ func hexs(b []byte) string {
 	return s.String()
 }
 
-func TestReplayKeyLive(t *testing.T) {
-	// fwknopd's digest.cache key is the SHA-256 of the payload as received.
-	wire := []byte(loadVectors(t)["v01_access_default"]["packet"])
-	if k := ReplayKey(wire); len(k) != 43 {
-		t.Errorf("ReplayKey length %d, want 43", len(k))
+// respell returns wire with its last base64 character replaced by the one that differs only in
+// the lowest unused bit, or nil when the last character carries no unused bits. A lenient
+// decoder reads both spellings as the same bytes.
+func respell(wire []byte, bodyLen int) []byte {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	if (len(saltedPrefix)+bodyLen)%4 == 0 {
+		return nil
 	}
-	if ReplayKey(wire) == ReplayKey(append(wire, '=')) {
-		t.Error("ReplayKey ignores trailing bytes")
+	out := bytes.Clone(wire)
+	i := bodyLen - 1
+	out[i] = alphabet[strings.IndexByte(alphabet, out[i])^1]
+	return out
+}
+
+// TestDecodeRefusesRespelledPackets: a packet decodes in exactly one spelling. Without HMAC
+// nothing else authenticates the text, so '=' padding, trailing bytes or a non-canonical last
+// character would give the same packet a new replay key each time (issue 9 item 1). Every such
+// variant is refused as malformed, and the replay digest is a function of what was decoded.
+func TestDecodeRefusesRespelledPackets(t *testing.T) {
+	rng := rand.NewChaCha8([32]byte{42})
+	now := time.Unix(1_800_000_000, 0)
+	for _, keys := range []Keys{
+		{Key: []byte("passphrase only")},
+		{Key: []byte("with hmac"), HMACKey: []byte("hmac key")},
+	} {
+		m := Message{User: "root", Timestamp: now, Type: TypeAccess, AllowIP: netip.IPv4Unspecified(),
+			Ports: []netport.Port{{Proto: netport.TCP, Num: 22}}}
+		// Find a packet whose last body character has unused bits, so the respelling exists.
+		var wire, alt []byte
+		for range 16 {
+			w, err := Encode(&m, keys, rng)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bodyLen := len(w)
+			if keys.HMACKey != nil {
+				bodyLen -= keys.HMACDigest.b64Len()
+			}
+			if alt = respell(w, bodyLen); alt != nil {
+				wire = w
+				break
+			}
+			m.Random = ""
+		}
+		if wire == nil {
+			t.Fatal("no packet with a respellable last character in 16 tries")
+		}
+		first, err := Decode(wire, keys)
+		if err != nil {
+			t.Fatalf("hmac=%v: the packet itself: %v", keys.HMACKey != nil, err)
+		}
+		variants := map[string][]byte{
+			"=":             append(bytes.Clone(wire), '='),
+			"==":            append(bytes.Clone(wire), "=="...),
+			"=AAAA":         append(bytes.Clone(wire), "=AAAA"...),
+			"AAAA":          append(bytes.Clone(wire), "AAAA"...),
+			"A":             append(bytes.Clone(wire), 'A'),
+			"newline":       append(bytes.Clone(wire), '\n'),
+			"non-canonical": alt,
+		}
+		for name, v := range variants {
+			if _, err := Decode(v, keys); err == nil {
+				t.Errorf("hmac=%v: variant %q decoded; want it refused", keys.HMACKey != nil, name)
+			} else if keys.HMACKey == nil && !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrDecrypt) {
+				t.Errorf("hmac=%v: variant %q: %v, want malformed", keys.HMACKey != nil, name, err)
+			}
+		}
+		// The same message encrypted again (new salt): another text, the same replay digest.
+		again, err := Encode(&Message{Random: first.Random, User: first.User, Timestamp: first.Timestamp,
+			Type: first.Type, AllowIP: first.AllowIP, Ports: first.Ports}, keys, rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := Decode(again, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(again, wire) || !bytes.Equal(first.ReplayDigest, second.ReplayDigest) {
+			t.Errorf("hmac=%v: re-encrypted message: replay digests %x and %x, want equal", keys.HMACKey != nil, first.ReplayDigest, second.ReplayDigest)
+		}
 	}
 }
 
@@ -207,7 +279,8 @@ func TestDecodeWrongKeys(t *testing.T) {
 		{"wrong enc key", Keys{Key: []byte("wrong"), HMACKey: good.HMACKey}, ErrDecrypt},
 		{"no key", Keys{HMACKey: good.HMACKey}, ErrKey},
 		{"key too long", Keys{Key: make([]byte, 33)}, ErrKey},
-		{"hmac expected but none", Keys{Key: []byte("wrong")}, ErrDecrypt},
+		// Read as one text, body and tag end in a character with non-zero unused bits.
+		{"hmac expected but none", Keys{Key: []byte("wrong")}, ErrMalformed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 var (
 	bucketKeys   = []byte("keys")
 	bucketExpiry = []byte("expiry")
+	bucketMeta   = []byte("meta") // Meta's values, by name
 )
 
 // Defaults of a Bolt store.
@@ -134,11 +135,12 @@ func OpenBolt(path string, opts ...Option) (*Bolt, error) {
 	}
 	db.NoSync = o.noSync
 	err = db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketKeys); err != nil {
-			return err
+		for _, name := range [][]byte{bucketKeys, bucketExpiry, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
 		}
-		_, err := tx.CreateBucketIfNotExists(bucketExpiry)
-		return err
+		return nil
 	})
 	if err != nil {
 		db.Close()
@@ -187,8 +189,13 @@ func expiryBytes(t time.Time) []byte {
 	return binary.BigEndian.AppendUint64(nil, uint64(max(t.UnixNano(), 0)))
 }
 
-// InsertIfAbsent implements Store: one read-write transaction checks the key and records it.
+// InsertIfAbsent is InsertAt at the store's clock.
 func (b *Bolt) InsertIfAbsent(ctx context.Context, key []byte, expiry time.Time) (bool, error) {
+	return b.InsertAt(ctx, key, b.now(), expiry)
+}
+
+// InsertAt implements Store: one read-write transaction checks the key and records it.
+func (b *Bolt) InsertAt(ctx context.Context, key []byte, now, expiry time.Time) (bool, error) {
 	const op = "replay: insert"
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("%s: %w", op, err)
@@ -196,7 +203,7 @@ func (b *Bolt) InsertIfAbsent(ctx context.Context, key []byte, expiry time.Time)
 	if len(key) == 0 {
 		return false, fmt.Errorf("%s: empty key", op)
 	}
-	nowB := expiryBytes(b.now())
+	nowB := expiryBytes(now)
 	inserted := false
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		var err error
@@ -297,6 +304,33 @@ func (b *Bolt) Len() (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// GetMeta implements Meta.
+func (b *Bolt) GetMeta(name string) ([]byte, error) {
+	var v []byte
+	err := b.db.View(func(tx *bolt.Tx) error {
+		v = bytes.Clone(tx.Bucket(bucketMeta).Get([]byte(name)))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replay: get %s: %w", name, err)
+	}
+	return v, nil
+}
+
+// PutMeta implements Meta: one transaction, synced even with WithNoSync.
+func (b *Bolt) PutMeta(name string, v []byte) error {
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put([]byte(name), v)
+	})
+	if err == nil && b.db.NoSync {
+		err = b.db.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("replay: put %s: %w", name, err)
+	}
+	return nil
 }
 
 // Path returns the file name.

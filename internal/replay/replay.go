@@ -10,12 +10,14 @@ import (
 	"time"
 )
 
-// Store records replay keys until they expire. InsertIfAbsent is atomic: of any number of
+// Store records replay keys until they expire. InsertAt is atomic: of any number of
 // concurrent inserts of one key, exactly one reports inserted.
 type Store interface {
-	// InsertIfAbsent records key until expiry and reports true, or reports false when key is
-	// already recorded and has not expired.
-	InsertIfAbsent(ctx context.Context, key []byte, expiry time.Time) (inserted bool, err error)
+	// InsertAt records key until expiry and reports true, or reports false when key is
+	// already recorded and live at now (its expiry is after now). The caller passes the clock
+	// reading it judged the packet's age with, so that the age check and the replay check read
+	// one clock once.
+	InsertAt(ctx context.Context, key []byte, now, expiry time.Time) (inserted bool, err error)
 	Close() error
 }
 
@@ -26,6 +28,16 @@ type Deferred interface {
 	Store
 	// PersistSoon schedules the write of the keys accepted so far.
 	PersistSoon()
+}
+
+// Meta is implemented by stores that keep a few small named values across restarts, next to the
+// keys, for their user's own state (the SPA handler keeps its age window there, so that a
+// restart with a larger max_age does not revive packets whose keys were kept for the smaller).
+type Meta interface {
+	// GetMeta returns the value of name, or nil when it is unset.
+	GetMeta(name string) ([]byte, error)
+	// PutMeta sets name to v, durably before it returns.
+	PutMeta(name string, v []byte) error
 }
 
 // ErrFull is returned by a Memory store that holds max live keys: the packet is refused rather
@@ -61,14 +73,21 @@ func (m *Memory) SetClock(now func() time.Time) {
 	m.now = now
 }
 
-// InsertIfAbsent implements Store.
-func (m *Memory) InsertIfAbsent(_ context.Context, key []byte, expiry time.Time) (bool, error) {
+// InsertIfAbsent is InsertAt at the store's clock.
+func (m *Memory) InsertIfAbsent(ctx context.Context, key []byte, expiry time.Time) (bool, error) {
+	m.mu.Lock()
+	now := m.now
+	m.mu.Unlock()
+	return m.InsertAt(ctx, key, now(), expiry)
+}
+
+// InsertAt implements Store.
+func (m *Memory) InsertAt(_ context.Context, key []byte, now, expiry time.Time) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.done {
 		return false, fmt.Errorf("replay: insert: %w", ErrClosed)
 	}
-	now := m.now()
 	if e, ok := m.keys[string(key)]; ok && e.After(now) {
 		return false, nil
 	}

@@ -30,6 +30,7 @@ func newClock() *clock { return &clock{t: time.Unix(1_800_000_000, 0)} }
 
 type store interface {
 	Store
+	InsertIfAbsent(ctx context.Context, key []byte, expiry time.Time) (bool, error)
 }
 
 // stores returns each Store implementation on clk.
@@ -238,7 +239,7 @@ func benchInsert(b *testing.B, s Store) {
 	defer s.Close()
 	exp := time.Now().Add(time.Hour)
 	for i := 0; b.Loop(); i++ {
-		if _, err := s.InsertIfAbsent(context.Background(), fmt.Appendf(nil, "k%d", i), exp); err != nil {
+		if _, err := s.InsertAt(context.Background(), fmt.Appendf(nil, "k%d", i), time.Now(), exp); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -421,5 +422,65 @@ func TestReplayBoltNoFollow(t *testing.T) {
 	b.Close()
 	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("reopened store: %v, %v; want mode 0600", st, err)
+	}
+}
+
+// TestReplayInsertAtTakesTheCallersClock: a store judges liveness at the clock reading it is
+// given, not at its own, so the caller's age check and replay check read one clock once.
+func TestReplayInsertAtTakesTheCallersClock(t *testing.T) {
+	ctx := context.Background()
+	clk := newClock()
+	for name, s := range stores(t, clk) {
+		t.Run(name, func(t *testing.T) {
+			t0 := clk.now()
+			clk.add(time.Hour) // the store's own clock is far ahead of the caller's
+			steps := []struct {
+				at   time.Duration // the caller's reading, from t0
+				want bool
+			}{
+				{0, true},
+				{time.Minute - time.Nanosecond, false}, // live until expiry, exclusive
+				{time.Minute, true},                    // expired exactly at expiry
+			}
+			for i, st := range steps {
+				got, err := s.InsertAt(ctx, []byte(name+"k"), t0.Add(st.at), t0.Add(time.Minute))
+				if err != nil || got != st.want {
+					t.Fatalf("step %d: InsertAt at +%v = %v, %v; want %v", i, st.at, got, err, st.want)
+				}
+				if st.want { // re-inserted with a new expiry a minute later
+					t0 = t0.Add(st.at)
+				}
+			}
+		})
+	}
+}
+
+// TestReplayMeta: Bolt keeps meta values across a reopen, and WriteBehind reads and writes them
+// through.
+func TestReplayMeta(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "replay.db")
+	b, err := OpenBolt(path, WithNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWriteBehind(b, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var _ Meta = w
+	if v, err := w.GetMeta("x"); v != nil || err != nil {
+		t.Fatalf("unset: %q, %v", v, err)
+	}
+	if err := w.PutMeta("x", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	b, err = OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if v, err := b.GetMeta("x"); string(v) != "one" || err != nil {
+		t.Errorf("after reopen: %q, %v", v, err)
 	}
 }

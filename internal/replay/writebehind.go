@@ -73,15 +73,20 @@ func beUint64(b []byte) uint64 {
 	return n
 }
 
-// InsertIfAbsent decides atomically in memory; the key reaches the file FlushDelay after the next
-// PersistSoon.
+// InsertIfAbsent is InsertAt at the file's clock.
 func (w *WriteBehind) InsertIfAbsent(ctx context.Context, key []byte, expiry time.Time) (bool, error) {
+	return w.InsertAt(ctx, key, w.file.now(), expiry)
+}
+
+// InsertAt decides atomically in memory; the key reaches the file FlushDelay after the next
+// PersistSoon.
+func (w *WriteBehind) InsertAt(ctx context.Context, key []byte, now, expiry time.Time) (bool, error) {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
 		return false, ErrClosed
 	}
-	ok, err := w.mem.InsertIfAbsent(ctx, key, expiry)
+	ok, err := w.mem.InsertAt(ctx, key, now, expiry)
 	if err != nil || !ok {
 		w.mu.Unlock()
 		return ok, err
@@ -140,6 +145,16 @@ func (w *WriteBehind) write(batch []pending) error {
 	w.writeMu.Lock()
 	defer w.writeMu.Unlock()
 	return w.file.insertMany(batch)
+}
+
+// GetMeta implements Meta with the file's values.
+func (w *WriteBehind) GetMeta(name string) ([]byte, error) { return w.file.GetMeta(name) }
+
+// PutMeta implements Meta: written to the file at once.
+func (w *WriteBehind) PutMeta(name string, v []byte) error {
+	w.writeMu.Lock()
+	defer w.writeMu.Unlock()
+	return w.file.PutMeta(name, v)
 }
 
 // Len is the number of live keys held in memory.

@@ -117,10 +117,19 @@ func (r *Request) ReplayKey() []byte {
 	return append(r.hint[:], r.Nonce[:]...)
 }
 
-// ReplayExpiry returns when the replay entry may be dropped: once the
-// timestamp can no longer pass Open's age check with the same maxAge.
+// ReplayMargin is how much longer than the last moment a packet can pass Open's
+// age check its replay entry is kept, so that no rounding or clock step between
+// the two checks lets a replay in.
+const ReplayMargin = 5 * time.Second
+
+// ReplayExpiry returns when the replay entry may be dropped: ReplayMargin after
+// the timestamp stops passing Open's age check (now - timestamp < maxAge) with
+// this or any smaller maxAge.
 func (r *Request) ReplayExpiry(maxAge time.Duration) time.Time {
-	return r.Timestamp.Add(maxAge)
+	if maxAge <= 0 {
+		maxAge = DefaultMaxAge
+	}
+	return r.Timestamp.Add(maxAge + ReplayMargin)
 }
 
 func checkID(id string) error {
@@ -345,8 +354,8 @@ func pairMAC(key, data []byte) []byte {
 
 // Open authenticates, decrypts and parses a packet. Checks run in this
 // order, cheapest first: length, header, key lookup, MAC (constant time),
-// decryption, signature (kind 2), body, identity, age (|now - timestamp| <=
-// maxAge; maxAge <= 0 means DefaultMaxAge). The caller then checks
+// decryption, signature (kind 2), body, identity, age (|now - timestamp| <
+// maxAge, strictly; maxAge <= 0 means DefaultMaxAge). The caller then checks
 // ReplayKey against its replay cache. Garbage never reaches a public-key
 // operation: kind 2 packets must pass a MAC keyed per client first.
 func Open(pkt []byte, keys Keyring, now time.Time, maxAge time.Duration) (*Request, error) {
@@ -429,10 +438,12 @@ func finish(op string, c *Client, kind Kind, hint KeyHint, body []byte, now time
 	if maxAge <= 0 {
 		maxAge = DefaultMaxAge
 	}
+	// Strictly inside the window: a packet exactly maxAge old is stale, so it is never accepted
+	// at the moment its replay entry could expire.
 	switch d := now.Sub(r.Timestamp); {
-	case d > maxAge:
+	case d >= maxAge:
 		return nil, fmt.Errorf("%s: client %q: %w: %v old", op, c.ID, ErrStale, d.Round(time.Millisecond))
-	case d < -maxAge:
+	case d <= -maxAge:
 		return nil, fmt.Errorf("%s: client %q: %w: %v ahead", op, c.ID, ErrFuture, (-d).Round(time.Millisecond))
 	}
 	return r, nil

@@ -97,7 +97,7 @@ func TestRoundTrip(t *testing.T) {
 					!slices.Equal(got.Ports, req.Ports) || got.FromSource() != !req.Addr.IsValid() || got.Kind.String() != kind {
 					t.Fatalf("got %+v, want %+v", got, req)
 				}
-				if len(got.ReplayKey()) != 32 || !got.ReplayExpiry(DefaultMaxAge).Equal(t0.Add(DefaultMaxAge)) {
+				if len(got.ReplayKey()) != 32 || !got.ReplayExpiry(DefaultMaxAge).Equal(t0.Add(DefaultMaxAge+ReplayMargin)) {
 					t.Fatalf("replay key %x expiry %v", got.ReplayKey(), got.ReplayExpiry(DefaultMaxAge))
 				}
 			})
@@ -148,8 +148,12 @@ func TestOpenErrors(t *testing.T) {
 			want error
 		}{
 			{"ok", pkt, t0, nil},
-			{"edge of window old", pkt, t0.Add(DefaultMaxAge), nil},
-			{"edge of window new", pkt, t0.Add(-DefaultMaxAge), nil},
+			// The window is open: a packet exactly maxAge old (or ahead) is refused, so it cannot
+			// pass at the instant its replay entry (ReplayExpiry) could be dropped.
+			{"inside window old", pkt, t0.Add(DefaultMaxAge - time.Nanosecond), nil},
+			{"inside window new", pkt, t0.Add(-DefaultMaxAge + time.Nanosecond), nil},
+			{"edge of window old", pkt, t0.Add(DefaultMaxAge), ErrStale},
+			{"edge of window new", pkt, t0.Add(-DefaultMaxAge), ErrFuture},
 			{"stale", pkt, t0.Add(DefaultMaxAge + time.Millisecond), ErrStale},
 			{"future", pkt, t0.Add(-DefaultMaxAge - time.Millisecond), ErrFuture},
 			{"empty", nil, t0, ErrTooShort},

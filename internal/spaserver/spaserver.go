@@ -4,6 +4,7 @@ package spaserver
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sesame-knock/sesame/internal/capture"
 	"github.com/sesame-knock/sesame/internal/config"
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/fwknop"
@@ -39,16 +41,18 @@ const (
 	ReasonAccessExpired    = "access expired"
 	ReasonNATRefused       = "NAT not supported"
 	ReasonCommandRefused   = "command not supported"
+	ReasonBadSource        = "bad source"
 	ReasonMalformed        = "malformed"
 	ReasonTooShort         = "too short"
 	ReasonTooLong          = "too long"
 	ReasonInternal         = "internal error"
 )
 
-// Replay key prefixes keep the two formats' keys apart in one store.
+// Replay key prefixes keep the two formats' keys apart in one store. fwknop keys are 'F' since
+// they are the digest of the decrypted plaintext ('f' was the digest of the wire text).
 const (
 	prefixNative = 'n'
-	prefixFwknop = 'f'
+	prefixFwknop = 'F'
 )
 
 // Handler checks SPA packets against a configuration. It is safe for concurrent use, and its
@@ -60,6 +64,8 @@ type Handler struct {
 	now     func() time.Time
 	limiter *lograte.Limiter
 	rules   atomic.Pointer[rules]
+	// reloadMu serializes reloads, each deriving its window from the one before.
+	reloadMu sync.Mutex
 
 	mu     sync.Mutex
 	counts map[string]uint64
@@ -71,6 +77,149 @@ type rules struct {
 	keys   spa.Clients
 	native map[string]*config.SPAClient
 	fwknop []*config.SPAClient
+	win    window
+}
+
+// window is the age limit of packets and how long their replay entries live. A packet is
+// accepted only while it is younger than maxAge, and its entry lives retention plus
+// spa.ReplayMargin past its timestamp, so an entry always outlives its packet's acceptance.
+type window struct {
+	maxAge time.Duration
+	// retention is the largest max_age so far (of this run, or ever when the replay store keeps
+	// the window: replay.Meta): raising max_age must not let entries recorded under the old one
+	// expire while their packets are acceptable again.
+	retention time.Duration
+	// bounds, one per recent raise of retention, ascending by cutoff and by limit: entries
+	// recorded before that raise live only limit (plus the margin) past their packet's
+	// timestamp, so a packet that may be one of them (timestamp at or before cutoff: it could
+	// have passed the age check before the raise) is accepted only while younger than limit.
+	bounds []bound
+}
+
+type bound struct {
+	cutoff time.Time
+	limit  time.Duration
+}
+
+// maxBounds caps the raises remembered; older ones merge, holding their packets to the
+// smaller limit, which refuses more, never less.
+const maxBounds = 16
+
+func firstWindow(maxAge time.Duration) window {
+	if maxAge <= 0 {
+		maxAge = spa.DefaultMaxAge
+	}
+	return window{maxAge: maxAge, retention: maxAge}
+}
+
+// next is the window after a reload (or restart) to maxAge at now.
+func (w window) next(maxAge time.Duration, now time.Time) window {
+	n := firstWindow(maxAge)
+	n.retention = max(w.retention, n.maxAge)
+	for _, b := range w.bounds {
+		// Once every packet a bound covers is older than any window so far, it can go: such a
+		// packet is stale under this window, and under the bound the next raise adds.
+		if now.Before(b.cutoff.Add(w.retention)) {
+			n.bounds = append(n.bounds, b)
+		}
+	}
+	if n.retention > w.retention {
+		// Packets accepted so far had timestamps before now + w.retention (the future side of
+		// every window so far), and entries that live w.retention past them.
+		n.bounds = append(n.bounds, bound{cutoff: now.Add(w.retention), limit: w.retention})
+	}
+	if len(n.bounds) > maxBounds {
+		n.bounds = append([]bound{{cutoff: n.bounds[1].cutoff, limit: n.bounds[0].limit}}, n.bounds[2:]...)
+	}
+	return n
+}
+
+// windowMeta names the window in a replay.Meta store.
+const windowMeta = "spaserver window"
+
+func (w window) MarshalBinary() ([]byte, error) {
+	b := binary.BigEndian.AppendUint64(nil, uint64(w.retention))
+	for _, bd := range w.bounds {
+		b = binary.BigEndian.AppendUint64(b, uint64(bd.cutoff.UnixNano()))
+		b = binary.BigEndian.AppendUint64(b, uint64(bd.limit))
+	}
+	return b, nil
+}
+
+func (w *window) UnmarshalBinary(b []byte) error {
+	if len(b) < 8 || (len(b)-8)%16 != 0 || len(b) > 8+16*maxBounds {
+		return fmt.Errorf("stored window: %d bytes", len(b))
+	}
+	ret := time.Duration(binary.BigEndian.Uint64(b))
+	if ret <= 0 || ret > 10*config.MaxSPAMaxAge {
+		return errors.New("stored window out of range")
+	}
+	*w = window{maxAge: ret, retention: ret}
+	for b = b[8:]; len(b) > 0; b = b[16:] {
+		bd := bound{cutoff: time.Unix(0, int64(binary.BigEndian.Uint64(b))), limit: time.Duration(binary.BigEndian.Uint64(b[8:]))}
+		if bd.limit <= 0 || bd.limit > ret {
+			return errors.New("stored window out of range")
+		}
+		w.bounds = append(w.bounds, bd)
+	}
+	return nil
+}
+
+// keepWindow derives the window for maxAge at now from the one before (prev; the stored one when
+// prev is nil and the store keeps it) and stores the result when the store keeps windows.
+func (h *Handler) keepWindow(prev *window, maxAge time.Duration, now time.Time) (window, error) {
+	m, _ := h.store.(replay.Meta)
+	if prev == nil && m != nil {
+		v, err := m.GetMeta(windowMeta)
+		if err != nil {
+			return window{}, err
+		}
+		if v != nil { // else a new file: nothing to protect
+			prev = new(window)
+			if err := prev.UnmarshalBinary(v); err != nil {
+				return window{}, err
+			}
+		}
+	}
+	w := firstWindow(maxAge)
+	if prev != nil {
+		w = prev.next(maxAge, now)
+	}
+	if m != nil {
+		v, _ := w.MarshalBinary()
+		if err := m.PutMeta(windowMeta, v); err != nil {
+			return window{}, err
+		}
+	}
+	return w, nil
+}
+
+// maxAgeFor is the age a packet with timestamp ts must stay under: the first bound that covers
+// it has the smallest limit of those that do.
+func (w window) maxAgeFor(ts time.Time) time.Duration {
+	for _, b := range w.bounds {
+		if !ts.After(b.cutoff) {
+			return min(w.maxAge, b.limit)
+		}
+	}
+	return w.maxAge
+}
+
+// expiry is when the replay entry of a packet with timestamp ts may go.
+func (w window) expiry(ts time.Time) time.Time {
+	return ts.Add(w.retention + spa.ReplayMargin)
+}
+
+// age judges a packet's timestamp at now: "" when it is inside the window (strictly), else the
+// reason and detail.
+func (w window) age(ts, now time.Time) (reason, detail string) {
+	switch age := now.Sub(ts); {
+	case age >= w.maxAgeFor(ts):
+		return ReasonStale, fmt.Sprintf("%v old", age.Round(time.Millisecond))
+	case age <= -w.maxAge:
+		return ReasonFuture, fmt.Sprintf("%v ahead", (-age).Round(time.Millisecond))
+	}
+	return "", ""
 }
 
 // New builds a Handler for cfg. store records accepted packets' replay keys; log receives one
@@ -96,6 +245,9 @@ func New(cfg *config.SPA, store replay.Store, log *slog.Logger, now func() time.
 		counts:  map[string]uint64{},
 	}
 	h.persist, _ = store.(replay.Deferred)
+	if r.win, err = h.keepWindow(nil, cfg.MaxAge, now()); err != nil {
+		return nil, fmt.Errorf("%s: replay window: %w", op, err)
+	}
 	h.rules.Store(r)
 	return h, nil
 }
@@ -107,7 +259,8 @@ func (h *Handler) ShareLogBudget(b *lograte.Budget) { h.limiter.SetBudget(b) }
 
 // Reload replaces the clients, their keys and limits, max_age and the server key with cfg's,
 // atomically: a packet is checked against the old configuration or the new one, never a mix.
-// Replay keys, counts and log budgets carry over. On error the running configuration stays.
+// Replay keys, counts and log budgets carry over, and a packet accepted before the reload stays
+// a replay after it, also when max_age grows. On error the running configuration stays.
 // The listener (port, sniff) is the caller's business: Handler never binds.
 func (h *Handler) Reload(cfg *config.SPA) error {
 	if cfg == nil {
@@ -116,6 +269,12 @@ func (h *Handler) Reload(cfg *config.SPA) error {
 	r, err := newRules(cfg)
 	if err != nil {
 		return fmt.Errorf("spaserver: reload: %w", err)
+	}
+	h.reloadMu.Lock()
+	defer h.reloadMu.Unlock()
+	prev := h.rules.Load().win
+	if r.win, err = h.keepWindow(&prev, cfg.MaxAge, h.now()); err != nil {
+		return fmt.Errorf("spaserver: reload: replay window: %w", err)
 	}
 	h.rules.Store(r)
 	return nil
@@ -176,6 +335,9 @@ type decision struct {
 	detail string
 	err    error // its text is the detail when detail is empty; formatted only if logged
 	grants []firewall.Grant
+	// inserted: the packet's replay key was recorded, so a Deferred store must persist it
+	// whatever the outcome.
+	inserted bool
 }
 
 // GrantFunc applies the grants an accepted packet earned (the firewall's Grant).
@@ -184,37 +346,44 @@ type GrantFunc func(ctx context.Context, grants ...firewall.Grant) error
 // Handle checks one SPA payload from src, applies the grants it earns with grant (unless grant is
 // nil), and only then logs the decision and lets a Deferred replay store persist, so neither
 // costs the client time. It returns the grants (nil when refused) and grant's error. Cheap
-// checks run first; the replay store is written only for authenticated, fresh packets. payload
-// may alias a read buffer: nothing of it is kept.
+// checks run first; the replay store is written only for authenticated, fresh packets, and
+// persisted for every key written, also when policy then refuses the packet. payload may alias
+// a read buffer: nothing of it is kept.
+//
+// src is taken as it is: an IPv4-mapped IPv6 source is refused ("bad source"), never read as
+// the IPv4 address, as are sources no real sender has (capture.SourceProblem). Intakes that
+// receive IPv4 on an IPv6 socket pass IPv4 addresses (udpintake does).
 func (h *Handler) Handle(ctx context.Context, src netip.Addr, payload []byte, grant GrantFunc) ([]firewall.Grant, error) {
-	src = src.Unmap()
 	r := h.rules.Load()
+	now := h.now() // the one clock reading for this packet: age, replay expiry and policy
 	var d decision
-	if len(payload) >= len(spa.Magic) && string(payload[:len(spa.Magic)]) == spa.Magic {
-		d = h.native1(ctx, r, src, payload)
-	} else {
-		d = h.fwknop1(ctx, r, src, payload)
+	switch why := capture.SourceProblem(src); {
+	case why != "":
+		d.reason, d.detail = ReasonBadSource, why
+	case len(payload) >= len(spa.Magic) && string(payload[:len(spa.Magic)]) == spa.Magic:
+		d = h.native1(ctx, r, src, payload, now)
+	default:
+		d = h.fwknop1(ctx, r, src, payload, now)
 	}
 	var err error
 	if len(d.grants) > 0 && grant != nil {
 		err = grant(ctx, d.grants...)
 	}
 	h.record(src, &d, err)
-	if h.persist != nil && d.reason == ReasonAccepted {
+	if h.persist != nil && d.inserted {
 		h.persist.PersistSoon()
 	}
 	return d.grants, err
 }
 
-func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []byte) decision {
+func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []byte, now time.Time) decision {
 	d := decision{format: config.SPAFormatNative}
 	if len(pkt) >= spa.HeaderLen {
 		if c := r.keys.Lookup(spa.KeyHint(pkt[5:spa.HeaderLen])); c != nil {
 			d.client = c.ID
 		}
 	}
-	now := h.now()
-	req, err := spa.Open(pkt, r.keys, now, r.cfg.MaxAge)
+	req, err := spa.Open(pkt, r.keys, now, r.win.maxAge)
 	if err != nil {
 		switch {
 		case errors.Is(err, spa.ErrTooShort):
@@ -241,7 +410,10 @@ func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []b
 		d.reason = ReasonUnknownClient
 		return d
 	}
-	if !h.fresh(ctx, &d, append([]byte{prefixNative}, req.ReplayKey()...), req.ReplayExpiry(r.cfg.MaxAge)) {
+	if d.reason, d.detail = r.win.age(req.Timestamp, now); d.reason != "" {
+		return d // a packet that may predate a reload raising max_age, older than its entry lives
+	}
+	if !h.fresh(ctx, &d, append([]byte{prefixNative}, req.ReplayKey()...), now, r.win.expiry(req.Timestamp)) {
 		return d
 	}
 	addr := src
@@ -250,9 +422,8 @@ func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []b
 		return d
 	}
 	if !req.FromSource() {
-		addr = req.Addr.Unmap()
-		if !inPrefixes(addr, c.Sources) {
-			d.reason, d.detail = ReasonAddrNotAllowed, "requested address "+addr.String()
+		addr = req.Addr
+		if !h.requested(&d, c, addr) {
 			return d
 		}
 	}
@@ -260,7 +431,7 @@ func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []b
 	return d
 }
 
-func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []byte) decision {
+func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []byte, now time.Time) decision {
 	d := decision{format: config.SPAFormatFwknop}
 	switch {
 	case len(r.fwknop) == 0:
@@ -278,8 +449,8 @@ func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []
 		return d
 	}
 	for _, b := range wire {
-		if !isB64(b) {
-			d.reason, d.detail = ReasonMalformed, "not base64 text"
+		if !fwknop.IsWireChar(b) {
+			d.reason, d.detail = ReasonMalformed, "not unpadded base64 text"
 			return d
 		}
 	}
@@ -292,7 +463,7 @@ func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []
 		authClient string
 	)
 	for _, cand := range r.fwknop {
-		if !inPrefixes(src, cand.Sources) {
+		if !sourceAllowed(src, cand.Sources) {
 			continue
 		}
 		matched = true
@@ -321,19 +492,12 @@ func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []
 		return d
 	}
 	d.client = c.Name
-	now := h.now()
-	switch age := now.Sub(msg.Timestamp); {
-	case age > r.cfg.MaxAge:
-		d.reason, d.detail = ReasonStale, fmt.Sprintf("%v old", age.Round(time.Second))
-		return d
-	case age < -r.cfg.MaxAge:
-		d.reason, d.detail = ReasonFuture, fmt.Sprintf("%v ahead", (-age).Round(time.Second))
+	if d.reason, d.detail = r.win.age(msg.Timestamp, now); d.reason != "" {
 		return d
 	}
-	// fwknop's digest: SHA-256 of the wire text. Kept for twice max_age, as a timestamp up to
-	// max_age ahead stays fresh until max_age after it.
-	key := append([]byte{prefixFwknop}, fwknop.ReplayKey(wire)...)
-	if !h.fresh(ctx, &d, key, now.Add(2*r.cfg.MaxAge)) {
+	// The digest of the decrypted plaintext: one key for every spelling of the packet.
+	key := append([]byte{prefixFwknop}, msg.ReplayDigest...)
+	if !h.fresh(ctx, &d, key, now, r.win.expiry(msg.Timestamp)) {
 		return d
 	}
 	switch {
@@ -349,7 +513,10 @@ func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []
 	}
 	addr := src
 	if !msg.FromSource() {
-		addr = msg.AllowIP.Unmap()
+		addr = msg.AllowIP
+		if !h.requested(&d, c, addr) {
+			return d
+		}
 	} else if c.RequireSourceAddress {
 		d.reason, d.detail = ReasonSourceAddrNeeded, "allow IP 0.0.0.0 with REQUIRE_SOURCE_ADDRESS"
 		return d
@@ -362,10 +529,10 @@ func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []
 	return d
 }
 
-// fresh records key in the replay store; false (with the reason set) when it was there already
-// or the store failed.
-func (h *Handler) fresh(ctx context.Context, d *decision, key []byte, expiry time.Time) bool {
-	ok, err := h.store.InsertIfAbsent(ctx, key, expiry)
+// fresh records key in the replay store, live at now until expiry; false (with the reason set)
+// when it was there already or the store failed.
+func (h *Handler) fresh(ctx context.Context, d *decision, key []byte, now, expiry time.Time) bool {
+	ok, err := h.store.InsertAt(ctx, key, now, expiry)
 	switch {
 	case err != nil:
 		d.reason, d.detail = ReasonInternal, err.Error()
@@ -374,13 +541,28 @@ func (h *Handler) fresh(ctx context.Context, d *decision, key []byte, expiry tim
 		d.reason = ReasonReplay
 		return false
 	}
+	d.inserted = true
+	return true
+}
+
+// requested checks an address a packet asks to open for other than its source: a unicast
+// address within the client's sources, like a source (fwknop's allow IP included).
+func (h *Handler) requested(d *decision, c *config.SPAClient, addr netip.Addr) bool {
+	if why := capture.SourceProblem(addr); why != "" {
+		d.reason, d.detail = ReasonAddrNotAllowed, "requested address "+addr.String()+": "+why
+		return false
+	}
+	if !sourceAllowed(addr, c.Sources) {
+		d.reason, d.detail = ReasonAddrNotAllowed, "requested address "+addr.String()
+		return false
+	}
 	return true
 }
 
 // policy applies a client's limits to an authenticated request and sets the grants.
 func (h *Handler) policy(d *decision, c *config.SPAClient, src, addr netip.Addr, ports []netport.Port, dur time.Duration, now time.Time) {
 	switch {
-	case !inPrefixes(src, c.Sources):
+	case !sourceAllowed(src, c.Sources):
 		d.reason = ReasonSourceNotAllowed
 		return
 	case !c.AccessExpire.IsZero() && !now.Before(c.AccessExpire):
@@ -410,13 +592,12 @@ func (h *Handler) policy(d *decision, c *config.SPAClient, src, addr netip.Addr,
 	d.reason = ReasonAccepted
 }
 
-func isB64(c byte) bool {
-	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '='
-}
-
-func inPrefixes(a netip.Addr, ps []netip.Prefix) bool {
+// sourceAllowed reports whether a is within one of ps. A loopback address must be named by a
+// loopback prefix (127.0.0.0/8 or narrower, ::1/128): "any" (0.0.0.0/0, ::/0) does not admit it,
+// as a loopback source on the wire is forged, and a grant for it opens nothing remote.
+func sourceAllowed(a netip.Addr, ps []netip.Prefix) bool {
 	for _, p := range ps {
-		if p.Contains(a) {
+		if p.Contains(a) && (!a.IsLoopback() || p.Addr().IsLoopback()) {
 			return true
 		}
 	}

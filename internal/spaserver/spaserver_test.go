@@ -257,8 +257,13 @@ func TestSPAHandleReasons(t *testing.T) {
 		// fwknop.
 		{"fwknop accepted source", client4, fw(fwKeys, fwknop.Message{Type: fwknop.TypeAccess, Ports: []netport.Port{ssh}}, 0),
 			ReasonAccepted, "legacy", grants(client4, 10*time.Second, ssh)},
-		{"fwknop explicit allow ip", client4, fw(fwKeys, fwknop.Message{Type: fwknop.TypeAccess, AllowIP: netip.MustParseAddr("192.0.2.1"), Ports: []netport.Port{ssh}}, 0),
-			ReasonAccepted, "legacy", grants(netip.MustParseAddr("192.0.2.1"), 10*time.Second, ssh)},
+		{"fwknop explicit allow ip", client4, fw(fwKeys, fwknop.Message{Type: fwknop.TypeAccess, AllowIP: explicit, Ports: []netport.Port{ssh}}, 0),
+			ReasonAccepted, "legacy", grants(explicit, 10*time.Second, ssh)},
+		// The allow IP is checked against sources, as a native explicit address is.
+		{"fwknop allow ip outside sources", client4, fw(fwKeys, fwknop.Message{Type: fwknop.TypeAccess, AllowIP: netip.MustParseAddr("192.0.2.1"), Ports: []netport.Port{ssh}}, 0),
+			ReasonAddrNotAllowed, "legacy", nil},
+		{"fwknop allow ip broadcast", client4, fw(fwKeys, fwknop.Message{Type: fwknop.TypeAccess, AllowIP: netip.MustParseAddr("255.255.255.255"), Ports: []netport.Port{ssh}}, 0),
+			ReasonAddrNotAllowed, "legacy", nil},
 		{"fwknop ipv6 source", client6, fw(fwKeys, fwknop.Message{Type: fwknop.TypeAccess, Ports: []netport.Port{https}}, 0),
 			ReasonAccepted, "legacy", grants(client6, 10*time.Second, https)},
 		{"fwknop client timeout capped", client4, fw(fwKeys, fwknop.Message{Type: fwknop.TypeClientTimeoutAccess, ClientTimeout: 100 * time.Second, Ports: []netport.Port{ssh, dns}}, 0),
@@ -529,8 +534,10 @@ func TestSPANewErrors(t *testing.T) {
 // nopStore accepts every key, so a benchmark can verify one packet again and again.
 type nopStore struct{}
 
-func (nopStore) InsertIfAbsent(context.Context, []byte, time.Time) (bool, error) { return true, nil }
-func (nopStore) Close() error                                                    { return nil }
+func (nopStore) InsertAt(context.Context, []byte, time.Time, time.Time) (bool, error) {
+	return true, nil
+}
+func (nopStore) Close() error { return nil }
 
 func benchHandler(b *testing.B, c *creds) *Handler {
 	h, err := New(testConfig(c), nopStore{}, slog.New(slog.DiscardHandler), func() time.Time { return t0 })
@@ -641,7 +648,8 @@ type deferredStore struct {
 func (s *deferredStore) PersistSoon() { s.persisted++ }
 
 // TestSPAPersistsAfterAccepting checks that a Deferred replay store is told to persist once per
-// accepted packet, after the grant, and not for refusals.
+// accepted packet, after the grant, and not for refusals that recorded no key (replays, garbage;
+// TestSPARefusedKeyPersisted covers policy refusals, which do record one).
 func TestSPAPersistsAfterAccepting(t *testing.T) {
 	c := newCreds(t)
 	rng := rand.NewChaCha8([32]byte{12})

@@ -26,8 +26,11 @@ func TestUDPIntakeReceivesV4AndV6(t *testing.T) {
 			got <- c
 		})
 	}()
-	for _, dst := range []string{"127.0.0.1", "::1"} {
+	// An IPv4-mapped destination is IPv4 on the wire: it arrives on the IPv4 socket, and its
+	// sender is reported as IPv4.
+	for _, dst := range []string{"127.0.0.1", "::1", "::ffff:127.0.0.1"} {
 		addr := netip.AddrPortFrom(netip.MustParseAddr(dst), l.Port())
+		want := netip.MustParseAddr(dst).Unmap()
 		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(addr))
 		if err != nil {
 			if dst == "::1" {
@@ -42,7 +45,7 @@ func TestUDPIntakeReceivesV4AndV6(t *testing.T) {
 		c.Close()
 		select {
 		case p := <-got:
-			if p.Src != netip.MustParseAddr(dst) || p.Proto != netport.UDP || p.DstPort != l.Port() || string(p.Payload) != "hello "+dst {
+			if p.Src != want || p.Proto != netport.UDP || p.DstPort != l.Port() || string(p.Payload) != "hello "+dst {
 				t.Errorf("packet %+v", p)
 			}
 		case <-time.After(2 * time.Second):
