@@ -210,11 +210,11 @@ func writePanel(b *strings.Builder, f Figure, p Panel, px, py int, xlo, xhi floa
 		fmt.Fprintf(b, `<text transform="translate(%d,%d) rotate(-90)" text-anchor="middle">%s</text>`+"\n", x0-44, y0+ih/2, esc(c.YLabel))
 		if c.RefY > 0 && c.RefY >= r.lo && c.RefY <= r.hi {
 			y := yOf(c.RefY)
-			ly := y - 3 // the label above the line, or below it at the top of the chart
+			ly := y - 3 // the label above the line at the right, or below it at the top of the chart
 			if y-float64(y0) < 14 {
 				ly = y + 11
 			}
-			fmt.Fprintf(b, `<line class="ref" x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#777" stroke-dasharray="1 3"/><text x="%d" y="%.1f" fill="#555" font-size="10">%s</text>`+"\n", x0+1, x0+iw-1, y, y, x0+4, ly, esc(c.RefLabel))
+			fmt.Fprintf(b, `<line class="ref" x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#777" stroke-dasharray="1 3"/><text x="%d" y="%.1f" fill="#555" font-size="10" text-anchor="end">%s</text>`+"\n", x0+1, x0+iw-1, y, y, x0+iw-4, ly, esc(c.RefLabel))
 		}
 		if f.XMark > 0 {
 			x := xOf(f.XMark)
