@@ -5,6 +5,7 @@
 //	go run ./bench -out /tmp/bench              # every scenario, every daemon
 //	go run ./bench -smoke -out /tmp/smoke       # a few seconds, sesame only
 //	go run ./bench -scenarios latency,flood -daemons sesame,knockd -rates 10000,max -duration 5s
+//	go run ./bench -replot /tmp/bench/results.json  # redraw results.md and flood.svg, run nothing
 //
 // Every load is bounded in rate, count and time and stays inside the bench's namespaces; all
 // namespaces and daemons are removed at the end, also on error or Ctrl-C. Results go to
@@ -51,6 +52,7 @@ type options struct {
 	scaleLevels  []int
 	memSources   uint64
 	memRate      float64
+	replot       string
 }
 
 type harness struct {
@@ -79,6 +81,9 @@ func run(args []string) error {
 	o, err := parseOptions(args)
 	if err != nil {
 		return err
+	}
+	if o.replot != "" {
+		return replot(o)
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: the bench creates network namespaces and starts firewall daemons")
@@ -129,11 +134,15 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.genThreads, "gen-threads", 2, "sending threads of the max-rate flood")
 	fs.Uint64Var(&o.sweepPackets, "sweep-packets", 10_000_000, "packets per blind sweep")
 	fs.IntVar(&o.latencyTries, "latency-tries", 200, "tries of the latency scenario")
+	fs.StringVar(&o.replot, "replot", "", "redraw results.md and flood.svg from a results.json `FILE` into -out (default: FILE's directory); runs nothing")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.replot != "" && !set["out"] {
+		o.out = filepath.Dir(o.replot)
+	}
 	o.scenarios = splitList(*scen)
 	for _, s := range o.scenarios {
 		if !contains(allScenarios, s) {
@@ -247,23 +256,53 @@ func (h *harness) runAll() error {
 	return errors.Join(errs...)
 }
 
-func (h *harness) write() error {
-	b, err := json.MarshalIndent(h.res, "", "  ")
+func (h *harness) write() error { return writeResults(h.opts.out, h.res) }
+
+// writeResults writes res as results.json, results.md and flood.svg into dir.
+func writeResults(dir string, res *Results) error {
+	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode results: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(h.opts.out, "results.json"), b, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), b, 0o644); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(h.opts.out, "results.md"), []byte(h.res.markdown()), 0o644); err != nil {
+	return writeReport(dir, res)
+}
+
+// writeReport writes res as results.md and flood.svg into dir.
+func writeReport(dir string, res *Results) error {
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(res.markdown()), 0o644); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
-	f, err := os.Create(filepath.Join(h.opts.out, "flood.svg"))
+	f, err := os.Create(filepath.Join(dir, "flood.svg"))
 	if err != nil {
 		return fmt.Errorf("write plot: %w", err)
 	}
-	defer f.Close()
-	return h.res.plot(f)
+	if err := res.plot(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write plot: %w", err)
+	}
+	return nil
+}
+
+// replot redraws the report of an earlier run from its results.json.
+func replot(o options) error {
+	b, err := os.ReadFile(o.replot)
+	if err != nil {
+		return fmt.Errorf("replot: %w", err)
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("replot %s: %w", o.replot, err)
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return fmt.Errorf("output dir: %w", err)
+	}
+	return writeReport(o.out, &res)
 }
 
 func machine() Machine {

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -352,63 +354,126 @@ func orDash(s string) string {
 	return s
 }
 
-// plot draws legitimate opens and median latency against flood rate, one line per daemon and
-// flood target.
+// plotSubjects is the order of the plot's legend; a subject's place here fixes its colour and
+// marker, so a daemon looks the same in every panel and in every run, whichever daemons ran.
+var plotSubjects = []subject{{dSesame, mKnock}, {dSesame, mSPA}, {dKnockd, mKnock}, {dFwknopd, mSPA}}
+
+// plotTargets is the order of the plot's panels.
+var plotTargets = []string{tRandom, tKnock, tSPABytes, tSPAWrong}
+
+// plot draws the flood scenario: one panel per flood target, each with the legitimate opens and
+// their median latency against the rate the generator sent, one series per daemon.
 func (r *Results) plot(w io.Writer) error {
-	var series []struct {
-		name string
-		rows []*FloodRow
+	return benchkit.WriteFigure(w, r.floodFigure())
+}
+
+// floodFigure is the flood plot of r; it depends on nothing but r.
+func (r *Results) floodFigure() benchkit.Figure {
+	var names, targets []string
+	for _, s := range plotSubjects {
+		names = append(names, s.String())
 	}
+	targets = append(targets, plotTargets...)
+	tries := 0
+	var rows []FloodRow
 	for _, f := range r.Flood {
-		if f.NotAvailable != "" {
+		if f.NotAvailable != "" || f.Tries == 0 {
 			continue
 		}
-		name := f.Subject + ", " + f.Target
-		i := slices.IndexFunc(series, func(s struct {
-			name string
-			rows []*FloodRow
-		}) bool {
-			return s.name == name
-		})
-		if i < 0 {
-			series = append(series, struct {
-				name string
-				rows []*FloodRow
-			}{name: name})
-			i = len(series) - 1
+		rows = append(rows, f)
+		tries = max(tries, f.Tries)
+		if !slices.Contains(names, f.Subject) {
+			names = append(names, f.Subject)
 		}
-		ff := f
-		series[i].rows = append(series[i].rows, &ff)
-	}
-	xs := make([]string, len(r.Rates))
-	for i, rate := range r.Rates {
-		xs[i] = rate
-		if rate != "max" {
-			var v float64
-			fmt.Sscan(rate, &v)
-			xs[i] = kpps(v)
+		if !slices.Contains(targets, f.Target) {
+			targets = append(targets, f.Target)
 		}
 	}
-	succ := benchkit.Panel{Title: "Legitimate opens (of 20) during the flood", YLabel: "opens", YMin: 0, YMax: 20}
-	lat := benchkit.Panel{Title: "Median open latency during the flood", YLabel: "ms (log)", LogY: true}
-	for _, s := range series {
-		ys, ls := make([]float64, len(xs)), make([]float64, len(xs))
-		for i := range ys {
-			ys[i], ls[i] = math.NaN(), math.NaN()
-		}
-		for _, f := range s.rows {
-			i := slices.Index(r.Rates, f.Rate)
-			if i < 0 {
+	fig := benchkit.Figure{
+		Title:   "Legitimate opens during spoofed floods, by flood target",
+		XLabel:  "flood rate sent (packets/s, log scale)",
+		Columns: 2,
+		Styles:  map[string]benchkit.Style{},
+	}
+	fig.Subtitle = fmt.Sprintf("%s × %d CPUs, run of %s: %d legitimate opens tried during each %g s flood",
+		orDash(r.Machine.CPU), r.Machine.CPUs, r.Started.Format("2006-01-02 15:04"), tries, r.FloodSeconds)
+	for i, n := range names {
+		fig.Styles[n] = benchkit.StyleAt(i)
+	}
+	fig.XMark, fig.XMarkLabel = bedMax(r)
+	inLegend := map[string]bool{}
+	for _, t := range targets {
+		opens := benchkit.Chart{YLabel: fmt.Sprintf("opens of %d", tries), YMin: 0, YMax: float64(tries), Height: 110}
+		lat := benchkit.Chart{YLabel: "median open, ms (log)", LogY: true, Height: 150, RefY: 10, RefLabel: "10 ms target"}
+		for _, n := range names {
+			var pts []FloodRow
+			for _, f := range rows {
+				if f.Target == t && f.Subject == n && floodX(f) > 0 {
+					pts = append(pts, f)
+				}
+			}
+			if len(pts) == 0 {
 				continue
 			}
-			ys[i] = float64(f.Opens) * 20 / float64(max(1, f.Tries))
-			if f.Opens > 0 {
-				ls[i] = f.Latency.P50
+			inLegend[n] = true
+			slices.SortStableFunc(pts, func(a, b FloodRow) int { return cmp.Compare(floodX(a), floodX(b)) })
+			so, sl := benchkit.Series{Name: n}, benchkit.Series{Name: n}
+			for _, f := range pts {
+				x := floodX(f)
+				so.Points = append(so.Points, benchkit.Point{X: x, Y: float64(f.Opens) * float64(tries) / float64(f.Tries)})
+				y := math.NaN()
+				if f.Opens > 0 {
+					y = f.Latency.P50
+				}
+				sl.Points = append(sl.Points, benchkit.Point{X: x, Y: y})
 			}
+			opens.Series = append(opens.Series, so)
+			lat.Series = append(lat.Series, sl)
 		}
-		succ.Series = append(succ.Series, benchkit.Series{Name: s.name, Y: ys})
-		lat.Series = append(lat.Series, benchkit.Series{Name: s.name, Y: ls})
+		if len(opens.Series) > 0 {
+			fig.Panels = append(fig.Panels, benchkit.Panel{Title: "Flood at " + t, Charts: []benchkit.Chart{opens, lat}})
+		}
 	}
-	title := fmt.Sprintf("sesame vs knockd vs fwknopd under spoofed floods (%s, %d CPUs)", r.Machine.CPU, r.Machine.CPUs)
-	return benchkit.WriteSVG(w, title, xs, []benchkit.Panel{succ, lat})
+	for _, n := range names {
+		if inLegend[n] {
+			fig.Legend = append(fig.Legend, n)
+		}
+	}
+	return fig
+}
+
+// floodX is the rate a flood row's generator sent, or the rate asked for when it sent nothing.
+func floodX(f FloodRow) float64 {
+	if f.Flood.Achieved > 0 {
+		return f.Flood.Achieved
+	}
+	if f.Flood.Requested > 0 {
+		return f.Flood.Requested
+	}
+	v, err := strconv.ParseFloat(f.Rate, 64)
+	if err != nil {
+		return 0
+	}
+	return v
+}
+
+// bedMax is the bed's highest measured injection rate (the calibration scenario), or without
+// it the fastest flood of the run, and its label.
+func bedMax(r *Results) (float64, string) {
+	var v float64
+	for _, c := range r.Calibration {
+		v = max(v, c.Flood.Achieved)
+	}
+	if v > 0 {
+		return v, fmt.Sprintf("bed max ≈ %.0f kpps", v/1000)
+	}
+	for _, f := range r.Flood {
+		if f.NotAvailable == "" {
+			v = max(v, f.Flood.Achieved)
+		}
+	}
+	if v > 0 {
+		return v, fmt.Sprintf("fastest flood ≈ %.0f kpps", v/1000)
+	}
+	return 0, ""
 }
