@@ -137,8 +137,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.snapshot()
 	e := emitter{c: c, ch: ch}
 
-	ch <- prometheus.MustNewConstMetric(c.buildInfo, prometheus.GaugeValue, 1,
-		c.build.Version, c.build.GoVersion, c.build.Firewall)
+	// Build info is static, from the binary and the backend's name, so it is not filtered; a
+	// value that is not valid UTF-8 drops the series rather than the scrape.
+	if m, err := prometheus.NewConstMetric(c.buildInfo, prometheus.GaugeValue, 1,
+		c.build.Version, c.build.GoVersion, c.build.Firewall); err == nil {
+		ch <- m
+	}
 	if !c.started.IsZero() {
 		ch <- prometheus.MustNewConstMetric(c.startTime, prometheus.GaugeValue,
 			float64(c.started.UnixNano())/1e9)

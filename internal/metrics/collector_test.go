@@ -379,3 +379,13 @@ func grep(body, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestBadBuildInfoDoesNotPanic(t *testing.T) {
+	c, err := NewCollector(Options{Snapshot: sample, Build: Build{Version: "\xff", Firewall: "nftables"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(""), "sesame_build_info"); err != nil {
+		t.Error(err)
+	}
+}

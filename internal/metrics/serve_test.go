@@ -84,10 +84,7 @@ func TestHandlerLint(t *testing.T) {
 }
 
 func TestPromtoolCheckMetrics(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Skip("promtool not installed (Debian package prometheus; .ci/deps.sh installs it)")
-	}
+	promtool := lookPromtool(t)
 	body := exposition(t, testHandler(t))
 	cmd := exec.Command(promtool, "check", "metrics")
 	cmd.Stdin = bytes.NewReader(body)
