@@ -39,8 +39,8 @@ type Options struct {
 //
 // Label values come only from configuration names (doors, SPA clients, "operator") and from the
 // server's fixed sets of reasons, formats and results. As a second line of defence, a series
-// whose label value is not valid UTF-8, is longer than MaxLabelLen, or parses as an IP address,
-// an address:port or a prefix is dropped (never exported) and counted in
+// whose label value fails LabelValueOK (empty, not UTF-8, too long, or containing anything that
+// parses as an IP address) is dropped, never exported, and counted in
 // sesame_metrics_label_refused_total: no client address ever reaches a label.
 type Collector struct {
 	snapshot func() server.Stats
