@@ -6,7 +6,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 # gcc and libc6-dev: only for the race-detector run of the unit tests (the binary stays CGO_ENABLED=0).
 # nmap: the scanner the sweep and invisibility tests run against the daemon.
-pkgs=(iproute2 nftables iptables knockd fwknop-client fwknop-server tcpdump procps nmap gcc libc6-dev)
+# prometheus: for promtool, which the metrics tests run (check metrics, check rules, test rules).
+pkgs=(iproute2 nftables iptables knockd fwknop-client fwknop-server tcpdump procps nmap gcc libc6-dev prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,7 +17,7 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The Debian packages enable their daemons; the tests start their own copies in namespaces.
-for svc in knockd fwknop-server; do
+for svc in knockd fwknop-server prometheus; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
 if ! command -v go >/dev/null; then
