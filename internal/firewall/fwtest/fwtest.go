@@ -6,7 +6,6 @@ package fwtest
 import (
 	"bufio"
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -75,7 +74,7 @@ func runFamily(t *testing.T, f family, newBackend NewFunc) {
 	}
 	dst := netip.AddrPortFrom(f.server, ssh.Num)
 	dst2 := netip.AddrPortFrom(f.server, ssh2.Num)
-	if err := EchoListen(ctx, bed.Server, dst); err != nil {
+	if _, err := netnsbed.Listen(ctx, bed.Server, dst); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := netnsbed.Listen(ctx, bed.Server, dst2); err != nil {
@@ -144,6 +143,9 @@ func runFamily(t *testing.T, f family, newBackend NewFunc) {
 		t.Fatalf("dial during grant: %v", err)
 	}
 	defer held.Close()
+	if err := netnsbed.Exchange(held, time.Now().Add(openTimeout)); err != nil {
+		t.Fatalf("held connection: %v", err)
+	}
 	rd := bufio.NewReader(held)
 	Echo(t, held, rd, "during")
 	// The connection the grant admitted carries sesame's conntrack mark bit; a connection to an
@@ -304,7 +306,8 @@ func ConnMark(t *testing.T, ns string, client net.Addr, dport uint16) (uint32, b
 	return 0, false
 }
 
-// Echo writes a line on c and expects the echo service (EchoListen) to send it back.
+// Echo writes a line on c, a connection to a netnsbed.Listen service past its greeting
+// (netnsbed.Exchange), and expects it back.
 func Echo(t *testing.T, c net.Conn, rd *bufio.Reader, what string) {
 	t.Helper()
 	c.SetDeadline(time.Now().Add(openTimeout))
@@ -316,37 +319,4 @@ func Echo(t *testing.T, c net.Conn, rd *bufio.Reader, what string) {
 	if err != nil || got != msg {
 		t.Fatalf("held connection (%s): read %q, %v; want %q", what, got, err, msg)
 	}
-}
-
-// EchoListen starts a TCP echo service in ns on addr until ctx ends.
-func EchoListen(ctx context.Context, ns string, addr netip.AddrPort) error {
-	var ln net.Listener
-	err := netnsbed.Do(ns, func() error {
-		l, err := net.Listen("tcp", addr.String())
-		ln = l
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return nil
 }

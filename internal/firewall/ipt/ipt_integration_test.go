@@ -109,7 +109,7 @@ func TestIntegrationIptLayout(t *testing.T) {
 		server, client netip.Addr
 	}{{"IPv4", netnsbed.Server4, netnsbed.Client4}, {"IPv6", netnsbed.Server6, netnsbed.Client6}} {
 		dst := netip.AddrPortFrom(fam.server, 2222)
-		if err := fwtest.EchoListen(t.Context(), bed.Server, dst); err != nil {
+		if _, err := netnsbed.Listen(t.Context(), bed.Server, dst); err != nil {
 			t.Fatal(err)
 		}
 		if ok, _ := netnsbed.CanConnect(bed.Client, fam.client, dst, 300*time.Millisecond); ok {
@@ -123,6 +123,9 @@ func TestIntegrationIptLayout(t *testing.T) {
 			t.Fatalf("%s: dial during the grant: %v", fam.name, err)
 		}
 		defer c.Close()
+		if err := netnsbed.Exchange(c, time.Now().Add(3*time.Second)); err != nil {
+			t.Fatalf("%s: during the grant: %v", fam.name, err)
+		}
 		rd := bufio.NewReader(c)
 		fwtest.Echo(t, c, rd, fam.name+" during the grant, past the host's DROP")
 		if !netnsbed.WaitFor(10*time.Second, func() bool {
