@@ -17,6 +17,7 @@ import (
 
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
@@ -47,7 +48,7 @@ type family struct {
 
 // Run runs the suite for IPv4 and IPv6, in parallel, each in its own bed.
 func Run(t *testing.T, newBackend NewFunc) {
-	netnsbed.SkipUnlessRoot(t)
+	netnstest.SkipUnlessRoot(t)
 	for _, f := range []family{
 		{"IPv4", netnsbed.Server4, netnsbed.Client4, false},
 		{"IPv6", netnsbed.Server6, netnsbed.Client6, true},
@@ -62,7 +63,7 @@ func Run(t *testing.T, newBackend NewFunc) {
 func runFamily(t *testing.T, f family, newBackend NewFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	bed := netnsbed.NewT(t)
+	bed := netnstest.NewT(t)
 
 	extras, err := bed.AddClientAddrs(ctx, 1, f.v6)
 	if err != nil {

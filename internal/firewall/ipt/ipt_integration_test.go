@@ -12,12 +12,13 @@ import (
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/firewall/fwtest"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
 func skipUnlessIptables(t testing.TB) {
 	t.Helper()
-	netnsbed.SkipUnlessRoot(t)
+	netnstest.SkipUnlessRoot(t)
 	for _, c := range []string{"iptables", "ip6tables"} {
 		if _, err := exec.LookPath(c); err != nil {
 			t.Skipf("skipping: %s is not installed", c)
@@ -63,7 +64,7 @@ func iptS(t *testing.T, ns, cmd, chain string) string {
 func TestIntegrationIptLayout(t *testing.T) {
 	skipUnlessIptables(t)
 	ctx := context.Background()
-	bed := netnsbed.NewT(t)
+	bed := netnstest.NewT(t)
 	// A host firewall that drops the service port (and something unrelated first).
 	for _, cmd := range []string{"iptables", "ip6tables"} {
 		for _, args := range [][]string{
