@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package fwtest is the conformance suite that every real firewall backend runs against real
 // packets. Each family (IPv4, IPv6) gets its own netnsbed bed; the backend gates the bed's server
 // namespace and the client namespace connects to it. It needs root; without root it skips.

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package nft is sesame's nftables firewall backend. It keeps one table, inet sesame, and talks to
 // the kernel over netlink (github.com/google/nftables); it never execs nft(8).
 //
