@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures sesame, knockd and fwknopd under attack in throw-away network namespaces.
 //
 // Run it as root from the repository root:

@@ -9,13 +9,15 @@ import (
 	"time"
 
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 )
 
 // TestIntegrationProbesNeedDataBothWays: ProbeConnect, MassConnect and ConnectLoop count a
 // connection only when the greeting and the echo got through; connect() alone is not enough.
 func TestIntegrationProbesNeedDataBothWays(t *testing.T) {
-	netnsbed.SkipUnlessRoot(t)
-	bed := netnsbed.NewT(t)
+	netnstest.SkipUnlessRoot(t)
+	bed := netnstest.NewT(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	svc := netip.AddrPortFrom(netnsbed.Server4, 2222)
@@ -79,8 +81,8 @@ func TestIntegrationProbesNeedDataBothWays(t *testing.T) {
 // TestIntegrationProbeWrongService: a peer that is not a netnsbed.Listen service is an error,
 // not an open port.
 func TestIntegrationProbeWrongService(t *testing.T) {
-	netnsbed.SkipUnlessRoot(t)
-	bed := netnsbed.NewT(t)
+	netnstest.SkipUnlessRoot(t)
+	bed := netnstest.NewT(t)
 	svc := netip.AddrPortFrom(netnsbed.Server4, 2223)
 	var ln net.Listener
 	if err := netnsbed.Do(bed.Server, func() (err error) { ln, err = net.Listen("tcp", svc.String()); return }); err != nil {

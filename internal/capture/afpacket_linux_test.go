@@ -16,6 +16,7 @@ import (
 
 	"github.com/sesame-knock/sesame/internal/knock"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
@@ -135,8 +136,8 @@ func nft(t *testing.T, ns string, script string) {
 }
 
 func TestIntegrationAFPacket(t *testing.T) {
-	netnsbed.SkipUnlessRoot(t)
-	b := netnsbed.NewT(t)
+	netnstest.SkipUnlessRoot(t)
+	b := netnstest.NewT(t)
 	filter := Filter{
 		Knocks: []Knock{
 			{Port: netport.Port{Proto: netport.TCP, Num: 7000}, Flags: knock.TCPFlags{Set: knock.SYN, Clear: knock.ACK}},
@@ -279,8 +280,8 @@ table netdev sesametest {
 }
 
 func TestIntegrationInterfaces(t *testing.T) {
-	netnsbed.SkipUnlessRoot(t)
-	b := netnsbed.NewT(t)
+	netnstest.SkipUnlessRoot(t)
+	b := netnstest.NewT(t)
 	filter := Filter{Knocks: []Knock{{Port: netport.Port{Proto: netport.UDP, Num: 9000}}}}
 	open := func(names ...string) (*AFPacket, error) {
 		var a *AFPacket
@@ -334,8 +335,8 @@ func TestIntegrationInterfaces(t *testing.T) {
 }
 
 func TestRunAlreadyRunning(t *testing.T) {
-	netnsbed.SkipUnlessRoot(t)
-	b := netnsbed.NewT(t)
+	netnstest.SkipUnlessRoot(t)
+	b := netnstest.NewT(t)
 	var a *AFPacket
 	if err := netnsbed.Do(b.Server, func() (err error) {
 		a, err = Open(Config{Filter: Filter{SPA: []uint16{1}}})

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -23,6 +25,8 @@ import (
 	"time"
 
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 )
 
 // Keys of the differential test besides the reference keys (fwknopKey, fwknopHMAC).
@@ -216,7 +220,7 @@ var fwdCases = []fwdCase{
 // client, and compares which services each case can then reach, with data both ways, and for
 // how long. They agree except where docs/MIGRATING-FROM-FWKNOP.md documents a difference.
 func TestFwknopdDifferential(t *testing.T) {
-	netnsbed.SkipUnlessRoot(t)
+	netnstest.SkipUnlessRoot(t)
 	for _, bin := range []string{"fwknop", "fwknopd", "iptables"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Fatalf("%s is not installed (.ci/deps.sh installs it): the differential test needs it", bin)
@@ -309,7 +313,7 @@ type fwdBed struct {
 
 func newFwdBed(t *testing.T, n int) *fwdBed {
 	t.Helper()
-	b := &fwdBed{Bed: netnsbed.NewT(t)}
+	b := &fwdBed{Bed: netnstest.NewT(t)}
 	var err error
 	if b.addrs, err = b.AddClientAddrs(context.Background(), n, false); err != nil {
 		t.Fatal(err)

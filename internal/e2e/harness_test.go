@@ -14,6 +14,7 @@ import (
 
 	"github.com/sesame-knock/sesame/internal/knockclient"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
@@ -157,8 +158,8 @@ var families = []family{
 
 func skipUnlessRoot(t *testing.T) *netnsbed.Bed {
 	t.Helper()
-	netnsbed.SkipUnlessRoot(t)
-	return netnsbed.NewT(t)
+	netnstest.SkipUnlessRoot(t)
+	return netnstest.NewT(t)
 }
 
 func mustAddr(t *testing.T, s string) netip.Addr {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -14,6 +16,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/benchkit"
 	"github.com/sesame-knock/sesame/internal/knockclient"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
@@ -30,7 +33,7 @@ const latencyTries = 120
 // Each sub-benchmark makes latencyTries measurements whatever b.N is, each from a fresh source
 // address, and reports the median, 95th percentile and maximum in microseconds.
 func BenchmarkKnockToConnect(b *testing.B) {
-	netnsbed.SkipUnlessRoot(b)
+	netnstest.SkipUnlessRoot(b)
 	if sesameBin == "" {
 		b.Fatal("sesame binary not built")
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -16,6 +18,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/benchkit"
 	"github.com/sesame-knock/sesame/internal/fwknop"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/netport"
 	"github.com/sesame-knock/sesame/internal/spa"
 )
@@ -32,7 +35,7 @@ import (
 // measures what the bed itself costs (the send, the prober's first attempt, one handshake and
 // one greeting-and-echo round trip).
 func BenchmarkSPAToConnect(b *testing.B) {
-	netnsbed.SkipUnlessRoot(b)
+	netnstest.SkipUnlessRoot(b)
 	if sesameBin == "" {
 		b.Fatal("sesame binary not built")
 	}

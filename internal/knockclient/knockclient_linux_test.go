@@ -12,6 +12,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/capture"
 	"github.com/sesame-knock/sesame/internal/knock"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
@@ -73,8 +74,8 @@ func serverCapture(t *testing.T, b *netnsbed.Bed) (take func(wait time.Duration)
 }
 
 func TestIntegrationSend(t *testing.T) {
-	netnsbed.SkipUnlessRoot(t)
-	b := netnsbed.NewT(t)
+	netnstest.SkipUnlessRoot(t)
+	b := netnstest.NewT(t)
 	// 7001 is dropped, so a SYN there is never answered: any retransmission would show.
 	cmd := netnsbed.Command(context.Background(), b.Server, "nft", "-f", "-")
 	cmd.Stdin = bytes.NewBufferString("table inet kc {\nchain in {\ntype filter hook input priority 0;\ntcp dport 7001 drop\n}\n}\n")

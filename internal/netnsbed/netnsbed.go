@@ -2,7 +2,9 @@
 //
 // A bed has a server namespace and a client namespace. Packets sent inside a bed stay inside it:
 // the addresses (198.18.0.0/16, the benchmarking range, and fd5e:5a3e::/64) exist only in the
-// bed's namespaces. Beds need root and the ip(8) command; tests use SkipUnlessRoot first.
+// bed's namespaces. Beds need root and the ip(8) command. Tests get their beds from package
+// netnstest (SkipUnlessRoot, NewT), which keeps the testing package out of this one: the demo
+// links it into the binary.
 package netnsbed
 
 import (
@@ -16,13 +18,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -41,32 +41,6 @@ type Bed struct {
 	Server, Client     string // namespace names
 	ServerIf, ClientIf string // interface names inside the namespaces
 	extra              int
-}
-
-// SkipUnlessRoot skips t unless the test runs as root with ip(8) available.
-func SkipUnlessRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to create network namespaces (CI runs these as root)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("skipping: ip(8) from iproute2 is not installed")
-	}
-}
-
-// NewT builds a bed for a test and removes it when the test ends, also on failure.
-func NewT(t testing.TB) *Bed {
-	t.Helper()
-	b, err := New(context.Background())
-	if err != nil {
-		t.Fatalf("netnsbed: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("netnsbed: close: %v", err)
-		}
-	})
-	return b
 }
 
 // New creates a bed with fresh, uniquely named namespaces.

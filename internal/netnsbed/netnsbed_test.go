@@ -1,4 +1,4 @@
-package netnsbed
+package netnsbed_test
 
 import (
 	"context"
@@ -9,22 +9,25 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 )
 
 func TestIntegrationBedConnects(t *testing.T) {
-	SkipUnlessRoot(t)
-	b := NewT(t)
+	netnstest.SkipUnlessRoot(t)
+	b := netnstest.NewT(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	for _, srv := range []netip.Addr{Server4, Server6} {
+	for _, srv := range []netip.Addr{netnsbed.Server4, netnsbed.Server6} {
 		dst := netip.AddrPortFrom(srv, 2222)
-		if ok, err := CanConnect(b.Client, netip.Addr{}, dst, time.Second); err != nil || ok {
+		if ok, err := netnsbed.CanConnect(b.Client, netip.Addr{}, dst, time.Second); err != nil || ok {
 			t.Fatalf("before listening: connect %s = %v, %v; want refused", dst, ok, err)
 		}
-		if _, err := Listen(ctx, b.Server, dst); err != nil {
+		if _, err := netnsbed.Listen(ctx, b.Server, dst); err != nil {
 			t.Fatal(err)
 		}
-		if ok, err := CanConnect(b.Client, netip.Addr{}, dst, time.Second); err != nil || !ok {
+		if ok, err := netnsbed.CanConnect(b.Client, netip.Addr{}, dst, time.Second); err != nil || !ok {
 			t.Fatalf("connect %s = %v, %v; want success", dst, ok, err)
 		}
 	}
@@ -36,11 +39,11 @@ func TestIntegrationBedConnects(t *testing.T) {
 		t.Fatalf("got %d extra addresses, want 6", len(extra))
 	}
 	for _, src := range extra {
-		dst := netip.AddrPortFrom(Server4, 2222)
+		dst := netip.AddrPortFrom(netnsbed.Server4, 2222)
 		if src.Is6() {
-			dst = netip.AddrPortFrom(Server6, 2222)
+			dst = netip.AddrPortFrom(netnsbed.Server6, 2222)
 		}
-		if ok, err := CanConnect(b.Client, src, dst, time.Second); err != nil || !ok {
+		if ok, err := netnsbed.CanConnect(b.Client, src, dst, time.Second); err != nil || !ok {
 			t.Fatalf("connect from %s = %v, %v", src, ok, err)
 		}
 	}
@@ -50,16 +53,16 @@ func TestIntegrationBedConnects(t *testing.T) {
 // last ACK, the client's data or the service's data is dropped is not open, and neither is a
 // service that greets without echoing. (A connect-only probe says "open" in every case.)
 func TestIntegrationProbeNeedsDataBothWays(t *testing.T) {
-	SkipUnlessRoot(t)
-	b := NewT(t)
+	netnstest.SkipUnlessRoot(t)
+	b := netnstest.NewT(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	for _, srv := range []netip.Addr{Server4, Server6} {
-		if _, err := Listen(ctx, b.Server, netip.AddrPortFrom(srv, 2222)); err != nil {
+	for _, srv := range []netip.Addr{netnsbed.Server4, netnsbed.Server6} {
+		if _, err := netnsbed.Listen(ctx, b.Server, netip.AddrPortFrom(srv, 2222)); err != nil {
 			t.Fatal(err)
 		}
 		// A service that greets and closes without reading: the client's data never reaches it.
-		if err := rawListen(ctx, b.Server, netip.AddrPortFrom(srv, 2223), Greeting); err != nil {
+		if err := rawListen(ctx, b.Server, netip.AddrPortFrom(srv, 2223), netnsbed.Greeting); err != nil {
 			t.Fatal(err)
 		}
 		// Not a Listen service at all.
@@ -84,7 +87,7 @@ func TestIntegrationProbeNeedsDataBothWays(t *testing.T) {
 		{name: "handshake dropped", port: 2222, rule: "add rule inet probe in tcp dport 2222 drop"},
 	}
 	for _, tt := range tests {
-		for _, srv := range []netip.Addr{Server4, Server6} {
+		for _, srv := range []netip.Addr{netnsbed.Server4, netnsbed.Server6} {
 			t.Run(tt.name+"/"+srv.String(), func(t *testing.T) {
 				if tt.rule != "" {
 					nft(t, b.Server, "add table inet probe\n"+
@@ -93,16 +96,16 @@ func TestIntegrationProbeNeedsDataBothWays(t *testing.T) {
 					t.Cleanup(func() { nft(t, b.Server, "delete table inet probe\n") })
 				}
 				dst := netip.AddrPortFrom(srv, tt.port)
-				c, err := Dial(b.Client, netip.Addr{}, dst, 300*time.Millisecond)
+				c, err := netnsbed.Dial(b.Client, netip.Addr{}, dst, 300*time.Millisecond)
 				if err == nil {
 					c.Close()
 				}
 				if (err == nil) != tt.connect {
 					t.Fatalf("connect() %s: %v, want success %v", dst, err, tt.connect)
 				}
-				ok, err := CanConnect(b.Client, netip.Addr{}, dst, 500*time.Millisecond)
+				ok, err := netnsbed.CanConnect(b.Client, netip.Addr{}, dst, 500*time.Millisecond)
 				if tt.wrong {
-					if !errors.Is(err, ErrWrongLine) {
+					if !errors.Is(err, netnsbed.ErrWrongLine) {
 						t.Fatalf("CanConnect %s = %v, %v; want an ErrWrongLine error", dst, ok, err)
 					}
 					return
@@ -118,20 +121,20 @@ func TestIntegrationProbeNeedsDataBothWays(t *testing.T) {
 // TestIntegrationListenEchoes: after Exchange a connection stays usable, and each line is
 // echoed as sent.
 func TestIntegrationListenEchoes(t *testing.T) {
-	SkipUnlessRoot(t)
-	b := NewT(t)
+	netnstest.SkipUnlessRoot(t)
+	b := netnstest.NewT(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	dst := netip.AddrPortFrom(Server4, 2222)
-	if _, err := Listen(ctx, b.Server, dst); err != nil {
+	dst := netip.AddrPortFrom(netnsbed.Server4, 2222)
+	if _, err := netnsbed.Listen(ctx, b.Server, dst); err != nil {
 		t.Fatal(err)
 	}
-	c, err := Dial(b.Client, netip.Addr{}, dst, time.Second)
+	c, err := netnsbed.Dial(b.Client, netip.Addr{}, dst, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := Exchange(c, time.Now().Add(time.Second)); err != nil {
+	if err := netnsbed.Exchange(c, time.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	c.SetDeadline(time.Now().Add(time.Second))
@@ -149,7 +152,7 @@ func TestIntegrationListenEchoes(t *testing.T) {
 // rawListen serves greeting and then closes every connection, until ctx ends.
 func rawListen(ctx context.Context, ns string, addr netip.AddrPort, greeting string) error {
 	var ln net.Listener
-	if err := Do(ns, func() (err error) { ln, err = net.Listen("tcp", addr.String()); return }); err != nil {
+	if err := netnsbed.Do(ns, func() (err error) { ln, err = net.Listen("tcp", addr.String()); return }); err != nil {
 		return err
 	}
 	go func() { <-ctx.Done(); ln.Close() }()
@@ -168,7 +171,7 @@ func rawListen(ctx context.Context, ns string, addr netip.AddrPort, greeting str
 
 func nft(t *testing.T, ns, script string) {
 	t.Helper()
-	cmd := Command(context.Background(), ns, "nft", "-f", "-")
+	cmd := netnsbed.Command(context.Background(), ns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft: %v: %s\n%s", err, out, script)

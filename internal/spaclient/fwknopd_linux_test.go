@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/spaclient"
 )
 
@@ -45,13 +47,13 @@ func inNS(t *testing.T, ns string, args ...string) string {
 // server namespace whose INPUT policy is DROP, and checks that fwknopd adds
 // its FWKNOP_INPUT rule for the client and that a TCP connect then works.
 func TestIntegrationOpenToFwknopd(t *testing.T) {
-	netnsbed.SkipUnlessRoot(t)
+	netnstest.SkipUnlessRoot(t)
 	for _, bin := range []string{"fwknopd", "iptables"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Skipf("skipping: %s is not installed (apt-get install fwknop-server iptables)", bin)
 		}
 	}
-	bed := netnsbed.NewT(t)
+	bed := netnstest.NewT(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package fwtest is the conformance suite that every real firewall backend runs against real
 // packets. Each family (IPv4, IPv6) gets its own netnsbed bed; the backend gates the bed's server
 // namespace and the client namespace connects to it. It needs root; without root it skips.
@@ -6,7 +8,6 @@ package fwtest
 import (
 	"bufio"
 	"context"
-	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
@@ -48,7 +50,7 @@ type family struct {
 
 // Run runs the suite for IPv4 and IPv6, in parallel, each in its own bed.
 func Run(t *testing.T, newBackend NewFunc) {
-	netnsbed.SkipUnlessRoot(t)
+	netnstest.SkipUnlessRoot(t)
 	for _, f := range []family{
 		{"IPv4", netnsbed.Server4, netnsbed.Client4, false},
 		{"IPv6", netnsbed.Server6, netnsbed.Client6, true},
@@ -63,7 +65,7 @@ func Run(t *testing.T, newBackend NewFunc) {
 func runFamily(t *testing.T, f family, newBackend NewFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	bed := netnsbed.NewT(t)
+	bed := netnstest.NewT(t)
 
 	extras, err := bed.AddClientAddrs(ctx, 1, f.v6)
 	if err != nil {
@@ -75,7 +77,7 @@ func runFamily(t *testing.T, f family, newBackend NewFunc) {
 	}
 	dst := netip.AddrPortFrom(f.server, ssh.Num)
 	dst2 := netip.AddrPortFrom(f.server, ssh2.Num)
-	if err := EchoListen(ctx, bed.Server, dst); err != nil {
+	if _, err := netnsbed.Listen(ctx, bed.Server, dst); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := netnsbed.Listen(ctx, bed.Server, dst2); err != nil {
@@ -144,6 +146,9 @@ func runFamily(t *testing.T, f family, newBackend NewFunc) {
 		t.Fatalf("dial during grant: %v", err)
 	}
 	defer held.Close()
+	if err := netnsbed.Exchange(held, time.Now().Add(openTimeout)); err != nil {
+		t.Fatalf("held connection: %v", err)
+	}
 	rd := bufio.NewReader(held)
 	Echo(t, held, rd, "during")
 	// The connection the grant admitted carries sesame's conntrack mark bit; a connection to an
@@ -304,7 +309,8 @@ func ConnMark(t *testing.T, ns string, client net.Addr, dport uint16) (uint32, b
 	return 0, false
 }
 
-// Echo writes a line on c and expects the echo service (EchoListen) to send it back.
+// Echo writes a line on c, a connection to a netnsbed.Listen service past its greeting
+// (netnsbed.Exchange), and expects it back.
 func Echo(t *testing.T, c net.Conn, rd *bufio.Reader, what string) {
 	t.Helper()
 	c.SetDeadline(time.Now().Add(openTimeout))
@@ -316,37 +322,4 @@ func Echo(t *testing.T, c net.Conn, rd *bufio.Reader, what string) {
 	if err != nil || got != msg {
 		t.Fatalf("held connection (%s): read %q, %v; want %q", what, got, err, msg)
 	}
-}
-
-// EchoListen starts a TCP echo service in ns on addr until ctx ends.
-func EchoListen(ctx context.Context, ns string, addr netip.AddrPort) error {
-	var ln net.Listener
-	err := netnsbed.Do(ns, func() error {
-		l, err := net.Listen("tcp", addr.String())
-		ln = l
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				continue
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return nil
 }

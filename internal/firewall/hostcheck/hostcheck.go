@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package hostcheck finds the rules of the host's nftables ruleset that would drop a connection
 // sesame's gate admitted, so that sesame can name them at start-up.
 //

@@ -1,3 +1,5 @@
+//go:build linux
+
 package hostcheck
 
 import (
@@ -9,14 +11,15 @@ import (
 
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
 // TestIntegrationRead reads a real ruleset (iptables-nft and nft tables) in a throw-away
 // namespace and finds what drops a granted tcp/2222, and nothing for tcp/22.
 func TestIntegrationRead(t *testing.T) {
-	netnsbed.SkipUnlessRoot(t)
-	bed := netnsbed.NewT(t)
+	netnstest.SkipUnlessRoot(t)
+	bed := netnstest.NewT(t)
 	ctx := context.Background()
 	for _, c := range [][]string{
 		{"iptables", "-w", "-A", "INPUT", "-p", "tcp", "--dport", "2222", "-j", "DROP"},

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package ipt is sesame's firewall backend for hosts without nftables: iptables/ip6tables rules
 // plus ipsets, which hold the grants and expire them in the kernel.
 //

@@ -1,3 +1,5 @@
+//go:build linux
+
 package ipt
 
 import (
@@ -12,12 +14,13 @@ import (
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/firewall/fwtest"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
 func skipUnlessIptables(t testing.TB) {
 	t.Helper()
-	netnsbed.SkipUnlessRoot(t)
+	netnstest.SkipUnlessRoot(t)
 	for _, c := range []string{"iptables", "ip6tables"} {
 		if _, err := exec.LookPath(c); err != nil {
 			t.Skipf("skipping: %s is not installed", c)
@@ -63,7 +66,7 @@ func iptS(t *testing.T, ns, cmd, chain string) string {
 func TestIntegrationIptLayout(t *testing.T) {
 	skipUnlessIptables(t)
 	ctx := context.Background()
-	bed := netnsbed.NewT(t)
+	bed := netnstest.NewT(t)
 	// A host firewall that drops the service port (and something unrelated first).
 	for _, cmd := range []string{"iptables", "ip6tables"} {
 		for _, args := range [][]string{
@@ -109,7 +112,7 @@ func TestIntegrationIptLayout(t *testing.T) {
 		server, client netip.Addr
 	}{{"IPv4", netnsbed.Server4, netnsbed.Client4}, {"IPv6", netnsbed.Server6, netnsbed.Client6}} {
 		dst := netip.AddrPortFrom(fam.server, 2222)
-		if err := fwtest.EchoListen(t.Context(), bed.Server, dst); err != nil {
+		if _, err := netnsbed.Listen(t.Context(), bed.Server, dst); err != nil {
 			t.Fatal(err)
 		}
 		if ok, _ := netnsbed.CanConnect(bed.Client, fam.client, dst, 300*time.Millisecond); ok {
@@ -123,6 +126,9 @@ func TestIntegrationIptLayout(t *testing.T) {
 			t.Fatalf("%s: dial during the grant: %v", fam.name, err)
 		}
 		defer c.Close()
+		if err := netnsbed.Exchange(c, time.Now().Add(3*time.Second)); err != nil {
+			t.Fatalf("%s: during the grant: %v", fam.name, err)
+		}
 		rd := bufio.NewReader(c)
 		fwtest.Echo(t, c, rd, fam.name+" during the grant, past the host's DROP")
 		if !netnsbed.WaitFor(10*time.Second, func() bool {

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package nft is sesame's nftables firewall backend. It keeps one table, inet sesame, and talks to
 // the kernel over netlink (github.com/google/nftables); it never execs nft(8).
 //
@@ -44,7 +46,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/mdlayher/netlink/nltest"
 	"golang.org/x/sys/unix"
 
 	"github.com/sesame-knock/sesame/internal/firewall"
@@ -83,7 +84,9 @@ type Options struct {
 	// Table is the name of the inet table; empty means DefaultTable.
 	Table string
 
-	testDial nltest.Func // in-package tests only: talk to a fake instead of the kernel
+	// connOpts are extra connection options, set by in-package tests only (nftables.WithTestDial
+	// talks to a fake instead of the kernel), so that this file needs no test package.
+	connOpts []nftables.ConnOption
 }
 
 // Backend is the nftables implementation of firewall.Backend. It is safe for concurrent use.
@@ -110,9 +113,7 @@ func New(opts Options) (*Backend, error) {
 	if opts.NetNS != 0 {
 		copts = append(copts, nftables.WithNetNSFd(opts.NetNS))
 	}
-	if opts.testDial != nil {
-		copts = append(copts, nftables.WithTestDial(opts.testDial))
-	}
+	copts = append(copts, opts.connOpts...)
 	conn, err := nftables.New(copts...)
 	if err != nil {
 		return nil, startupError(err)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package nft
 
 import (
@@ -11,6 +13,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/firewall/fwtest"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
@@ -36,11 +39,11 @@ func TestIntegrationNft(t *testing.T) {
 
 // TestIntegrationNftListing checks what an admin sees with nft(8).
 func TestIntegrationNftListing(t *testing.T) {
-	netnsbed.SkipUnlessRoot(t)
+	netnstest.SkipUnlessRoot(t)
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("skipping: nft(8) is not installed")
 	}
-	bed := netnsbed.NewT(t)
+	bed := netnstest.NewT(t)
 	b := newInBed(t, bed)
 	ctx := context.Background()
 	if err := b.Apply(ctx, firewall.Gate{Protected: []netport.Port{{Proto: netport.TCP, Num: 2222}, {Proto: netport.UDP, Num: 53}}}); err != nil {
@@ -77,8 +80,8 @@ func TestIntegrationNftListing(t *testing.T) {
 }
 
 func BenchmarkGrant(b *testing.B) {
-	netnsbed.SkipUnlessRoot(b)
-	bed := netnsbed.NewT(b)
+	netnstest.SkipUnlessRoot(b)
+	bed := netnstest.NewT(b)
 	be := newInBed(b, bed)
 	ctx := context.Background()
 	port := netport.Port{Proto: netport.TCP, Num: 2222}

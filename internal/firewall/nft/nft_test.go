@@ -1,3 +1,5 @@
+//go:build linux
+
 package nft
 
 import (
@@ -60,6 +62,11 @@ func TestGrantKeyLayout(t *testing.T) {
 type recorder struct {
 	reqs []netlink.Message
 	fail error // returned for every request when set
+}
+
+// options are backend options that talk to r instead of the kernel.
+func (r *recorder) options() Options {
+	return Options{connOpts: []nftables.ConnOption{nftables.WithTestDial(r.dial)}}
 }
 
 func (r *recorder) dial(req []netlink.Message) ([]netlink.Message, error) {
@@ -209,7 +216,7 @@ func TestCarryOver(t *testing.T) {
 
 func TestGrantBatch(t *testing.T) {
 	rec := &recorder{}
-	b, err := New(Options{testDial: rec.dial})
+	b, err := New(rec.options())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +278,7 @@ func TestStartupErrors(t *testing.T) {
 		{syscall.EPERM, "CAP_NET_ADMIN"},
 	} {
 		rec := &recorder{fail: tc.errno}
-		_, err := New(Options{testDial: rec.dial})
+		_, err := New(rec.options())
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New with kernel error %v = %v, want it to mention %q", tc.errno, err, tc.want)
 		}
