@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -11,11 +12,11 @@ import (
 // peerCred reads the credentials of the process that connected c (SO_PEERCRED), without its
 // supplementary groups.
 func peerCred(c net.Conn) (Peer, error) {
-	uc, ok := c.(*net.UnixConn)
+	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return Peer{}, fmt.Errorf("peer credentials: %T is not a unix socket", c)
+		return Peer{}, fmt.Errorf("peer credentials: %T is not a socket", c)
 	}
-	raw, err := uc.SyscallConn()
+	raw, err := sc.SyscallConn()
 	if err != nil {
 		return Peer{}, fmt.Errorf("peer credentials: %w", err)
 	}

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/net/netutil"
 )
 
 // Bounds of the control server.
@@ -99,7 +97,7 @@ func (s *Server) Path() string { return s.path }
 // flight) and removes the socket. It returns nil when ctx ended.
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(netutil.LimitListener(s.ln, maxConns)) }()
+	go func() { errc <- s.srv.Serve(limitListener{s.ln, make(chan struct{}, maxConns)}) }()
 	select {
 	case err := <-errc:
 		s.Close()
@@ -235,4 +233,34 @@ func checkFree(path string) error {
 		return nil // stale: replaced by the rename
 	}
 	return fmt.Errorf("control: %s exists and cannot tell whether a daemon serves it: %w", path, err)
+}
+
+// limitListener serves at most cap(sem) connections at once; Accept waits for a free slot.
+// Its connections are *net.UnixConn underneath, so their peer credentials can be read.
+type limitListener struct {
+	*net.UnixListener
+	sem chan struct{}
+}
+
+func (l limitListener) Accept() (net.Conn, error) {
+	l.sem <- struct{}{}
+	c, err := l.AcceptUnix()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitConn{UnixConn: c, release: func() { <-l.sem }}, nil
+}
+
+// limitConn gives its slot back when closed.
+type limitConn struct {
+	*net.UnixConn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.UnixConn.Close()
+	c.once.Do(c.release)
+	return err
 }
