@@ -38,6 +38,9 @@ func commands() map[string]*command {
 		"open":    openCommand(),
 		"keygen":  keygenCommand(),
 		"demo":    demoCommand(),
+		"status":  statusCommand(),
+		"grant":   grantCommand(),
+		"revoke":  revokeCommand(),
 		"version": {summary: "print the version", usage: "sesame version\n\nExample:\n  sesame version\n", run: runVersion},
 		"help":    {summary: "show help for a command", usage: "sesame help [COMMAND]\n\nExamples:\n  sesame help\n  sesame help server\n"},
 	}
@@ -118,9 +121,12 @@ func newFlagSet(name string, c *command, stdout io.Writer) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args with fs; -h prints help and returns flag.ErrHelp.
+// parseFlags parses args with fs; -h prints help (once) and returns flag.ErrHelp.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	usage := fs.Usage
+	fs.Usage = func() {} // fs.Parse calls it for -h and for every error
 	err := fs.Parse(args)
+	fs.Usage = usage
 	switch {
 	case err == nil:
 		return nil
