@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/netport"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -124,8 +125,8 @@ func tracked(t *testing.T, ns netns.NsHandle, c *conn) bool {
 // entry for it and its data no longer gets through the gate. Connections Kill was not asked
 // about keep working.
 func TestIntegrationKill(t *testing.T) {
-	netnsbed.SkipUnlessRoot(t)
-	bed := netnsbed.NewT(t)
+	netnstest.SkipUnlessRoot(t)
+	bed := netnstest.NewT(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ssh4 := netip.AddrPortFrom(netnsbed.Server4, 2222)
