@@ -26,6 +26,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/knock"
 	"github.com/sesame-knock/sesame/internal/knockdconf"
 	"github.com/sesame-knock/sesame/internal/replay"
+	"github.com/sesame-knock/sesame/internal/sdnotify"
 	"github.com/sesame-knock/sesame/internal/server"
 	"github.com/sesame-knock/sesame/internal/spaserver"
 	"github.com/sesame-knock/sesame/internal/udpintake"
@@ -116,8 +117,9 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	if kl.file != nil || kl.syslog != nil {
 		knockdLine = kl.Line
 	}
+	notify := sdnotify.FromEnv() // systemd's Type=notify (dist/sesame.service); no-op without it
 	srv, err := server.New(cfg, server.Deps{Firewall: fw, Intake: intake, Logger: log, KnockdLog: knockdLine, OneTime: oneTime{},
-		SPA: spaDeps.handler, SPAIntake: spaDeps.intake})
+		SPA: spaDeps.handler, SPAIntake: spaDeps.intake, Ready: func() { notifyLog(log, notify.Ready()) }})
 	if err != nil {
 		return err
 	}
@@ -127,13 +129,22 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	go notify.RunWatchdog(ctx, func(err error) { notifyLog(log, err) })
+	go func() { <-ctx.Done(); notifyLog(log, notify.Stopping()) }()
 	go func() {
 		running := cfg
+		reloading := false
 		for {
+			if reloading { // every way out of a reload comes here: READY=1 again
+				notifyLog(log, notify.Ready())
+				reloading = false
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-hup:
+				reloading = true
+				notifyLog(log, notify.Reloading())
 				log.Info("SIGHUP: reloading configuration", "source", running.Source)
 				kl.Line("re-reading config file: " + running.Source)
 				next, err := load()
@@ -172,6 +183,13 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	err = srv.Run(ctx)
 	kl.Line("shutting down")
 	return err
+}
+
+// notifyLog logs a failed notification to systemd; the daemon goes on.
+func notifyLog(log *slog.Logger, err error) {
+	if err != nil {
+		log.Warn("systemd notification failed", "err", err)
+	}
 }
 
 func ifaceList(ifs []string) string {

@@ -50,6 +50,9 @@ type Deps struct {
 	// Commands runs the doors' commands; one with the defaults when nil. Run closes it at
 	// the end, running every pending stop command.
 	Commands *command.Runner
+	// Ready, when set, is called once Run has put the gate in the kernel and set the
+	// capture filter (sd_notify READY=1).
+	Ready func()
 }
 
 // commandDrain is how long the end of Run waits for the pending stop commands.
@@ -205,6 +208,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if err := s.deps.Intake.SetFilter(Filter(cfg)); err != nil {
 		return fmt.Errorf("server: set capture filter: %w", err)
+	}
+	if s.deps.Ready != nil {
+		s.deps.Ready()
 	}
 	s.log.Info("sesame server running", "doors", len(cfg.Doors), "protected", fmt.Sprint(Gate(cfg).Protected), "firewall", cfg.Server.Firewall)
 	for _, d := range cfg.Doors {
