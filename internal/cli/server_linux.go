@@ -79,8 +79,8 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 		printSPA(stdout, cfg)
 		return nil
 	}
-	if os.Geteuid() != 0 {
-		log.Warn("not running as root: the server needs CAP_NET_ADMIN and CAP_NET_RAW")
+	if missing := missingCaps(); len(missing) > 0 {
+		log.Warn("the server needs CAP_NET_ADMIN and CAP_NET_RAW", "missing", strings.Join(missing, " "))
 	}
 
 	spaDeps, err := openSPA(cfg, log)
@@ -96,7 +96,7 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	intake, err := capture.Open(capture.Config{Interfaces: cfg.Server.Interfaces, Filter: server.Filter(cfg), Logger: log})
 	if err != nil {
 		fw.Close(ctx, false)
-		return fmt.Errorf("open packet capture: %w (run as root or grant CAP_NET_RAW)", err)
+		return fmt.Errorf("open packet capture: %w", err)
 	}
 	defer intake.Close()
 
