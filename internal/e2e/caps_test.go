@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -62,12 +64,17 @@ func writeOwned(t *testing.T, path string, data []byte, mode os.FileMode) {
 // NoNewPrivileges= give it. env is set for the daemon (env(1) execs it: same process).
 func startAs(t *testing.T, bed *netnsbed.Bed, dir, caps, ready string, env []string, args ...string) *daemon {
 	t.Helper()
+	return startDaemon(t, bed.Server, ready, "setpriv", setprivArgs(dir, caps, env, args...)...)
+}
+
+// setprivArgs are the arguments of setpriv(1) that run dir/sesame with args as startAs does.
+func setprivArgs(dir, caps string, env []string, args ...string) []string {
 	argv := []string{fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups",
 		"--inh-caps=-all," + caps, "--ambient-caps=-all," + caps, "--bounding-set=-all," + caps, "--no-new-privs",
 		"env"}
 	argv = append(argv, env...)
 	argv = append(argv, filepath.Join(dir, "sesame"))
-	return startDaemon(t, bed.Server, ready, "setpriv", append(argv, args...)...)
+	return append(argv, args...)
 }
 
 // notifySocket is a stand-in for systemd's notification socket: it collects every datagram.
@@ -363,4 +370,180 @@ func TestIntegrationMissingCapability(t *testing.T) {
 			}
 		})
 	}
+}
+
+// unitSyscalls is the set of system calls dist/sesame.service's SystemCallFilter= lines allow:
+// the first names an allow list, each later "~" line removes from it; groups (@name) are
+// expanded with systemd-analyze syscall-filter.
+func unitSyscalls(t *testing.T, tool string) map[string]bool {
+	t.Helper()
+	unit, err := os.ReadFile(filepath.Join("..", "..", "dist", "sesame.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var expand func(name string, depth int) []string
+	expand = func(name string, depth int) []string {
+		if !strings.HasPrefix(name, "@") {
+			return []string{name}
+		}
+		if depth > 8 {
+			t.Fatalf("syscall group %s nests too deep", name)
+		}
+		out, err := exec.Command(tool, "syscall-filter", "--no-pager", name).Output()
+		if err != nil {
+			t.Fatalf("systemd-analyze syscall-filter %s: %v", name, err)
+		}
+		var names []string
+		for i, l := range strings.Split(string(out), "\n") {
+			l = strings.TrimSpace(l)
+			if i == 0 || l == "" || l[0] == '#' {
+				continue // the group's own name, blank lines, comments
+			}
+			names = append(names, expand(l, depth+1)...)
+		}
+		return names
+	}
+	allowed := map[string]bool{}
+	lines := 0
+	for l := range strings.SplitSeq(string(unit), "\n") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(l), "SystemCallFilter=")
+		if !ok {
+			continue
+		}
+		deny := strings.HasPrefix(v, "~")
+		if lines == 0 && deny {
+			t.Fatal("the unit's first SystemCallFilter= is a deny list; this check expects an allow list")
+		}
+		lines++
+		for _, name := range strings.Fields(strings.TrimPrefix(v, "~")) {
+			for _, sc := range expand(name, 0) {
+				if deny {
+					delete(allowed, sc)
+				} else {
+					allowed[sc] = true
+				}
+			}
+		}
+	}
+	if len(allowed) < 100 {
+		t.Fatalf("only %d system calls allowed by the unit's SystemCallFilter= lines", len(allowed))
+	}
+	return allowed
+}
+
+// TestIntegrationSyscallsInUnitFilter: everything the daemon (and the shell and iptables its
+// commands run) calls while it starts, opens a door by knock and by SPA, runs a command and its
+// stop, reloads, pings the watchdog and stops, is in the unit's SystemCallFilter= (what systemd
+// would kill it or fail it for). Traced with strace; the calls setpriv makes before it execs
+// the daemon do not count.
+func TestIntegrationSyscallsInUnitFilter(t *testing.T) {
+	bed := skipUnlessRoot(t)
+	tool, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatal("systemd-analyze (Debian package systemd) is needed:", err)
+	}
+	if _, err := exec.LookPath("strace"); err != nil {
+		t.Fatal("strace (Debian package strace) is needed:", err)
+	}
+	allowed := unitSyscalls(t, tool)
+	svc := listen(t, bed, families[0])
+	dir := userDir(t)
+	key, err := spa.GenerateSharedKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := key.MarshalText()
+	writeOwned(t, filepath.Join(dir, "alice.key"), text, 0o600)
+	conf := filepath.Join(dir, "sesame.toml")
+	cfg := strings.ReplaceAll(strings.Replace(capsConf, `cmd_timeout = "1h"`, `cmd_timeout = "1s"`, 1), "DIR", dir)
+	writeOwned(t, conf, []byte(cfg), 0o600)
+	notify := newNotifySocket(t, dir)
+	trace := filepath.Join(t.TempDir(), "strace")
+	args := setprivArgs(dir, "+net_admin,+net_raw", []string{"NOTIFY_SOCKET=" + notify.path, "WATCHDOG_USEC=400000"}, "server", "-c", conf)
+	d := startDaemon(t, bed.Server, "", "strace", append([]string{"-f", "-qq", "-o", trace, "setpriv"}, args...)...)
+	if !waitFor(20*time.Second, func() bool { return notify.count("READY=1") == 1 }) {
+		t.Fatalf("no READY=1 in 20 s; output:\n%s", d.Output())
+	}
+	knockFrom(t, bed, netnsbed.Client4, netnsbed.Server4, "7000/tcp", "8000/udp", "9000/tcp")
+	if !eventually(t, bed, netnsbed.Client4, svc, true) {
+		t.Fatalf("port not open after the knock; output:\n%s", d.Output())
+	}
+	knockFrom(t, bed, netnsbed.Client4, netnsbed.Server4, "7100/tcp", "8100/udp", "9100/tcp")
+	extra, err := bed.AddClientAddrs(t.Context(), 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendUDP(t, bed, extra[0], netip.AddrPortFrom(netnsbed.Server4, spaPort), seal(t, spa.ClientCredential{ID: "alice", Shared: &key}, spa.Request{}, time.Now()))
+	if !eventually(t, bed, extra[0], svc, true) {
+		t.Fatalf("port not open after a valid SPA packet; output:\n%s", d.Output())
+	}
+	if !waitFor(5*time.Second, func() bool { return strings.Contains(d.Output(), "command=stop") }) {
+		t.Errorf("the ipt door's stop command did not run; output:\n%s", d.Output())
+	}
+	// The daemon is strace's child (setpriv and env exec it): signal it, not strace.
+	pid := straceChild(t, d.Cmd.Process.Pid)
+	syscall.Kill(pid, syscall.SIGHUP)
+	if !waitFor(10*time.Second, func() bool { return notify.count("READY=1") == 2 }) {
+		t.Fatalf("no READY=1 after SIGHUP; output:\n%s", d.Output())
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	select {
+	case <-d.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the traced daemon did not stop in 20 s")
+	}
+	if notify.count("WATCHDOG=1") == 0 || notify.count("STOPPING=1") != 1 {
+		t.Errorf("notifications %q, want watchdog pings and STOPPING=1", notify.all())
+	}
+
+	out, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := fmt.Sprintf("execve(%q", filepath.Join(dir, "sesame"))
+	used := map[string]int{}
+	started := false
+	for l := range strings.SplitSeq(string(out), "\n") {
+		if !started {
+			started = strings.Contains(l, exe) && strings.Contains(l, ") = 0")
+			continue
+		}
+		if m := syscallRE.FindStringSubmatch(l); m != nil {
+			used[m[1]]++
+		}
+	}
+	if !started || len(used) < 20 {
+		t.Fatalf("the trace does not show the daemon's system calls (%d names):\n%.2000s", len(used), out)
+	}
+	var denied []string
+	for sc := range used {
+		if !allowed[sc] {
+			denied = append(denied, fmt.Sprintf("%s (%d calls)", sc, used[sc]))
+		}
+	}
+	t.Logf("%d distinct system calls, all checked against the unit's filter", len(used))
+	if len(denied) > 0 {
+		t.Errorf("system calls outside dist/sesame.service's SystemCallFilter=: %v", denied)
+	}
+}
+
+// syscallRE matches a system call line of strace -f: "PID name(" or "PID <... name resumed>".
+var syscallRE = regexp.MustCompile(`^\d+ +(?:<\.\.\. )?([a-z0-9_]+)(?:\(| resumed>)`)
+
+// straceChild is the process strace (pid) started.
+func straceChild(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 1 {
+		t.Fatalf("strace has children %q, want one", f)
+	}
+	child, err := strconv.Atoi(f[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return child
 }
