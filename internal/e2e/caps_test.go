@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/spa"
 )
 
@@ -546,4 +547,52 @@ func straceChild(t *testing.T, pid int) int {
 		t.Fatal(err)
 	}
 	return child
+}
+
+// TestIntegrationUnprivilegedConfigLayout: the layout docs/INSTALL.md gives for /etc/sesame
+// under User=sesame (directory root:sesame 0750, sesame.toml root:sesame 0640, key files
+// sesame 0600) passes --check as that user; a key file the group can read is refused.
+func TestIntegrationUnprivilegedConfigLayout(t *testing.T) {
+	netnstest.SkipUnlessRoot(t)
+	dir := userDir(t) // holds the binary; the configuration directory is root's
+	etc := filepath.Join(dir, "etc")
+	clients := filepath.Join(etc, "clients")
+	if err := os.MkdirAll(clients, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	key, err := spa.GenerateSharedKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := key.MarshalText()
+	keyPath := filepath.Join(clients, "alice.key")
+	writeOwned(t, keyPath, text, 0o600)
+	conf := filepath.Join(etc, "sesame.toml")
+	cfg := fmt.Sprintf("[server]\nstate_dir = %q\n\n[[door]]\nname = \"ssh\"\nsequence = [\"7000/tcp\", \"8000/udp\"]\nopen = [\"tcp/22\"]\n\n"+
+		"[spa]\nlisten = \"udp/62201\"\n\n[[spa.client]]\nname = \"alice\"\nkey_file = %q\nopen = [\"tcp/22\"]\n", filepath.Join(dir, "state"), keyPath)
+	if err := os.WriteFile(conf, []byte(cfg), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{etc, clients, conf} {
+		if err := os.Chown(p, 0, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func() (string, error) {
+		out, err := exec.Command("setpriv", fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups",
+			filepath.Join(dir, "sesame"), "server", "-c", conf, "--check").CombinedOutput()
+		return string(out), err
+	}
+	if out, err := check(); err != nil || !strings.Contains(out, "ok: 1 door(s)") || !strings.Contains(out, "1 client(s)") {
+		t.Fatalf("--check as the service user: %v\n%s", err, out)
+	}
+	if err := os.Chown(keyPath, 0, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(keyPath, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := check(); err == nil || !strings.Contains(out, "chmod 600 "+keyPath) {
+		t.Errorf("a group-readable key file: %v\n%s", err, out)
+	}
 }
