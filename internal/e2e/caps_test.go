@@ -166,8 +166,8 @@ sources = ["198.18.0.0/16"]
 // opens the gate for a knock and for a native SPA packet, runs a door's command that writes a
 // file and one that runs iptables (inheriting the ambient capabilities), reloads on SIGHUP
 // between RELOADING=1 (with MONOTONIC_USEC) and READY=1, pings the watchdog, keeps its replay
-// cache in a state directory owned by that user, and says STOPPING=1 on SIGTERM, running the
-// pending iptables stop command.
+// cache in a state directory owned by that user, says READY=1 after a failed reload too, and
+// says STOPPING=1 on SIGTERM, running the pending iptables stop command.
 func TestIntegrationUnprivilegedDaemon(t *testing.T) {
 	bed := skipUnlessRoot(t)
 	svc := listen(t, bed, families[0])
@@ -260,6 +260,17 @@ func TestIntegrationUnprivilegedDaemon(t *testing.T) {
 	}
 	if out := nft(t, bed.Server, "list", "table", "inet", "sesame"); !strings.Contains(out, "2224") {
 		t.Errorf("after the reload the gate does not protect tcp/2224:\n%s", out)
+	}
+
+	// A reload that fails (a broken file) keeps the running configuration and still ends
+	// with READY=1: systemd must not wait for it.
+	writeOwned(t, conf, []byte("[[door]]\nname = \"broken\"\n"), 0o600)
+	d.Cmd.Process.Signal(syscall.SIGHUP)
+	if !waitFor(5*time.Second, func() bool { return notify.count("READY=1") == 3 }) {
+		t.Fatalf("no READY=1 after a failed reload; notifications %q; output:\n%s", notify.all(), d.Output())
+	}
+	if notify.count("RELOADING=1") != 2 || !strings.Contains(d.Output(), "reload failed") {
+		t.Errorf("the broken reload: notifications %q; output:\n%s", notify.all(), d.Output())
 	}
 
 	// SIGTERM: STOPPING=1, a clean exit, and the iptables door's pending stop command ran.
