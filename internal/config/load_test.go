@@ -301,6 +301,13 @@ func TestParseErrors(t *testing.T) {
 		{"inline door", "door = [{name = \"a\", sequence = [\"1\"], open = [\"tcp/1\"], bad = 1}]\n", `s.toml:1: door "a": unknown key "bad"`},
 		{"after multiline", "[server]\nlog_file = \"\"\"\n[[door]]\nname = 'x'\n\"\"\"\nstate_dir = '''\n'''\n\n\nmax_sources = 0\n",
 			`s.toml:10: server: max_sources: 0 is out of range`},
+		{"key case", door + "Open = [\"tcp/2\"]\n", `s.toml:5: door "ssh": unknown key "Open"`},
+		{"key fold", door + "\"ſequence\" = [\"1\"]\n", `s.toml:5: door "ssh": unknown key "ſequence"`},
+		{"first of two doors", "[[door]]\nname = \"a\"\nsequence = [\"1\"]\nopen = [\"tcp/1\"]\nopen_for = \"1y\"\n" +
+			"[[door]]\nname = \"b\"\nsequence = [\"1\"]\nopen = [\"tcp/1\"]\nopen_for = \"2s\"\n", `s.toml:5: door "a": open_for: "1y" is not a duration`},
+		{"middle of three doors", door + "[[door]]\nname = \"b\"\nsequence = [\"1\"]\nopen = [\"tcp/1\"]\n\nopen_for = \"0s\"\n" + strings.Replace(door, "ssh", "c", 1),
+			`s.toml:10: door "b": open_for: 0s is out of range`},
+		{"unknown in first of two", door + "bad = 1\n" + strings.Replace(door, "ssh", "web", 1), `s.toml:5: door "ssh": unknown key "bad"`},
 		{"after array", "[[door]]\nname = \"a\"\nsequence = [\n  \"1\", # first\n  \"2\",\n]\nopen = [\"tcp/1\"]\nopen_for = 0\n",
 			`s.toml:8: door "a": open_for: 0s is out of range`},
 	}

@@ -95,7 +95,16 @@ func (ps *positions) probeAt(data string, key toml.Key) (line, start int, ok boo
 				t = reflect.SliceOf(t)
 			}
 		}
-		t = reflect.StructOf([]reflect.StructField{{Name: "F", Type: t, Tag: reflect.StructTag("toml:" + strconv.Quote(key[i]))}})
+		fields := []reflect.StructField{{Name: "F", Type: t, Tag: tomlTag(key[i])}}
+		// BurntSushi matches a field case-insensitively when no field has the key's exact name:
+		// keys that differ only in case get fields of their own, which take their values.
+		for _, k := range ps.md.Keys() {
+			if len(k) > i && slices.Equal(k[:i], key[:i]) && k[i] != key[i] && strings.EqualFold(k[i], key[i]) &&
+				!slices.ContainsFunc(fields, func(f reflect.StructField) bool { return f.Tag == tomlTag(k[i]) }) {
+				fields = append(fields, reflect.StructField{Name: "F" + strconv.Itoa(len(fields)), Type: reflect.TypeFor[toml.Primitive](), Tag: tomlTag(k[i])})
+			}
+		}
+		t = reflect.StructOf(fields)
 	}
 	_, err := toml.Decode(data, reflect.New(t).Interface())
 	var pe toml.ParseError
@@ -109,3 +118,5 @@ func (ps *positions) probeAt(data string, key toml.Key) (line, start int, ok boo
 	}
 	return 1 + strings.Count(data[:start], "\n"), start, true
 }
+
+func tomlTag(name string) reflect.StructTag { return reflect.StructTag("toml:" + strconv.Quote(name)) }
