@@ -21,10 +21,14 @@ func TestServerOverridesBeforeValidate(t *testing.T) {
 				return serverFlags{config: filepath.Join(dir, "sesame.toml"), firewall: "nftables", iface: "lo", stateDir: "/srv/s"}
 			}, ""},
 		{"native, flag none", "sesame.toml", "[[door]]\nname = \"d\"\nsequence = [\"7000/tcp\"]\nopen = [\"tcp/22\"]\n",
-			func(dir string) serverFlags { return serverFlags{config: filepath.Join(dir, "sesame.toml"), firewall: "none"} },
+			func(dir string) serverFlags {
+				return serverFlags{config: filepath.Join(dir, "sesame.toml"), firewall: "none"}
+			},
 			`sesame.toml:4: door "d": open: firewall none cannot open ports`},
 		{"knockd, flag none", "knockd.conf", "[d]\nsequence = 7000\nopen = tcp/22\n",
-			func(dir string) serverFlags { return serverFlags{knockdConf: filepath.Join(dir, "knockd.conf"), firewall: "none"} },
+			func(dir string) serverFlags {
+				return serverFlags{knockdConf: filepath.Join(dir, "knockd.conf"), firewall: "none"}
+			},
 			`door "d": open: firewall none cannot open ports`},
 		{"knockd, no flag", "knockd.conf", "[d]\nsequence = 7000\nopen = tcp/22\n",
 			func(dir string) serverFlags { return serverFlags{knockdConf: filepath.Join(dir, "knockd.conf")} },
