@@ -429,15 +429,11 @@ func (s *SPA) Validate(fw firewall.Kind) error {
 func (c *SPAClient) validate(i int, s *SPA) error {
 	at, sec := atClient(i), clientSection(i, c.Name)
 	if c.Format != SPAFormatFwknop {
-		sec = fmt.Sprintf("spa client #%d", i+1)
 		if err := checkClientName(c.Name); err != nil {
 			return problem(at, sec, "name", "%w", err)
 		}
-		sec = clientSection(i, c.Name)
 	} else if c.Name == "" {
-		return problem(at, fmt.Sprintf("spa client #%d", i+1), "name", "is empty")
-	} else {
-		sec = fmt.Sprintf("spa client %q", c.Name)
+		return problem(at, sec, "name", "is empty")
 	}
 	switch c.Format {
 	case SPAFormatNative:
