@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,7 +49,7 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	fs.StringVar(&f.config, "config", "", "same as -c")
 	fs.StringVar(&f.knockdConf, "knockd-conf", "", "run an existing knockd.conf `FILE` unchanged")
 	fs.StringVar(&f.fwknopConf, "fwknop-conf", "", "run an existing fwknopd configuration: `DIR` holding fwknopd.conf and access.conf")
-	fs.StringVar(&f.firewall, "firewall", "", "override the firewall backend: nftables, iptables or none")
+	fs.StringVar(&f.firewall, "firewall", "", "override the firewall backend: "+firewall.KindList())
 	fs.StringVar(&f.stateDir, "state-dir", "", "override state_dir, the persistent `DIR` of the replay cache (default /var/lib/sesame)")
 	fs.StringVar(&f.iface, "i", "", "watch only this `INTERFACE` (overrides the config, as knockd's -i)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
@@ -182,6 +183,13 @@ func ifaceList(ifs []string) string {
 }
 
 func loadServerConfig(f serverFlags) (*config.Config, error) {
+	if f.firewall != "" && !slices.Contains(firewall.Kinds(), firewall.Kind(f.firewall)) {
+		return nil, usagef("--firewall %q: want %s", f.firewall, firewall.KindList())
+	}
+	ov := config.Overrides{Firewall: firewall.Kind(f.firewall), StateDir: f.stateDir}
+	if f.iface != "" {
+		ov.Interfaces = []string{f.iface}
+	}
 	var cfg *config.Config
 	var err error
 	n := 0
@@ -194,39 +202,19 @@ func loadServerConfig(f serverFlags) (*config.Config, error) {
 	case n > 1:
 		return nil, usagef("use only one of -c, --knockd-conf and --fwknop-conf")
 	case f.fwknopConf != "":
-		cfg, err = fwknopconf.Load(f.fwknopConf)
+		cfg, err = fwknopconf.Load(f.fwknopConf, ov)
 	case f.config != "":
-		cfg, err = config.Load(f.config)
+		cfg, err = config.Load(f.config, ov)
 	case f.knockdConf != "":
-		cfg, err = knockdconf.Load(f.knockdConf)
+		cfg, err = knockdconf.Load(f.knockdConf, ov)
 	default:
 		return nil, usagef("a configuration is required: -c FILE, --knockd-conf FILE or --fwknop-conf DIR")
 	}
 	if err != nil {
 		return nil, err
 	}
-	if f.knockdConf != "" && f.firewall == "" && len(server.OpenPorts(cfg)) > 0 {
-		return nil, usagef("%s: doors name ports to open (Open = %v): choose sesame's gate with --firewall nftables or --firewall iptables", f.knockdConf, server.OpenPorts(cfg))
-	}
-	if f.firewall != "" {
-		switch f.firewall {
-		case config.FirewallNftables, config.FirewallIptables, config.FirewallNone:
-		default:
-			return nil, usagef("--firewall %q: want nftables, iptables or none", f.firewall)
-		}
-		if f.firewall == config.FirewallNone && cfg.SPA != nil {
-			return nil, usagef("--firewall none: SPA clients open ports; firewall none can only run commands")
-		}
-		if f.firewall == config.FirewallNone && len(server.OpenPorts(cfg)) > 0 {
-			return nil, usagef("--firewall none: doors open ports %v; firewall none can only run commands", server.OpenPorts(cfg))
-		}
-		cfg.Server.Firewall = f.firewall
-	}
-	if f.iface != "" {
-		cfg.Server.Interfaces = []string{f.iface}
-	}
-	if f.stateDir != "" {
-		cfg.Server.StateDir = f.stateDir
+	if f.knockdConf != "" && f.firewall == "" && len(cfg.OpenPorts()) > 0 {
+		return nil, usagef("%s: doors name ports to open (Open = %v): choose sesame's gate with --firewall %s or --firewall %s", f.knockdConf, cfg.OpenPorts(), firewall.Nftables, firewall.Iptables)
 	}
 	return cfg, nil
 }
@@ -246,7 +234,7 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return nil, usagef("--log-format %q: want text or json", format)
 }
 
-func newFirewall(kind string) (firewall.Backend, error) {
+func newFirewall(kind firewall.Kind) (firewall.Backend, error) {
 	switch kind {
 	case config.FirewallNftables:
 		b, err := nft.New(nft.Options{})
