@@ -27,7 +27,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/knockdconf"
 	"github.com/sesame-knock/sesame/internal/replay"
 	"github.com/sesame-knock/sesame/internal/server"
-	"github.com/sesame-knock/sesame/internal/spaserver"
+	"github.com/sesame-knock/sesame/internal/spapolicy"
 	"github.com/sesame-knock/sesame/internal/udpintake"
 )
 
@@ -402,7 +402,7 @@ func spaNeedsRestart(running, next *config.Config) string {
 
 // spaDeps are the SPA handler, its replay store and its UDP socket (nil in sniff mode).
 type spaDeps struct {
-	handler *spaserver.Handler
+	handler *spapolicy.Policy
 	store   replay.Store
 	intake  server.Intake
 	closers []func() error
@@ -436,7 +436,7 @@ func openSPA(cfg *config.Config, log *slog.Logger) (*spaDeps, error) {
 	}
 	d.store = store
 	d.closers = append(d.closers, store.Close)
-	d.handler, err = spaserver.New(cfg.SPA, store, log, nil)
+	d.handler, err = spapolicy.New(cfg.SPA, store, log, nil)
 	if err != nil {
 		d.Close()
 		return nil, err

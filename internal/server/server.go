@@ -19,7 +19,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/knock"
 	"github.com/sesame-knock/sesame/internal/lograte"
 	"github.com/sesame-knock/sesame/internal/netport"
-	"github.com/sesame-knock/sesame/internal/spaserver"
+	"github.com/sesame-knock/sesame/internal/spapolicy"
 )
 
 // Intake delivers kernel-filtered packets (capture.AFPacket in production).
@@ -45,7 +45,7 @@ type Deps struct {
 	Now func() time.Time
 	// SPA, when set, checks SPA packets: sniffed ones (cfg.SPA.Sniff) from Intake, and those
 	// SPAIntake (a UDP socket, optional) receives.
-	SPA       *spaserver.Handler
+	SPA       *spapolicy.Policy
 	SPAIntake Intake
 	// Commands runs the doors' commands; one with the defaults when nil. Run closes it at
 	// the end, running every pending stop command.
