@@ -24,7 +24,6 @@ import (
 	"github.com/sesame-knock/sesame/internal/spa"
 )
 
-
 // Replay key prefixes keep the two formats' keys apart in one store. fwknop keys are 'F' since
 // they are the digest of the decrypted plaintext ('f' was the digest of the wire text).
 const (
