@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +32,12 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	r.lines = append(r.lines, b.String())
 	r.mu.Unlock()
 	return nil
+}
+
+func (r *recorder) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.lines)
 }
 
 func (r *recorder) count(sub string) int {
