@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,6 +90,12 @@ func TestReload(t *testing.T) {
 	backend.Server.Firewall = config.FirewallIptables
 	stateDir := withSPA(good, spaSection(62201, false))
 	stateDir.Server.StateDir = "/elsewhere"
+	ifaces := withSPA(good, spaSection(62201, false))
+	ifaces.Server.Interfaces = []string{"eth1"}
+	logFile := withSPA(good, spaSection(62201, false))
+	logFile.Server.UseSyslog = true
+	pidFile := withSPA(good, spaSection(62201, false))
+	pidFile.Server.PidFile = "/run/sesame.pid"
 	tests := []struct {
 		name    string
 		next    *config.Config
@@ -100,6 +107,9 @@ func TestReload(t *testing.T) {
 		{"bad spa client", badSPA, nil, `client "alice": no usable key`, false},
 		{"firewall backend", backend, nil, "changing the firewall backend (nftables to iptables) takes a restart", false},
 		{"state_dir", stateDir, nil, "changing state_dir (the replay cache's) takes a restart", false},
+		{"interfaces", ifaces, nil, "changing the interfaces takes a restart", false},
+		{"syslog", logFile, nil, "changing log_file or use_syslog takes a restart", false},
+		{"pid_file", pidFile, nil, "changing pid_file takes a restart", false},
 		{"gate refused", good, func(b *bed) { b.fw.Fail(firewalltest.OpApply, errors.New("EPERM")) }, "apply firewall gate: EPERM", false},
 		{"filter refused", good, func(b *bed) { b.cap.FailFilter(errors.New("ENOMEM")) }, "set capture filter: ENOMEM", false},
 		{"socket refused", newPort, func(b *bed) { b.ln.fail = errors.New("EADDRINUSE") }, "listen on udp/62202: EADDRINUSE", false},
@@ -368,13 +378,19 @@ func TestStatusAndStats(t *testing.T) {
 	}
 }
 
-// TestRunStopsCleanly: Run closes the SPA socket and the firewall as on_stop says.
+// TestRunStopsCleanly: Run closes the SPA socket and the firewall as on_stop says, the on_stop
+// of the configuration in force at the end (a reload changes it).
 func TestRunStopsCleanly(t *testing.T) {
 	for _, onStop := range []string{config.OnStopClose, config.OnStopRemove} {
 		t.Run(onStop, func(t *testing.T) {
 			cfg := withSPA(doorConfig(), spaSection(62201, false))
-			cfg.Server.OnStop = onStop
+			cfg.Server.OnStop = config.OnStopClose
 			b := newBed(t, cfg)
+			cfg = withSPA(doorConfig(), spaSection(62201, false))
+			cfg.Server.OnStop = onStop
+			if err := b.srv.Reload(context.Background(), cfg); err != nil {
+				t.Fatal(err)
+			}
 			if err := b.stop(); err != nil {
 				t.Fatal(err)
 			}
@@ -396,6 +412,7 @@ func TestConcurrentPacketsReloadsRevokes(t *testing.T) {
 	ctx := context.Background()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	var reloads atomic.Int64
 	wg.Go(func() {
 		for i := 0; ; i++ {
 			select {
@@ -403,6 +420,7 @@ func TestConcurrentPacketsReloadsRevokes(t *testing.T) {
 				return
 			default:
 			}
+			reloads.Add(1)
 			sniff := i%2 == 0
 			if err := b.srv.Reload(ctx, withSPA(doorConfig(), spaSection(uint16(62201+i%3), sniff))); err != nil {
 				t.Error(err)
@@ -439,6 +457,13 @@ func TestConcurrentPacketsReloadsRevokes(t *testing.T) {
 		if !b.fw.Has(src, tcp(22)) {
 			t.Fatalf("source %d: no sequence granted in 100 tries", i)
 		}
+	}
+	// Keep packets coming until a few reloads have raced them (bounded).
+	for i := 0; i < 100000 && reloads.Load() < 20; i++ {
+		b.knock(srcC, tcp(7000))
+	}
+	if n := reloads.Load(); n < 20 {
+		t.Errorf("only %d reloads raced the packets", n)
 	}
 	close(stop)
 	wg.Wait()
