@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sesame-knock/sesame/internal/capture"
+	"github.com/sesame-knock/sesame/internal/capture/capturetest"
 	"github.com/sesame-knock/sesame/internal/config"
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/firewall/firewalltest"
@@ -473,3 +474,61 @@ func TestConcurrentPacketsReloadsRevokes(t *testing.T) {
 }
 
 func netip4(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// blockingGrants is a firewall whose Grant waits until release is closed.
+type blockingGrants struct {
+	*firewalltest.Backend
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b blockingGrants) Grant(ctx context.Context, g ...firewall.Grant) error {
+	close(b.entered)
+	<-b.release
+	return b.Backend.Grant(ctx, g...)
+}
+
+// TestGrantOutsideMachineLock: a slow grant holds up neither the knock machine nor readers of
+// it: the grant runs after the machine's lock is released.
+func TestGrantOutsideMachineLock(t *testing.T) {
+	fw := blockingGrants{firewalltest.New(nil), make(chan struct{}), make(chan struct{})}
+	in := capturetest.New()
+	srv, err := New(doorConfig(), Deps{Firewall: fw, Intake: in, KnockdLog: func(string) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	sent := make(chan error, 1)
+	go func() {
+		for _, p := range sequence {
+			if err := in.Send(ctx, &capture.Packet{Time: time.Now(), Src: srcA, Dst: dstIP, Proto: p.Proto, DstPort: p.Num, TCPFlags: 0x02}); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	select {
+	case <-fw.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the grant never started")
+	}
+	read := make(chan []int, 1)
+	go func() { read <- srv.Progress(srcB) }()
+	select {
+	case <-read:
+	case <-time.After(2 * time.Second):
+		close(fw.release)
+		t.Fatal("Progress waited for a grant in flight: the grant runs under the machine lock")
+	}
+	close(fw.release)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if !fw.Has(srcA, tcp(22)) {
+		t.Error("not granted")
+	}
+}
