@@ -423,6 +423,7 @@ func (s *Server) event(ctx context.Context, st *state, e knock.Event, k knock.Kn
 	switch e.Kind {
 	case knock.Opened:
 		s.Counters.Opened.Add(1)
+		s.stats.knockOpened.Add(1)
 		s.open(ctx, st, door, e.Src, k.Time)
 		return
 	case knock.Ignored:

@@ -36,6 +36,7 @@ func (r KnockReason) String() string {
 // stats are the counters the per-packet path updates: fixed arrays of atomics, no lock.
 type stats struct {
 	knockPackets atomic.Uint64
+	knockOpened  atomic.Uint64
 	knockRefused [numKnockReasons]atomic.Uint64
 	latency      histogram
 }
@@ -86,7 +87,7 @@ func (s *Server) Stats() Stats {
 	}
 	out.Knock = KnockStats{
 		Packets: s.stats.knockPackets.Load(),
-		Opened:  s.Counters.Opened.Load(),
+		Opened:  s.stats.knockOpened.Load(),
 		Refused: map[string]uint64{},
 		Guarded: s.Counters.Guarded.Load(),
 	}
