@@ -299,11 +299,6 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	s.run = &runScope{ctx: ctx, wg: &wg}
 	s.reloadMu.Unlock()
-	defer func() {
-		s.reloadMu.Lock()
-		s.run = nil
-		s.reloadMu.Unlock()
-	}()
 
 	s.knockdLine("starting up, listening on %s", ifaceList(cfg.Server.Interfaces))
 	s.log.Info("sesame server running", "doors", len(cfg.Doors), "protected", fmt.Sprint(Gate(cfg).Protected), "firewall", cfg.Server.Firewall)
@@ -317,6 +312,10 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		err = nil
 	}
 	cancel()
+	// No reload from here on: none may apply a gate after the firewall closes.
+	s.reloadMu.Lock()
+	s.run = nil
+	s.reloadMu.Unlock()
 	s.stopSPA() // no SPA packet is handled past this point
 	// Stop commands run before the firewall closes: they may need it. The runner outlives
 	// reloads, so stops scheduled under an older configuration run here too.
