@@ -22,7 +22,7 @@ type checkedFirewall struct {
 }
 
 // withHostCheck wraps fw for the nftables and iptables backends; others are returned as they are.
-func withHostCheck(fw firewall.Backend, kind string, log *slog.Logger) firewall.Backend {
+func withHostCheck(fw firewall.Backend, kind firewall.Kind, log *slog.Logger) firewall.Backend {
 	switch kind {
 	case config.FirewallNftables:
 		return checkedFirewall{fw, hostcheck.Gate{Table: nft.DefaultTable, Priority: nft.ChainPriority, Mark: firewall.ConnMark}, log}

@@ -54,7 +54,7 @@ func TestReadConfigFilePermissions(t *testing.T) {
 				if err != nil || string(data) != "[server]\n" || fi.Mode().Perm() != tc.mode {
 					t.Fatalf("got %q, %v, %v", data, fi, err)
 				}
-				if _, err := Load(path); err != nil {
+				if _, err := Load(path, Overrides{}); err != nil {
 					t.Errorf("Load: %v", err)
 				}
 				return
@@ -63,7 +63,7 @@ func TestReadConfigFilePermissions(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, ErrUnsafe) {
 				t.Fatalf("err = %v, want %q", err, want)
 			}
-			if _, err := Load(path); err == nil || !strings.Contains(err.Error(), want) {
+			if _, err := Load(path, Overrides{}); err == nil || !strings.Contains(err.Error(), want) {
 				t.Errorf("Load: err = %v, want %q", err, want)
 			}
 		})

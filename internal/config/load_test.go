@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
+
 	"github.com/sesame-knock/sesame/internal/knock"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
@@ -124,7 +126,7 @@ func TestLoadFiles(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
 			path := filepath.Join("testdata", tc.file)
-			got, err := Load(path)
+			got, err := Load(path, Overrides{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -299,6 +301,13 @@ func TestParseErrors(t *testing.T) {
 		{"inline door", "door = [{name = \"a\", sequence = [\"1\"], open = [\"tcp/1\"], bad = 1}]\n", `s.toml:1: door "a": unknown key "bad"`},
 		{"after multiline", "[server]\nlog_file = \"\"\"\n[[door]]\nname = 'x'\n\"\"\"\nstate_dir = '''\n'''\n\n\nmax_sources = 0\n",
 			`s.toml:10: server: max_sources: 0 is out of range`},
+		{"key case", door + "Open = [\"tcp/2\"]\n", `s.toml:5: door "ssh": unknown key "Open"`},
+		{"key fold", door + "\"ſequence\" = [\"1\"]\n", `s.toml:5: door "ssh": unknown key "ſequence"`},
+		{"first of two doors", "[[door]]\nname = \"a\"\nsequence = [\"1\"]\nopen = [\"tcp/1\"]\nopen_for = \"1y\"\n" +
+			"[[door]]\nname = \"b\"\nsequence = [\"1\"]\nopen = [\"tcp/1\"]\nopen_for = \"2s\"\n", `s.toml:5: door "a": open_for: "1y" is not a duration`},
+		{"middle of three doors", door + "[[door]]\nname = \"b\"\nsequence = [\"1\"]\nopen = [\"tcp/1\"]\n\nopen_for = \"0s\"\n" + strings.Replace(door, "ssh", "c", 1),
+			`s.toml:10: door "b": open_for: 0s is out of range`},
+		{"unknown in first of two", door + "bad = 1\n" + strings.Replace(door, "ssh", "web", 1), `s.toml:5: door "ssh": unknown key "bad"`},
 		{"after array", "[[door]]\nname = \"a\"\nsequence = [\n  \"1\", # first\n  \"2\",\n]\nopen = [\"tcp/1\"]\nopen_for = 0\n",
 			`s.toml:8: door "a": open_for: 0s is out of range`},
 	}
@@ -320,7 +329,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestLoadMissing(t *testing.T) {
-	_, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
+	_, err := Load(filepath.Join(t.TempDir(), "nope.toml"), Overrides{})
 	if !errors.Is(err, os.ErrNotExist) || !strings.HasPrefix(err.Error(), "config: ") {
 		t.Errorf("err = %v", err)
 	}
@@ -436,28 +445,28 @@ func TestValidate(t *testing.T) {
 		modify func(*Config)
 		want   string
 	}{
-		{"firewall", func(c *Config) { c.Server.Firewall = "" }, `server: firewall "" is not valid`},
-		{"on_stop", func(c *Config) { c.Server.OnStop = "x" }, `server: on_stop "x" is not valid`},
-		{"max_sources", func(c *Config) { c.Server.MaxSources = 0 }, "server: max_sources 0 is less than 1"},
-		{"sweep_guard", func(c *Config) { c.Server.SweepGuard = 2000 }, "sweep_guard 2000 is out of range"},
-		{"state_dir", func(c *Config) { c.Server.StateDir = "" }, "state_dir is empty"},
+		{"firewall", func(c *Config) { c.Server.Firewall = "" }, `server: firewall: "" is not a firewall`},
+		{"on_stop", func(c *Config) { c.Server.OnStop = "x" }, `server: on_stop: "x" is not valid`},
+		{"max_sources", func(c *Config) { c.Server.MaxSources = 0 }, "server: max_sources: 0 is out of range 1-2147483647"},
+		{"sweep_guard", func(c *Config) { c.Server.SweepGuard = 2000 }, "sweep_guard: 2000 is out of range"},
+		{"state_dir", func(c *Config) { c.Server.StateDir = "" }, "state_dir: must not be empty"},
 		{"interface", func(c *Config) { c.Server.Interfaces = []string{"a b"} }, "server: interfaces:"},
 		{"interface twice", func(c *Config) { c.Server.Interfaces = []string{"a", "a"} }, "listed twice"},
-		{"name", func(c *Config) { c.Doors[0].Name = "" }, `door "": empty name`},
-		{"name control", func(c *Config) { c.Doors[0].Name = "a\nb" }, "name has a control character"},
-		{"no sequence", func(c *Config) { c.Doors[0].Sequence = nil }, "sequence has 0 elements (want 1-32)"},
-		{"port 0", func(c *Config) { c.Doors[0].Sequence[0].Num = 0 }, "sequence: tcp/0 is not a valid knock"},
+		{"name", func(c *Config) { c.Doors[0].Name = "" }, `door #1: name: "" is not a valid name`},
+		{"name control", func(c *Config) { c.Doors[0].Name = "a\nb" }, `name: "a\nb" is not a valid name (want no control characters)`},
+		{"no sequence", func(c *Config) { c.Doors[0].Sequence = nil }, `door "a": sequence: is empty`},
+		{"port 0", func(c *Config) { c.Doors[0].Sequence[0].Num = 0 }, "sequence: element 1: tcp/0 is not a valid knock"},
 		{"icmp port", func(c *Config) { c.Doors[0].Sequence[0] = knock.Element{Proto: netport.ICMP, Num: 3} }, "is not a valid knock"},
 		{"flags", func(c *Config) { c.Doors[0].Flags = knock.TCPFlags{Set: 2, Clear: 2} }, "contradictory"},
 		{"flags bits", func(c *Config) { c.Doors[0].Flags = knock.TCPFlags{Set: 0x40} }, "contradictory"},
-		{"negative", func(c *Config) { c.Doors[0].Timeout = -1 }, "negative duration"},
-		{"gaps", func(c *Config) { c.Doors[0].MinGap, c.Doors[0].MaxGap = 2, 1 }, "min_gap is more than max_gap"},
+		{"negative", func(c *Config) { c.Doors[0].Timeout = -1 }, "sequence_timeout: -1ns is negative"},
+		{"gaps", func(c *Config) { c.Doors[0].MinGap, c.Doors[0].MaxGap = 2, 1 }, "max_gap: 1ns is less than min_gap 2ns"},
 		{"source", func(c *Config) { c.Doors[0].Sources = []netip.Prefix{{}} }, "sources:"},
 		{"target", func(c *Config) { c.Doors[0].Target = netip.MustParseAddr("::ffff:1.2.3.4") }, "target"},
 		{"open", func(c *Config) { c.Doors[0].Open[0].Num = 0 }, "open: tcp/0 is not a port"},
 		{"open twice", func(c *Config) { c.Doors[0].Open = append(c.Doors[0].Open, c.Doors[0].Open[0]) }, "listed twice"},
 		{"open none", func(c *Config) { c.Server.Firewall = FirewallNone }, "firewall none cannot open ports"},
-		{"open_for", func(c *Config) { c.Doors[0].OpenFor = 0 }, "open_for 0s is out of range"},
+		{"open_for", func(c *Config) { c.Doors[0].OpenFor = 0 }, "open_for: 0s is out of range"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -471,6 +480,8 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// TestKeyLines: errors name the line of a key from BurntSushi's own positions, also inside
+// multi-line strings and arrays, dotted and quoted keys, and in every table of an array.
 func TestKeyLines(t *testing.T) {
 	src := `# comment [not] = a table
 top = "x" # [fake]
@@ -493,14 +504,34 @@ str = "a\"b=c"
 esc = """x\"""" 
 after = 1
 `
-	want := map[string]int{
-		"top": 2, "server": 3, "server.a": 4, "server.q.k": 8, "server.d": 9, "server.d.e": 9,
-		"door": 12, "door#0": 12, "door#0.name": 13, "door#0.sub": 14, "door#0.sub.z": 15,
-		"door#1": 16, "door#1.name": 17, "door#1.str": 18, "door#1.esc": 19, "door#1.after": 20,
+	at := func(table string, index int, key ...string) place {
+		var tk toml.Key
+		if table != "" {
+			tk = toml.Key{table}
+		}
+		return place{table: tk, index: index, key: key}
 	}
-	got := keyLines([]byte(src))
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("keyLines:\n got %v\nwant %v", got, want)
+	want := map[string]struct {
+		at   place
+		line int
+	}{
+		"top": {at("", -1, "top"), 2}, "server": {at("server", -1), 3}, "server.a": {at("server", -1, "a"), 4},
+		"server.q.k": {at("server", -1, "q.k"), 8}, "server.d": {at("server", -1, "d"), 9}, "server.d.e": {at("server", -1, "d", "e"), 9},
+		"door": {at("door", 0), 12}, "door#0": {at("door", 0), 12}, "door#0.name": {at("door", 0, "name"), 13},
+		"door#0.sub": {at("door", 0, "sub"), 14}, "door#0.sub.z": {at("door", 0, "sub", "z"), 15},
+		"door#1": {at("door", 1), 16}, "door#1.name": {at("door", 1, "name"), 17}, "door#1.str": {at("door", 1, "str"), 18},
+		"door#1.esc": {at("door", 1, "esc"), 19}, "door#1.after": {at("door", 1, "after"), 20},
+	}
+	var top map[string]any
+	md, err := toml.Decode(src, &top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := &positions{data: src, md: md, count: map[string]int{"door": 2}}
+	for name, w := range want {
+		if got := ps.line(w.at); got != w.line {
+			t.Errorf("line of %s = %d, want %d", name, got, w.line)
+		}
 	}
 }
 
@@ -511,7 +542,7 @@ func TestTestdataLoads(t *testing.T) {
 		t.Fatalf("testdata: %v, %v", files, err)
 	}
 	for _, f := range files {
-		if _, err := Load(f); err != nil {
+		if _, err := Load(f, Overrides{}); err != nil {
 			t.Error(err)
 		}
 	}

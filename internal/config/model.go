@@ -2,17 +2,19 @@
 package config
 
 import (
+	"slices"
 	"time"
 
+	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/knock"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
-// Firewall backends.
+// Firewall backends, as firewall.Kinds names them.
 const (
-	FirewallNftables = "nftables"
-	FirewallIptables = "iptables"
-	FirewallNone     = "none"
+	FirewallNftables = firewall.Nftables
+	FirewallIptables = firewall.Iptables
+	FirewallNone     = firewall.None
 )
 
 // What happens to the gate when the server stops.
@@ -35,8 +37,8 @@ type Config struct {
 type Server struct {
 	// Interfaces to watch for knocks; empty means every interface.
 	Interfaces []string
-	// Firewall is FirewallNftables, FirewallIptables or FirewallNone.
-	Firewall string
+	// Firewall is one of firewall.Kinds.
+	Firewall firewall.Kind
 	// OnStop is OnStopClose or OnStopRemove.
 	OnStop string
 	// MaxSources caps the number of sources with knock state in memory (oldest evicted first).
@@ -51,6 +53,51 @@ type Server struct {
 	PidFile string
 	// StateDir holds persistent state (replay cache).
 	StateDir string
+}
+
+// DefaultServer returns the [server] settings of a configuration that sets none.
+func DefaultServer() Server {
+	return Server{
+		Firewall:   firewall.Nftables,
+		OnStop:     OnStopClose,
+		MaxSources: DefaultMaxSources,
+		SweepGuard: DefaultSweepGuard,
+		StateDir:   DefaultStateDir,
+	}
+}
+
+// Overrides are the settings the command line gives over a file's (sesame server --firewall, -i,
+// --state-dir). Every loader applies them before it validates; a zero field overrides nothing.
+type Overrides struct {
+	Firewall   firewall.Kind
+	Interfaces []string
+	StateDir   string
+}
+
+// Apply puts the overrides into c; c.Validate then judges the result.
+func (c *Config) Apply(ov Overrides) {
+	if ov.Firewall != "" {
+		c.Server.Firewall = ov.Firewall
+	}
+	if ov.Interfaces != nil {
+		c.Server.Interfaces = slices.Clone(ov.Interfaces)
+	}
+	if ov.StateDir != "" {
+		c.Server.StateDir = ov.StateDir
+	}
+}
+
+// OpenPorts lists every port a door opens, each once, in the order the doors name them.
+func (c *Config) OpenPorts() []netport.Port {
+	var out []netport.Port
+	for _, d := range c.Doors {
+		for _, p := range d.Open {
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 // Door is a knock door: the sequence it recognises and what it does when it opens.

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/BurntSushi/toml"
+
+	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/fwknop"
 	"github.com/sesame-knock/sesame/internal/netport"
 	"github.com/sesame-knock/sesame/internal/spa"
@@ -112,293 +115,212 @@ func (s *SPA) Protected() []netport.Port {
 // secretKeys are keys that would put a secret in the TOML file.
 var secretKeys = []string{"key", "shared_key", "key_base64", "hmac_key", "hmac_key_base64", "private_key", "server_key"}
 
-func (p *parser) spa(v any, firewall string) *SPA {
-	t, ok := p.table(v, "spa", "")
-	if !ok {
-		return nil
+type (
+	tomlSPA struct {
+		Listen         field[udpPort]  `toml:"listen"`
+		Sniff          field[bool]     `toml:"sniff"`
+		MaxAge         field[duration] `toml:"max_age"`
+		ServerKeyFile  field[string]   `toml:"server_key_file"`
+		RequireAddress field[bool]     `toml:"require_address"`
+		Client         toml.Primitive  `toml:"client"`
 	}
-	t.section = "spa"
-	s := &SPA{Port: DefaultSPAPort, MaxAge: DefaultSPAMaxAge}
-	var listen string
-	if t.str("listen", &listen) {
-		port, err := netport.Parse(listen)
-		switch {
-		case err != nil:
-			t.failf("listen", "%q: want udp/PORT, as in udp/62201", listen)
-		case port.Proto != netport.UDP:
-			t.failf("listen", "%q: SPA packets are UDP: want udp/PORT", listen)
-		default:
-			s.Port = port.Num
-		}
+	tomlClient struct {
+		Name                 field[string]     `toml:"name"`
+		Format               field[string]     `toml:"format"`
+		Open                 field[[]openPort] `toml:"open"`
+		Sources              field[[]source]   `toml:"sources"`
+		MaxOpenFor           field[duration]   `toml:"max_open_for"`
+		DefaultOpenFor       field[duration]   `toml:"default_open_for"`
+		AccessExpire         field[date]       `toml:"access_expire"`
+		KeyFile              field[string]     `toml:"key_file"`
+		RequireAddress       field[bool]       `toml:"require_address"`
+		PublicKey            field[string]     `toml:"public_key"`
+		HMACKeyFile          field[string]     `toml:"hmac_key_file"`
+		HMACDigest           field[digest]     `toml:"hmac_digest"`
+		EncryptionMode       field[mode]       `toml:"encryption_mode"`
+		RequireUsername      field[string]     `toml:"require_username"`
+		RequireSourceAddress field[bool]       `toml:"require_source_address"`
 	}
-	t.boolean("sniff", &s.Sniff)
-	if t.duration("max_age", &s.MaxAge) && (s.MaxAge < time.Second || s.MaxAge > MaxSPAMaxAge) {
-		t.failf("max_age", "%v is out of range 1s-%v", s.MaxAge, MaxSPAMaxAge)
+)
+
+func (d *decoder) spa(v toml.Primitive) (*SPA, error) {
+	var f tomlSPA
+	r, err := d.table(v, atSPA, &f)
+	switch {
+	case err != nil:
+		return nil, err
+	case r.notTable != "":
+		return nil, problem(place{index: -1}, "", "spa", "want a table, got %s", r.notTable)
+	case r.unknown != "":
+		return nil, unknownKey(atSPA, "spa", r.unknown, "server_key_file")
+	case r.badKey != "":
+		return nil, problem(atSPA, "spa", r.badKey, "%w", r.badErr)
 	}
-	if t.str("server_key_file", &s.ServerKeyFile) {
-		data, err := p.readSecret(s.ServerKeyFile)
+	s := &SPA{
+		Port:           uint16(f.Listen.or(DefaultSPAPort)),
+		Sniff:          f.Sniff.v,
+		MaxAge:         time.Duration(f.MaxAge.or(duration(DefaultSPAMaxAge))),
+		ServerKeyFile:  f.ServerKeyFile.v,
+		RequireAddress: f.RequireAddress.v,
+	}
+	if f.ServerKeyFile.set {
+		data, err := d.readSecret(s.ServerKeyFile)
 		if err != nil {
-			t.fail("server_key_file", err)
-		} else if kp, err := spa.ParseKeyPair(keyText(data)); err != nil {
-			t.failf("server_key_file", "%s: not a sesame private key (want the file `sesame keygen --pair` writes)", s.ServerKeyFile)
-		} else {
-			s.ServerKey = kp
+			return nil, problem(atSPA, "spa", "server_key_file", "%w", err)
+		}
+		if s.ServerKey, err = spa.ParseKeyPair(keyText(data)); err != nil {
+			return nil, problem(atSPA, "spa", "server_key_file", "%s: not a sesame private key (want the file `sesame keygen --pair` writes)", s.ServerKeyFile)
 		}
 	}
-	for _, k := range secretKeys {
-		if _, ok := t.get(k); ok {
-			t.failf(k, "secrets do not belong in the configuration: put the key in a file of mode 0600 and name it with server_key_file")
-		}
+	if !d.md.IsDefined("spa", "client") {
+		return s, nil
 	}
-	t.boolean("require_address", &s.RequireAddress)
-	if v, ok := t.get("client"); ok {
-		s.Clients = p.spaClients(v, s)
+	list, notArray, err := d.tables(f.Client, toml.Key{"spa", "client"})
+	if err != nil {
+		return nil, err
 	}
-	t.unknown()
-	if p.err == nil && len(s.Clients) == 0 {
-		p.fail("spa", "spa", "", errors.New("no [[spa.client]]: SPA would accept nobody"))
+	if notArray != "" {
+		return nil, problem(atSPA, "spa", "client", "want [[spa.client]] tables, got %s", notArray)
 	}
-	if p.err == nil && firewall == FirewallNone {
-		p.fail("spa", "spa", "", errors.New("firewall none cannot open ports for SPA clients"))
-	}
-	return s
-}
-
-func (p *parser) spaClients(v any, s *SPA) []SPAClient {
-	list, ok := tables(v)
-	if !ok {
-		p.fail("spa.client", "spa", "client", fmt.Errorf("want [[spa.client]] tables, got %s", typeName(v)))
-		return nil
-	}
-	var out []SPAClient
 	for i, e := range list {
-		c, ok := p.spaClient(e, i, s)
-		if !ok {
-			return nil
+		c, err := d.spaClient(i, e, s)
+		if err != nil {
+			return nil, err
 		}
-		if j := slices.IndexFunc(out, func(o SPAClient) bool { return o.Name == c.Name }); j >= 0 {
-			p.fail(fmt.Sprintf("spa.client#%d.name", i), fmt.Sprintf("spa client %q", c.Name), "name",
-				fmt.Errorf("client #%d has the same name", j+1))
-			return nil
-		}
-		out = append(out, c)
+		s.Clients = append(s.Clients, c)
 	}
-	return out
+	return s, nil
 }
 
-func (p *parser) spaClient(v any, i int, s *SPA) (SPAClient, bool) {
-	c := SPAClient{Format: SPAFormatNative, DefaultOpenFor: DefaultSPAOpenFor, MaxOpenFor: DefaultSPAMaxOpenFor}
-	path := fmt.Sprintf("spa.client#%d", i)
-	t, ok := p.table(v, path, "")
-	if !ok {
-		return c, false
+// clientSection names client i in messages.
+func clientSection(i int, name string) string {
+	if checkClientName(name) != nil {
+		return fmt.Sprintf("spa client #%d", i+1)
 	}
-	t.section = fmt.Sprintf("spa client #%d", i+1)
-	if !t.str("name", &c.Name) {
-		if p.err == nil {
-			p.fail(path, t.section, "", errors.New("name is required"))
-		}
-		return c, false
+	return fmt.Sprintf("spa client %q", name)
+}
+
+func (d *decoder) spaClient(i int, v toml.Primitive, s *SPA) (SPAClient, error) {
+	var f tomlClient
+	at := atClient(i)
+	r, err := d.table(v, at, &f)
+	sec := clientSection(i, f.Name.v)
+	switch {
+	case err != nil:
+		return SPAClient{}, err
+	case r.notTable != "":
+		return SPAClient{}, problem(at, sec, "", "want a table, got %s", r.notTable)
+	case r.unknown != "":
+		return SPAClient{}, unknownKey(at, sec, r.unknown, "key_file")
+	case !f.Name.set:
+		return SPAClient{}, problem(at, sec, "", "name is required")
+	case f.Name.err == nil && checkClientName(f.Name.v) != nil:
+		return SPAClient{}, problem(at, sec, "name", "%w", checkClientName(f.Name.v))
+	case r.badKey != "":
+		return SPAClient{}, problem(at, sec, r.badKey, "%w", r.badErr)
 	}
-	if err := checkClientName(c.Name); err != nil {
-		t.fail("name", err)
-		return c, false
+	c := SPAClient{
+		Name:           f.Name.v,
+		Format:         f.Format.or(SPAFormatNative),
+		KeyFile:        f.KeyFile.v,
+		Open:           convertList(f.Open.v, func(p openPort) netport.Port { return netport.Port(p) }),
+		Sources:        slices.Clone(AnySource),
+		DefaultOpenFor: time.Duration(f.DefaultOpenFor.or(duration(DefaultSPAOpenFor))),
+		MaxOpenFor:     time.Duration(f.MaxOpenFor.or(duration(DefaultSPAMaxOpenFor))),
+		AccessExpire:   time.Time(f.AccessExpire.v),
+		// require_address refuses packets that ask for their own source address (native
+		// "source", fwknop allow-IP 0.0.0.0): a sniffer could send a copy first and have it
+		// granted for itself.
+		RequireSourceAddress: f.RequireAddress.or(s.RequireAddress),
+		RequireUsername:      f.RequireUsername.v,
 	}
-	t.section = fmt.Sprintf("spa client %q", c.Name)
-	if t.str("format", &c.Format) && c.Format != SPAFormatNative && c.Format != SPAFormatFwknop {
-		t.failf("format", "%q is not a format (want native or fwknop)", c.Format)
+	if f.Sources.set {
+		c.Sources = convertList(f.Sources.v, func(s source) netip.Prefix { return netip.Prefix(s) })
 	}
-	for _, k := range secretKeys {
-		if _, ok := t.get(k); ok {
-			t.failf(k, "secrets do not belong in the configuration: put the key in a file of mode 0600 and name it with key_file")
-		}
-	}
-	if open, ok := t.strs("open"); ok {
-		for _, o := range open {
-			port, err := parseOpen(o)
-			if err != nil {
-				t.fail("open", err)
-				break
-			}
-			if slices.Contains(c.Open, port) {
-				t.failf("open", "%s is listed twice", port)
-				break
-			}
-			c.Open = append(c.Open, port)
-		}
-	}
-	if len(c.Open) == 0 && p.err == nil {
-		p.fail(path, t.section, "open", errors.New("open is required: the ports this client may ask for"))
-	}
-	if srcs, ok := t.strs("sources"); ok {
-		for _, src := range srcs {
-			pfx, err := ParseSource(src)
-			if err != nil {
-				t.fail("sources", err)
-				break
-			}
-			c.Sources = append(c.Sources, pfx)
-		}
-		if len(c.Sources) == 0 {
-			t.failf("sources", "is empty: nobody could use this client (leave it out to allow every source)")
-		}
-	} else {
-		c.Sources = slices.Clone(AnySource)
-	}
-	t.duration("max_open_for", &c.MaxOpenFor)
-	t.duration("default_open_for", &c.DefaultOpenFor)
-	if c.MaxOpenFor < MinOpenFor || c.MaxOpenFor > MaxOpenFor {
-		t.failf("max_open_for", "%v is out of range %v-%v", c.MaxOpenFor, MinOpenFor, MaxOpenFor)
-	}
-	if c.DefaultOpenFor < MinOpenFor || c.DefaultOpenFor > c.MaxOpenFor {
-		t.failf("default_open_for", "%v is out of range %v-%v (max_open_for)", c.DefaultOpenFor, MinOpenFor, c.MaxOpenFor)
-	}
-	var expire any
-	if expire, ok = t.get("access_expire"); ok {
-		switch e := expire.(type) {
-		case time.Time:
-			c.AccessExpire = time.Date(e.Year(), e.Month(), e.Day(), e.Hour(), e.Minute(), e.Second(), 0, time.Local)
-		case string:
-			d, err := time.ParseInLocation("2006-01-02", e, time.Local)
-			if err != nil {
-				t.failf("access_expire", "%q: want a date, as in 2027-01-31", e)
-			}
-			c.AccessExpire = d
-		default:
-			t.failf("access_expire", "want a date, as in 2027-01-31, got %s", typeName(expire))
-		}
-	}
-	t.str("key_file", &c.KeyFile)
-	// require_address refuses packets that ask for their own source address (native "source",
-	// fwknop allow-IP 0.0.0.0): a sniffer could send a copy first and have it granted for itself.
-	c.RequireSourceAddress = s.RequireAddress
-	t.boolean("require_address", &c.RequireSourceAddress)
-	if c.Format == SPAFormatFwknop {
-		p.fwknopClient(t, &c)
-		if p.err == nil && c.Fwknop.HMACKey == nil {
+	switch c.Format {
+	case SPAFormatNative:
+		err = d.nativeClient(&f, &c)
+	case SPAFormatFwknop:
+		err = d.fwknopClient(&f, &c)
+		if err == nil && c.Fwknop.HMACKey == nil {
 			s.Warnings = append(s.Warnings, fmt.Sprintf("spa client %q: no HMAC key: packets are not authenticated before decryption (add HMAC_KEY_BASE64 to %s)", c.Name, c.KeyFile))
 		}
-	} else {
-		p.nativeClient(t, &c, s)
 	}
-	t.unknown()
-	return c, p.err == nil
+	if e := (*Error)(nil); errors.As(err, &e) {
+		e.Section, e.at = sec, at
+		e.at.key = toml.Key{e.Key}
+	}
+	return c, err
 }
 
-func (p *parser) nativeClient(t *table, c *SPAClient, s *SPA) {
-	if _, ok := t.get("require_source_address"); ok {
-		t.failf("require_source_address", "is fwknop's name: native clients use require_address")
-		return
+func (d *decoder) nativeClient(f *tomlClient, c *SPAClient) error {
+	if f.RequireSourceAddress.set {
+		return &Error{Key: "require_source_address", Err: errors.New("is fwknop's name: native clients use require_address")}
 	}
-	for _, k := range []string{"hmac_key_file", "hmac_digest", "encryption_mode", "require_username"} {
-		if _, ok := t.get(k); ok {
-			t.failf(k, "is an fwknop option: set format = \"fwknop\"")
-			return
+	for k, set := range map[string]bool{"hmac_key_file": f.HMACKeyFile.set, "hmac_digest": f.HMACDigest.set,
+		"encryption_mode": f.EncryptionMode.set, "require_username": f.RequireUsername.set} {
+		if set {
+			return &Error{Key: k, Err: errors.New("is an fwknop option: set format = \"fwknop\"")}
 		}
 	}
-	var pub string
-	hasPub := t.str("public_key", &pub)
-	switch {
-	case c.KeyFile != "" && hasPub:
-		t.failf("public_key", "set either key_file (shared key) or public_key (key pair), not both")
-	case c.KeyFile != "":
-		data, err := p.readSecret(c.KeyFile)
+	if f.KeyFile.set {
+		data, err := d.readSecret(c.KeyFile)
 		if err != nil {
-			t.fail("key_file", err)
-			return
+			return &Error{Key: "key_file", Err: err}
 		}
 		k, err := spa.ParseSharedKey(keyText(data))
 		if err != nil {
-			t.failf("key_file", "%s: not a sesame shared key (want the file `sesame keygen` writes)", c.KeyFile)
-			return
+			return &Error{Key: "key_file", Err: fmt.Errorf("%s: not a sesame shared key (want the file `sesame keygen` writes)", c.KeyFile)}
 		}
 		c.Shared = &k
-	case hasPub:
-		k, err := spa.ParsePublicKey(pub)
+	}
+	if f.PublicKey.set {
+		k, err := spa.ParsePublicKey(f.PublicKey.v)
 		if err != nil {
-			t.failf("public_key", "not a sesame public key (want the contents of the .pub file `sesame keygen --pair` writes)")
-			return
-		}
-		if s.ServerKey == nil && p.err == nil {
-			t.failf("public_key", "a key-pair client needs the server's own key: set server_key_file in [spa]")
-			return
+			return &Error{Key: "public_key", Err: errors.New("not a sesame public key (want the contents of the .pub file `sesame keygen --pair` writes)")}
 		}
 		c.Public = &k
-	default:
-		if p.err == nil {
-			p.fail(t.path, t.section, "", errors.New("set key_file (shared key) or public_key (key pair)"))
-		}
 	}
+	return nil
 }
 
-func (p *parser) fwknopClient(t *table, c *SPAClient) {
-	if _, ok := t.get("public_key"); ok {
-		t.failf("public_key", "fwknop clients use key_file and hmac_key_file")
-		return
+func (d *decoder) fwknopClient(f *tomlClient, c *SPAClient) error {
+	switch {
+	case f.PublicKey.set:
+		return &Error{Key: "public_key", Err: errors.New("fwknop clients use key_file and hmac_key_file")}
+	case f.RequireSourceAddress.set && f.RequireAddress.set && f.RequireSourceAddress.v != f.RequireAddress.v:
+		return &Error{Key: "require_source_address", Err: errors.New("contradicts require_address (the same setting): keep one")}
+	case !f.KeyFile.set:
+		return &Error{Key: "key_file", Err: errors.New("key_file is required: a file holding KEY_BASE64 (and HMAC_KEY_BASE64), as `sesame keygen --fwknop` writes")}
 	}
-	var hmacFile, digest, mode string
-	t.str("hmac_key_file", &hmacFile)
-	if t.str("hmac_digest", &digest) {
-		d, err := fwknop.ParseDigest(digest)
-		if err != nil {
-			t.failf("hmac_digest", "%q: want md5, sha1, sha256, sha384, sha512, sha3_256 or sha3_512", digest)
-		}
-		c.Fwknop.HMACDigest = d
-	}
-	if t.str("encryption_mode", &mode) {
-		m, err := fwknop.ParseMode(mode)
-		if err != nil {
-			t.failf("encryption_mode", "%q: want cbc, ecb, cfb, ofb, ctr or legacy", mode)
-		}
-		c.Fwknop.EncryptionMode = m
-	}
-	t.str("require_username", &c.RequireUsername)
-	if v, ok := t.get("require_source_address"); ok {
-		// fwknop's name for require_address; both may be given only if they agree.
-		a, set := t.m["require_address"]
-		if set && a != v {
-			t.failf("require_source_address", "contradicts require_address (the same setting): keep one")
-			return
-		}
-		t.boolean("require_source_address", &c.RequireSourceAddress)
-	}
-	if c.KeyFile == "" {
-		if p.err == nil {
-			p.fail(t.path, t.section, "key_file", errors.New("key_file is required: a file holding KEY_BASE64 (and HMAC_KEY_BASE64), as `sesame keygen --fwknop` writes"))
-		}
-		return
-	}
-	data, err := p.readSecret(c.KeyFile)
+	c.RequireSourceAddress = f.RequireSourceAddress.or(c.RequireSourceAddress)
+	c.Fwknop.HMACDigest = fwknop.Digest(f.HMACDigest.v)
+	c.Fwknop.EncryptionMode = fwknop.Mode(f.EncryptionMode.v)
+	data, err := d.readSecret(c.KeyFile)
 	if err != nil {
-		t.fail("key_file", err)
-		return
+		return &Error{Key: "key_file", Err: err}
 	}
 	key, hmacKey, err := ParseFwknopKeyFile(data)
 	if err != nil {
-		t.failf("key_file", "%s: %v", c.KeyFile, err)
-		return
+		return &Error{Key: "key_file", Err: fmt.Errorf("%s: %w", c.KeyFile, err)}
 	}
 	c.Fwknop.Key = key
-	if hmacFile != "" {
-		data, err := p.readSecret(hmacFile)
+	if f.HMACKeyFile.set {
+		name := f.HMACKeyFile.v
+		data, err := d.readSecret(name)
 		if err != nil {
-			t.fail("hmac_key_file", err)
-			return
+			return &Error{Key: "hmac_key_file", Err: err}
 		}
 		kf, err := parseKeyFile(data)
 		if err != nil {
-			t.failf("hmac_key_file", "%s: %v", hmacFile, err)
-			return
+			return &Error{Key: "hmac_key_file", Err: fmt.Errorf("%s: %w", name, err)}
 		}
 		if hmacKey = kf.HMACFileKey(); hmacKey == nil {
-			t.failf("hmac_key_file", "%s: no HMAC_KEY_BASE64 or HMAC_KEY", hmacFile)
-			return
+			return &Error{Key: "hmac_key_file", Err: fmt.Errorf("%s: no HMAC_KEY_BASE64 or HMAC_KEY", name)}
 		}
 	}
 	c.Fwknop.HMACKey = hmacKey
-	if err := checkFwknopKeys(c.Fwknop); err != nil {
-		t.fail("key_file", err)
-	}
+	return nil
 }
 
 func checkFwknopKeys(k fwknop.Keys) error {
@@ -444,13 +366,13 @@ func parseKeyFile(data []byte) (fwknop.KeyFile, error) {
 
 // readSecret reads a key file, relative to the configuration file's directory, and refuses one
 // that group or others may read.
-func (p *parser) readSecret(name string) ([]byte, error) {
+func (d *decoder) readSecret(name string) ([]byte, error) {
 	if name == "" {
 		return nil, errors.New("empty file name")
 	}
 	path := name
 	if !filepath.IsAbs(path) {
-		path = filepath.Join(filepath.Dir(p.file), path)
+		path = filepath.Join(filepath.Dir(d.file), path)
 	}
 	return ReadSecretFile(path)
 }
@@ -480,81 +402,83 @@ func checkClientName(n string) error {
 	return nil
 }
 
-// Validate checks the invariants of an SPA configuration, whatever format it came from.
-func (s *SPA) Validate(firewall string) error {
+// Validate checks the rules of an SPA configuration, whatever format it came from; fw is the
+// firewall backend, which must be able to open ports.
+func (s *SPA) Validate(fw firewall.Kind) error {
 	if s.Port == 0 {
-		return errors.New("spa: port 0")
+		return problem(atSPA, "spa", "listen", "port 0 is not a port")
 	}
 	if s.MaxAge < time.Second || s.MaxAge > MaxSPAMaxAge {
-		return fmt.Errorf("spa: max_age %v is out of range 1s-%v", s.MaxAge, MaxSPAMaxAge)
+		return problem(atSPA, "spa", "max_age", "%v is out of range 1s-%v", s.MaxAge, MaxSPAMaxAge)
 	}
 	if len(s.Clients) == 0 {
-		return errors.New("spa: no clients")
+		return problem(atSPA, "spa", "", "no [[spa.client]]: SPA would accept nobody")
 	}
-	if firewall == FirewallNone {
-		return errors.New("spa: firewall none cannot open ports")
+	if fw == firewall.None {
+		return problem(atSPA, "spa", "", "firewall %s cannot open ports for SPA clients", firewall.None)
 	}
 	for i := range s.Clients {
 		c := &s.Clients[i]
-		if err := c.validate(s); err != nil {
-			return fmt.Errorf("spa client %q: %w", c.Name, err)
+		if err := c.validate(i, s); err != nil {
+			return err
 		}
-		for _, o := range s.Clients[:i] {
-			if o.Name == c.Name {
-				return fmt.Errorf("spa client %q: listed twice", c.Name)
-			}
+		if j := slices.IndexFunc(s.Clients[:i], func(o SPAClient) bool { return o.Name == c.Name }); j >= 0 {
+			return problem(atClient(i), clientSection(i, c.Name), "name", "client #%d has the same name", j+1)
 		}
 	}
 	return nil
 }
 
-func (c *SPAClient) validate(s *SPA) error {
-	if c.Format == SPAFormatNative {
+func (c *SPAClient) validate(i int, s *SPA) error {
+	at, sec := atClient(i), clientSection(i, c.Name)
+	if c.Format != SPAFormatFwknop {
 		if err := checkClientName(c.Name); err != nil {
-			return err
+			return problem(at, sec, "name", "%w", err)
 		}
 	} else if c.Name == "" {
-		return errors.New("empty name")
+		return problem(at, sec, "name", "is empty")
 	}
 	switch c.Format {
 	case SPAFormatNative:
-		if (c.Shared == nil) == (c.Public == nil) {
-			return errors.New("a native client has exactly one of a shared key and a public key")
-		}
-		if c.Public != nil && s.ServerKey == nil {
-			return errors.New("a key-pair client needs the server's key pair")
+		switch {
+		case c.Shared == nil && c.Public == nil:
+			return problem(at, sec, "", "set key_file (shared key) or public_key (key pair)")
+		case c.Shared != nil && c.Public != nil:
+			return problem(at, sec, "public_key", "set either key_file (shared key) or public_key (key pair), not both")
+		case c.Public != nil && s.ServerKey == nil:
+			return problem(at, sec, "public_key", "a key-pair client needs the server's own key: set server_key_file in [spa]")
 		}
 	case SPAFormatFwknop:
 		if err := checkFwknopKeys(c.Fwknop); err != nil {
-			return err
+			return problem(at, sec, "key_file", "%w", err)
 		}
 	default:
-		return fmt.Errorf("format %q is not valid", c.Format)
+		return problem(at, sec, "format", "%q is not a format (want %s or %s)", c.Format, SPAFormatNative, SPAFormatFwknop)
 	}
 	if len(c.Open) == 0 && !c.AnyPort {
-		return errors.New("no ports to open")
+		return problem(at, sec, "open", "open is required: the ports this client may ask for")
 	}
-	for i, p := range append(slices.Clone(c.Open), c.Restrict...) {
-		if p.Proto != netport.TCP && p.Proto != netport.UDP || p.Num == 0 {
-			return fmt.Errorf("%s is not a port", p)
-		}
-		if i < len(c.Open) && slices.Contains(c.Open[:i], p) {
-			return fmt.Errorf("open: %s is listed twice", p)
+	if err := checkPorts(c.Open); err != nil {
+		return problem(at, sec, "open", "%w", err)
+	}
+	for _, p := range c.Restrict {
+		if err := checkPorts([]netport.Port{p}); err != nil {
+			return problem(at, sec, "restrict", "%w", err)
 		}
 	}
 	if len(c.Sources) == 0 {
-		return errors.New("no sources")
+		return problem(at, sec, "sources", "is empty: nobody could use this client (leave it out to allow every source)")
 	}
 	for _, p := range c.Sources {
 		if !p.IsValid() || p.Addr().Zone() != "" {
-			return fmt.Errorf("sources: %v is not valid", p)
+			return problem(at, sec, "sources", "%v is not valid", p)
 		}
 	}
 	if c.MaxOpenFor < MinOpenFor || c.MaxOpenFor > MaxOpenFor || c.MaxOpenFor%time.Second != 0 {
-		return fmt.Errorf("max_open_for %v is out of range %v-%v", c.MaxOpenFor, MinOpenFor, MaxOpenFor)
+		return problem(at, sec, "max_open_for", "%v is out of range %v-%v", c.MaxOpenFor, MinOpenFor, MaxOpenFor)
 	}
 	if c.DefaultOpenFor < MinOpenFor || c.DefaultOpenFor > c.MaxOpenFor {
-		return fmt.Errorf("default_open_for %v is out of range %v-%v", c.DefaultOpenFor, MinOpenFor, c.MaxOpenFor)
+		return problem(at, sec, "default_open_for", "%v is out of range %v-%v (max_open_for)", c.DefaultOpenFor, MinOpenFor, c.MaxOpenFor)
 	}
 	return nil
 }

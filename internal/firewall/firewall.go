@@ -9,6 +9,36 @@ import (
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
+// Kind names a firewall backend, as the configuration and the command line spell it.
+type Kind string
+
+// The firewall backends.
+const (
+	Nftables Kind = "nftables" // sesame's own nftables table
+	Iptables Kind = "iptables" // sesame's own iptables chains
+	None     Kind = "none"     // no firewall: doors can only run commands
+)
+
+// Kinds lists every backend, in the order messages name them.
+func Kinds() []Kind { return []Kind{Nftables, Iptables, None} }
+
+// KindList is the backends as a message names them: "nftables, iptables or none".
+func KindList() string {
+	ks := Kinds()
+	s := ""
+	for i, k := range ks {
+		switch {
+		case i == 0:
+		case i == len(ks)-1:
+			s += " or "
+		default:
+			s += ", "
+		}
+		s += string(k)
+	}
+	return s
+}
+
 // ConnMark is the one conntrack mark bit that both backends set on every connection a grant
 // admitted (ct mark set ct mark or ConnMark; iptables -j CONNMARK --set-xmark ConnMark/ConnMark).
 // Other bits of the mark are left alone. A host firewall accepts exactly the connections sesame

@@ -153,6 +153,41 @@ func (k Keys) check() error {
 	return nil
 }
 
+// Precheck tells, without any key, whether wire can be an fwknop payload: its length is within
+// MinPacketLen and MaxPacketLen, it does not start with the Salted__ prefix the stock client
+// strips, and it is unpadded base64 text. Decode makes the same checks first; Precheck lets a
+// caller refuse before trying every stanza's keys. Its errors wrap ErrTooShort, ErrTooLong or
+// ErrMalformed, with detail.
+func Precheck(wire []byte) error {
+	if err := precheck(wire); err != nil {
+		return fmt.Errorf("fwknop: precheck: %w", err)
+	}
+	return nil
+}
+
+// Precheck's failures, built once: a flood of garbage costs no allocation.
+var (
+	errSalted    = fmt.Errorf("%w: starts with the Salted__ prefix", ErrMalformed)
+	errNotBase64 = fmt.Errorf("%w: not unpadded base64 text", ErrMalformed)
+)
+
+func precheck(wire []byte) error {
+	switch {
+	case len(wire) < MinPacketLen:
+		return fmt.Errorf("%w: %d bytes", ErrTooShort, len(wire))
+	case len(wire) > MaxPacketLen:
+		return fmt.Errorf("%w: %d bytes", ErrTooLong, len(wire))
+	case bytes.HasPrefix(wire, saltedPrefixBytes):
+		return errSalted
+	}
+	for _, c := range wire {
+		if !IsWireChar(c) {
+			return errNotBase64
+		}
+	}
+	return nil
+}
+
 // saltedPrefixBytes is saltedPrefix for hash writes; never modified.
 var saltedPrefixBytes = []byte(saltedPrefix)
 
@@ -168,19 +203,8 @@ var errBadHMAC = fmt.Errorf("fwknop: decode: %w", ErrBadHMAC)
 // caller does the replay check (ReplayDigest) and the age check on Timestamp.
 func Decode(wire []byte, keys Keys) (*Message, error) {
 	const op = "fwknop: decode"
-	if len(wire) < MinPacketLen {
-		return nil, fmt.Errorf("%s: %w: %d bytes", op, ErrTooShort, len(wire))
-	}
-	if len(wire) > MaxPacketLen {
-		return nil, fmt.Errorf("%s: %w: %d bytes", op, ErrTooLong, len(wire))
-	}
-	if bytes.HasPrefix(wire, []byte(saltedPrefix)) {
-		return nil, fmt.Errorf("%s: %w: payload starts with the Salted__ prefix", op, ErrMalformed)
-	}
-	for _, c := range wire {
-		if !IsWireChar(c) {
-			return nil, fmt.Errorf("%s: %w: byte outside the unpadded base64 alphabet", op, ErrMalformed)
-		}
+	if err := precheck(wire); err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	if err := keys.check(); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)

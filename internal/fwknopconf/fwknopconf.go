@@ -70,8 +70,8 @@ var accessErrors = map[string]string{
 // equivalent configuration: fwknopd's defaults (the iptables backend, sniffing unless
 // ENABLE_UDP_SERVER is Y), one fwknop-format SPA client per SOURCE stanza, no doors. Options
 // sesame does not support are errors when ignoring them would widen access or lose packets, and
-// warnings (in Config.SPA.Warnings) otherwise.
-func Load(dir string) (*config.Config, error) {
+// warnings (in Config.SPA.Warnings) otherwise. ov is applied before the result is validated.
+func Load(dir string, ov config.Overrides) (*config.Config, error) {
 	const op = "fwknop-conf"
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -99,7 +99,7 @@ func Load(dir string) (*config.Config, error) {
 	if accInfo.Mode().Perm()&0o044 != 0 {
 		readable = append(readable, fmt.Sprintf("%s holds keys and is readable by group or others (mode %04o): chmod 600 %s", accPath, accInfo.Mode().Perm(), accPath))
 	}
-	cfg, err := Parse(dir, srvPath, srvData, accPath, accData)
+	cfg, err := parse(dir, srvPath, srvData, accPath, accData, ov)
 	if err != nil {
 		return nil, err
 	}
@@ -110,6 +110,10 @@ func Load(dir string) (*config.Config, error) {
 // Parse converts the contents of fwknopd.conf (nil: all defaults) and access.conf; source names
 // the configuration in messages.
 func Parse(source, srvName string, srvData []byte, accName string, accData []byte) (*config.Config, error) {
+	return parse(source, srvName, srvData, accName, accData, config.Overrides{})
+}
+
+func parse(source, srvName string, srvData []byte, accName string, accData []byte, ov config.Overrides) (*config.Config, error) {
 	srv, err := fwknop.ParseServerConf(srvName, srvData)
 	if err != nil {
 		return nil, err
@@ -194,6 +198,7 @@ func Parse(source, srvName string, srvData []byte, accName string, accData []byt
 		}
 		s.Clients = append(s.Clients, c)
 	}
+	cfg.Apply(ov)
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", accName, err)
 	}

@@ -66,7 +66,7 @@ func TestFwknopConfLive(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := liveDir(t, tc.server, tc.access)
-			cfg, err := Load(dir)
+			cfg, err := Load(dir, config.Overrides{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -199,13 +199,13 @@ func TestFwknopConfErrors(t *testing.T) {
 
 func TestFwknopConfLoadErrors(t *testing.T) {
 	dir := liveDir(t, "fwknopd-udp.conf", "access.conf")
-	if _, err := Load(filepath.Join(dir, "nope")); err == nil {
+	if _, err := Load(filepath.Join(dir, "nope"), config.Overrides{}); err == nil {
 		t.Error("missing directory accepted")
 	}
-	if _, err := Load(filepath.Join(dir, "fwknopd.conf")); err == nil || !strings.Contains(err.Error(), "not a directory") {
+	if _, err := Load(filepath.Join(dir, "fwknopd.conf"), config.Overrides{}); err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Errorf("file as directory: %v", err)
 	}
-	if _, err := Load(t.TempDir()); err == nil || !strings.Contains(err.Error(), "access.conf") {
+	if _, err := Load(t.TempDir(), config.Overrides{}); err == nil || !strings.Contains(err.Error(), "access.conf") {
 		t.Errorf("no access.conf: %v", err)
 	}
 }
@@ -243,7 +243,7 @@ func TestFwknopConfPermissions(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			cfg, err := Load(dir)
+			cfg, err := Load(dir, config.Overrides{})
 			if tc.err != "" {
 				if want := strings.ReplaceAll(tc.err, "{dir}", dir); err == nil || !strings.Contains(err.Error(), want) {
 					t.Fatalf("err = %v, want %q", err, want)
@@ -298,7 +298,7 @@ func TestFwknopConfOwners(t *testing.T) {
 			if err := os.Chmod(p, tc.mode); err != nil {
 				t.Fatal(err)
 			}
-			_, err := Load(dir)
+			_, err := Load(dir, config.Overrides{})
 			if tc.err == "" {
 				if err != nil {
 					t.Fatal(err)

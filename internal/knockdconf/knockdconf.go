@@ -30,13 +30,13 @@ const (
 // ErrNoSequence is returned when a one-time sequences file has no valid line left.
 var ErrNoSequence = errors.New("no valid sequence left")
 
-// Load reads and parses the knockd.conf file at path.
-func Load(path string) (*config.Config, error) {
+// Load reads and parses the knockd.conf file at path, applies ov and validates the result.
+func Load(path string, ov config.Overrides) (*config.Config, error) {
 	data, _, err := config.ReadConfigFile(path) // its commands run as root: refused if others could change it
 	if err != nil {
 		return nil, fmt.Errorf("knockdconf: %w", err)
 	}
-	return Parse(path, data)
+	return parse(path, data, ov)
 }
 
 // door is a door being parsed, with what the model cannot hold.
@@ -63,6 +63,10 @@ func (p *parser) errorf(key, format string, args ...any) error {
 // doors open nothing themselves (Server.Firewall is none): they run their commands, as in knockd.
 // The result is validated.
 func Parse(name string, data []byte) (*config.Config, error) {
+	return parse(name, data, config.Overrides{})
+}
+
+func parse(name string, data []byte, ov config.Overrides) (*config.Config, error) {
 	cfg := &config.Config{Source: name, Server: config.DefaultServer()}
 	cfg.Server.Firewall = config.FirewallNone
 	p := &parser{file: name}
@@ -131,6 +135,7 @@ func Parse(name string, data []byte) (*config.Config, error) {
 		}
 		cfg.Doors = append(cfg.Doors, d.Door)
 	}
+	cfg.Apply(ov)
 	if err := cfg.Validate(); err != nil {
 		return nil, &config.Error{File: name, Err: err}
 	}

@@ -129,7 +129,7 @@ func TestLoadReferenceConfs(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, tc.file), data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			got, err := Load(filepath.Join(dir, tc.file))
+			got, err := Load(filepath.Join(dir, tc.file), config.Overrides{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -324,7 +324,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestLoadMissing(t *testing.T) {
-	_, err := Load(filepath.Join(t.TempDir(), "knockd.conf"))
+	_, err := Load(filepath.Join(t.TempDir(), "knockd.conf"), config.Overrides{})
 	if !errors.Is(err, os.ErrNotExist) || !strings.HasPrefix(err.Error(), "knockdconf: ") {
 		t.Errorf("err = %v", err)
 	}

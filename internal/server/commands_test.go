@@ -23,6 +23,7 @@ import (
 type chanIntake struct{ in chan *capture.Packet }
 
 func (c chanIntake) SetFilter(capture.Filter) error { return nil }
+func (c chanIntake) Stats() capture.Stats           { return capture.Stats{} }
 
 func (c chanIntake) Run(ctx context.Context, handle func(*capture.Packet)) error {
 	for {

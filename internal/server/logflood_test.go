@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +32,12 @@ func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	r.lines = append(r.lines, b.String())
 	r.mu.Unlock()
 	return nil
+}
+
+func (r *recorder) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.lines)
 }
 
 func (r *recorder) count(sub string) int {
@@ -66,6 +73,7 @@ type nullIntake struct{}
 
 func (nullIntake) Run(ctx context.Context, _ func(*capture.Packet)) error { <-ctx.Done(); return nil }
 func (nullIntake) SetFilter(capture.Filter) error                         { return nil }
+func (nullIntake) Stats() capture.Stats                                   { return capture.Stats{} }
 
 // floodServer returns a server on testConfig with a settable clock, a recorder for its log, a
 // counter of its knockd-style lines and a grant counter.
@@ -109,7 +117,7 @@ func TestLogFloodSpoofedSources(t *testing.T) {
 			s, now, logs, knockd, fw := floodServer(t)
 			for i := 0; i < sources; i++ {
 				for _, k := range tc.knocks {
-					s.handle(packet(*now, spoofed(i), k))
+					s.handle(t.Context(), packet(*now, spoofed(i), k))
 				}
 				*now = now.Add(time.Second / sources)
 			}
@@ -131,7 +139,7 @@ func TestLogFloodSpoofedSources(t *testing.T) {
 func TestLogFloodSummaryAndRecovery(t *testing.T) {
 	s, now, logs, _, _ := floodServer(t)
 	for i := 0; i < 10000; i++ {
-		s.handle(packet(*now, spoofed(i), tcp(7001))) // a guard port
+		s.handle(t.Context(), packet(*now, spoofed(i), tcp(7001))) // a guard port
 		*now = now.Add(100 * time.Microsecond)
 	}
 	before := len(logs.lines)
@@ -149,7 +157,7 @@ func TestLogFloodSummaryAndRecovery(t *testing.T) {
 		t.Errorf("SuppressedLogLines = %d, want %d (10000 events, %d logged)", held, 10000-before, before)
 	}
 	legit := netip.MustParseAddr("198.19.0.9")
-	s.handle(packet(*now, legit, tcp(7001)))
+	s.handle(t.Context(), packet(*now, legit, tcp(7001)))
 	if logs.count("src="+legit.String()) != 1 {
 		t.Errorf("a legitimate source's sweep guard line after the flood was not logged")
 	}

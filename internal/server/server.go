@@ -1,4 +1,4 @@
-// Package server wires the packet path together: capture, knock recognition, policy, grants.
+// Package server runs the daemon: capture, knock recognition, SPA policy, grants, reloads and the operator API.
 package server
 
 import (
@@ -19,41 +19,65 @@ import (
 	"github.com/sesame-knock/sesame/internal/knock"
 	"github.com/sesame-knock/sesame/internal/lograte"
 	"github.com/sesame-knock/sesame/internal/netport"
-	"github.com/sesame-knock/sesame/internal/spaserver"
+	"github.com/sesame-knock/sesame/internal/replay"
 )
 
-// Intake delivers kernel-filtered packets (capture.AFPacket in production).
+// Intake delivers kernel-filtered packets: knocks, guard ports and sniffed SPA packets
+// (capture.AFPacket in production, capturetest.Source in tests).
 type Intake interface {
 	Run(ctx context.Context, handle func(*capture.Packet)) error
 	SetFilter(capture.Filter) error
+	Stats() capture.Stats
 }
 
-// OneTime reads and consumes knockd one-time sequence files (knockdconf in production).
+// Listener receives SPA datagrams on a UDP socket (udpintake.Listener in production). Run
+// returns once ctx ends or the listener is closed.
+type Listener interface {
+	Run(ctx context.Context, handle func(*capture.Packet)) error
+	Close() error
+}
+
+// OneTime reads and consumes knockd one-time sequence files (KnockdOneTime in production).
 type OneTime interface {
 	Consume(path string, used []knock.Element) (next []knock.Element, err error)
 }
 
-// Deps are the parts a server drives.
+// Deps are the parts a server drives. Firewall and Intake are required; every other field has
+// a default.
 type Deps struct {
 	Firewall firewall.Backend
 	Intake   Intake
 	Logger   *slog.Logger
-	// KnockdLog, when set, receives knockd-style event lines (LogFile, UseSyslog).
+	// KnockdLog receives knockd-style event lines. When nil, Run opens the configuration's
+	// log_file and use_syslog (knockdlog) and closes them at its end.
 	KnockdLog func(line string)
-	OneTime   OneTime
+	// OneTime consumes one-time sequence files; KnockdOneTime when nil.
+	OneTime OneTime
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-	// SPA, when set, checks SPA packets: sniffed ones (cfg.SPA.Sniff) from Intake, and those
-	// SPAIntake (a UDP socket, optional) receives.
-	SPA       *spaserver.Handler
-	SPAIntake Intake
 	// Commands runs the doors' commands; one with the defaults when nil. Run closes it at
 	// the end, running every pending stop command.
 	Commands *command.Runner
-	// Ready, when set, is called once Run has put the gate in the kernel and set the
-	// capture filter (sd_notify READY=1).
+	// Replay opens the SPA replay store the first time a configuration has an [spa] section;
+	// OpenReplay (state_dir/replay.db) when nil. Run closes it at its end.
+	Replay func(cfg *config.Config) (replay.Store, error)
+	// ListenSPA opens the UDP socket of a non-sniffing [spa] section; udpintake.Listen when nil.
+	ListenSPA func(port uint16) (Listener, error)
+	// KillConns ends src's established connections to ports (conntrack), returning how many;
+	// nil refuses Revoke with Kill.
+	KillConns func(ctx context.Context, src netip.Addr, ports []netport.Port) (int, error)
+	// MaxOperatorGrant bounds an operator's Grant ([control] max_grant); DefaultMaxOperatorGrant
+	// when zero.
+	MaxOperatorGrant time.Duration
+	// Version is reported by Status.
+	Version string
+	// Ready, when set, is called once Run has opened the SPA socket, put the gate in the
+	// kernel and set the capture filter (sd_notify READY=1).
 	Ready func()
 }
+
+// DefaultMaxOperatorGrant is the longest operator grant unless Deps.MaxOperatorGrant says.
+const DefaultMaxOperatorGrant = 24 * time.Hour
 
 // commandDrain is how long the end of Run waits for the pending stop commands.
 const commandDrain = time.Minute
@@ -65,7 +89,7 @@ type Counters struct {
 
 // Log budgets (docs/SECURITY.md). Every per-packet log entry about a source goes through one
 // of two global budgets, whatever its source: refusals and knocks in progress (behind the
-// per-source limit, and shared with the SPA handler's refusals), and opened doors with their
+// per-source limit, and shared with the SPA policy's refusals), and opened doors with their
 // commands, a larger budget of its own so that a flood of refusals never hides a grant. What
 // they hold back is counted and summed up at most once per logReportEvery.
 const (
@@ -76,7 +100,7 @@ const (
 	logReportEvery        = 10 * time.Second
 )
 
-// Server is the knock daemon.
+// Server is the knock and SPA daemon. Its methods are safe for concurrent use.
 type Server struct {
 	deps      Deps
 	log       *slog.Logger
@@ -84,18 +108,43 @@ type Server struct {
 	refusals  *lograte.Budget  // refusals, knocks in progress, sweep guard hits (knock and SPA)
 	grantLogs *lograte.Budget  // opened doors, their knockd-style lines and commands
 	runner    *command.Runner
+	knockd    atomic.Pointer[func(string)] // nil: no knockd-style lines
 	Counters  Counters
+	stats     stats
+	grants    *attribution
+	started   time.Time
 
-	mu      sync.Mutex // guards cfg and machine
+	mu  sync.Mutex // guards cur
+	cur *state
+	// oneTimeMu serializes one-time sequence file updates.
+	oneTimeMu sync.Mutex
+
+	// reloadMu serializes Run's start and end, reloads and the SPA parts they change.
+	reloadMu sync.Mutex
+	spa      spaParts
+	run      *runScope // nil unless Run is running
+}
+
+// state is one configuration and the knock machine built for it; a reload or a one-time
+// sequence replaces it whole.
+type state struct {
 	cfg     *config.Config
 	machine *knock.Machine
-	ctx     context.Context
+}
+
+// runScope is the lifetime of Run, for goroutines a reload starts (a new SPA listener).
+type runScope struct {
+	ctx context.Context
+	wg  *sync.WaitGroup
 }
 
 // New returns a server for cfg. It changes nothing until Run.
 func New(cfg *config.Config, deps Deps) (*Server, error) {
 	if deps.Firewall == nil || deps.Intake == nil {
-		return nil, errors.New("server: firewall and intake are required")
+		return nil, errors.New("server: new: firewall and intake are required")
+	}
+	if cfg == nil {
+		return nil, errors.New("server: new: no configuration")
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
@@ -103,24 +152,37 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
+	if deps.OneTime == nil {
+		deps.OneTime = KnockdOneTime{}
+	}
+	if deps.Replay == nil {
+		deps.Replay = OpenReplay
+	}
+	if deps.ListenSPA == nil {
+		deps.ListenSPA = listenUDP
+	}
+	if deps.MaxOperatorGrant <= 0 {
+		deps.MaxOperatorGrant = DefaultMaxOperatorGrant
+	}
 	s := &Server{
 		deps:      deps,
 		log:       deps.Logger,
 		limiter:   lograte.New(10, time.Second, 4096, deps.Now),
 		refusals:  lograte.NewBudget(refusalLinesPerSecond, refusalLinesBurst, logReportEvery, deps.Now),
 		grantLogs: lograte.NewBudget(grantLinesPerSecond, grantLinesBurst, logReportEvery, deps.Now),
+		grants:    newAttribution(maxAttributions),
+		started:   deps.Now(),
 	}
 	s.limiter.SetBudget(s.refusals)
-	if deps.SPA != nil {
-		deps.SPA.ShareLogBudget(s.refusals)
+	if deps.KnockdLog != nil {
+		s.knockd.Store(&deps.KnockdLog)
 	}
 	// The runner's lines ("running command", "command not run", ...) follow grants.
 	if deps.Commands == nil {
-		deps.Commands = command.New(command.Options{Log: slog.New(s.grantLogs.Handler(deps.Logger.Handler()))})
-		s.deps.Commands = deps.Commands
+		s.deps.Commands = command.New(command.Options{Log: slog.New(s.grantLogs.Handler(deps.Logger.Handler()))})
 	}
-	s.runner = deps.Commands
-	s.install(cfg)
+	s.runner = s.deps.Commands
+	s.cur = newState(cfg)
 	return s, nil
 }
 
@@ -137,14 +199,22 @@ func (s *Server) SuppressedLogLines() uint64 {
 	return s.refusals.Suppressed() + s.grantLogs.Suppressed() + s.limiter.Suppressed()
 }
 
-func (s *Server) install(cfg *config.Config) {
-	s.cfg = cfg
-	s.machine = knock.New(doorsOf(cfg), knock.Options{
+func newState(cfg *config.Config) *state {
+	return &state{cfg: cfg, machine: knock.New(doorsOf(cfg), knock.Options{
 		MaxSources: cfg.Server.MaxSources,
 		GuardWidth: cfg.Server.SweepGuard,
 		Exclude:    Gate(cfg).Protected,
-	})
+	})}
 }
+
+func (s *Server) state() *state {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur
+}
+
+// config returns the running configuration.
+func (s *Server) config() *config.Config { return s.state().cfg }
 
 func doorsOf(cfg *config.Config) []knock.Door {
 	out := make([]knock.Door, len(cfg.Doors))
@@ -196,19 +266,44 @@ func Filter(cfg *config.Config) capture.Filter {
 	return f
 }
 
-// Run applies the gate, then handles packets until ctx ends. At the end pending stop commands
-// run and the firewall is closed as the config's on_stop says.
-func (s *Server) Run(ctx context.Context) error {
-	s.mu.Lock()
-	cfg := s.cfg
-	s.ctx = ctx
-	s.mu.Unlock()
+// Run opens what the configuration needs (the knockd-style log, the SPA replay store and
+// socket), applies the gate, then handles packets until ctx ends. At the end pending stop
+// commands run and the firewall is closed as the configuration's on_stop says.
+func (s *Server) Run(ctx context.Context) (err error) {
+	s.reloadMu.Lock()
+	if s.run != nil {
+		s.reloadMu.Unlock()
+		return errors.New("server: run: already running")
+	}
+	cfg := s.config()
+	closeLog, err := s.openKnockdLog(cfg)
+	if err != nil {
+		s.reloadMu.Unlock()
+		return fmt.Errorf("server: %w", err)
+	}
+	defer closeLog()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := s.startSPA(ctx, &wg, cfg); err != nil {
+		s.reloadMu.Unlock()
+		return fmt.Errorf("server: %w", err)
+	}
+	defer s.stopSPA()
 	if err := s.deps.Firewall.Apply(ctx, Gate(cfg)); err != nil {
+		s.reloadMu.Unlock()
 		return fmt.Errorf("server: apply firewall gate: %w", err)
 	}
 	if err := s.deps.Intake.SetFilter(Filter(cfg)); err != nil {
+		s.reloadMu.Unlock()
+		s.closeFirewall(cfg)
 		return fmt.Errorf("server: set capture filter: %w", err)
 	}
+	s.run = &runScope{ctx: ctx, wg: &wg}
+	s.reloadMu.Unlock()
+
+	s.knockdLine("starting up, listening on %s", ifaceList(cfg.Server.Interfaces))
 	if s.deps.Ready != nil {
 		s.deps.Ready()
 	}
@@ -216,27 +311,18 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, d := range cfg.Doors {
 		s.log.Info("door", "door", d.Name, "sequence", fmt.Sprint(d.Sequence), "tcp_flags", d.Flags.String(), "open", fmt.Sprint(d.Open), "open_for", d.OpenFor)
 	}
-	expire := time.NewTicker(time.Second)
-	defer expire.Stop()
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-expire.C:
-				s.mu.Lock()
-				s.machine.Expire(s.deps.Now())
-				s.mu.Unlock()
-				s.reportLogs()
-			}
-		}
-	}()
-	waitSPA := s.startSPA(ctx)
-	err := s.deps.Intake.Run(ctx, s.handle)
-	waitSPA()
+	s.logSPA(cfg)
+	wg.Go(func() { s.tick(ctx) })
+	err = s.deps.Intake.Run(ctx, func(p *capture.Packet) { s.handle(ctx, p) })
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 		err = nil
 	}
+	cancel()
+	// No reload from here on: none may apply a gate after the firewall closes.
+	s.reloadMu.Lock()
+	s.run = nil
+	s.reloadMu.Unlock()
+	s.stopSPA() // no SPA packet is handled past this point
 	// Stop commands run before the firewall closes: they may need it. The runner outlives
 	// reloads, so stops scheduled under an older configuration run here too.
 	drainCtx, cancelDrain := context.WithTimeout(context.Background(), commandDrain)
@@ -244,81 +330,106 @@ func (s *Server) Run(ctx context.Context) error {
 		err = errors.Join(err, cerr)
 	}
 	cancelDrain()
-	s.mu.Lock()
-	remove := s.cfg.Server.OnStop == config.OnStopRemove
-	s.mu.Unlock()
-	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if cerr := s.deps.Firewall.Close(closeCtx, remove); cerr != nil {
-		err = errors.Join(err, fmt.Errorf("server: close firewall: %w", cerr))
-	}
-	if remove {
-		s.log.Info("sesame server stopped; its firewall table was removed (on_stop = remove)")
-	} else {
-		s.log.Info("sesame server stopped; protected ports stay closed, live grants expire on time")
-	}
+	err = errors.Join(err, s.closeFirewall(s.config()))
+	s.knockdLine("shutting down")
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	return nil
 }
 
-// Reload switches to cfg without dropping live grants. Knocks in progress are forgotten.
-// Stop commands already pending keep the command and delay they were scheduled with: the
-// runner outlives reloads, so they run on time, once.
-func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
-	if err := s.deps.Firewall.Apply(ctx, Gate(cfg)); err != nil {
-		return fmt.Errorf("server: reload: apply firewall gate: %w", err)
+// closeFirewall closes the firewall as cfg's on_stop says.
+func (s *Server) closeFirewall(cfg *config.Config) error {
+	remove := cfg.Server.OnStop == config.OnStopRemove
+	closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.deps.Firewall.Close(closeCtx, remove); err != nil {
+		return fmt.Errorf("close firewall: %w", err)
 	}
-	if err := s.deps.Intake.SetFilter(Filter(cfg)); err != nil {
-		return fmt.Errorf("server: reload: set capture filter: %w", err)
+	if remove {
+		s.log.Info("sesame server stopped; its firewall table was removed (on_stop = remove)")
+	} else {
+		s.log.Info("sesame server stopped; protected ports stay closed, live grants expire on time")
 	}
-	s.mu.Lock()
-	s.install(cfg)
-	s.mu.Unlock()
-	s.log.Info("configuration reloaded", "source", cfg.Source, "doors", len(cfg.Doors))
 	return nil
 }
 
-func (s *Server) handle(p *capture.Packet) {
+// tick forgets expired knocks, sweeps the attribution table and reports held-back log lines,
+// once a second until ctx ends.
+func (s *Server) tick(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			now := s.deps.Now()
+			st := s.state()
+			s.mu.Lock()
+			st.machine.Expire(now)
+			s.mu.Unlock()
+			s.grants.sweep(now)
+			s.reportLogs()
+		}
+	}
+}
+
+// handle is the per-packet path of the capture: a sniffed SPA packet goes to the SPA policy,
+// anything else to the knock machine. The machine runs under s.mu; what its events do (grants,
+// commands, log lines) runs after the lock is released.
+func (s *Server) handle(ctx context.Context, p *capture.Packet) {
 	s.Counters.Packets.Add(1)
-	if s.spaPacket(p) {
+	s.mu.Lock()
+	st := s.cur
+	if spa := st.cfg.SPA; spa != nil && spa.Sniff && p.Proto == netport.UDP && p.DstPort == spa.Port {
+		s.mu.Unlock()
+		s.handleSPA(ctx, p)
 		return
 	}
+	s.stats.knockPackets.Add(1)
 	el := knock.Element{Proto: p.Proto, Num: p.DstPort}
 	if p.Proto == netport.ICMP {
 		el.Num = 0
 	}
 	k := knock.Knock{Time: p.Time, Src: p.Src, Dst: p.Dst, Element: el, TCPFlags: p.TCPFlags}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.machine.Observe(k, func(e knock.Event) { s.event(e, k) })
+	var buf [4]knock.Event
+	evs := buf[:0]
+	st.machine.Observe(k, func(e knock.Event) { evs = append(evs, e) })
+	s.mu.Unlock()
+	for _, e := range evs {
+		s.event(ctx, st, e, k)
+	}
 }
 
 // eventLog says how each knock event is logged: level, message, and the reason for refusals.
-var eventLog = map[knock.EventKind]struct {
-	level       slog.Level
-	msg, reason string
+var eventLog = [...]struct {
+	level  slog.Level
+	msg    string
+	reason KnockReason
+	logged bool
 }{
-	knock.Stage:      {slog.LevelDebug, "knock", ""},
-	knock.Timeout:    {slog.LevelInfo, "knock refused", "sequence timeout"},
-	knock.Failed:     {slog.LevelInfo, "knock refused", "wrong knock"},
-	knock.TooFast:    {slog.LevelInfo, "knock refused", "knock sooner than min_gap"},
-	knock.NotAllowed: {slog.LevelInfo, "knock refused", "source not allowed"},
-	knock.Guarded:    {slog.LevelWarn, "sweep guard: knocks from this source are ignored for a while", ""},
+	knock.Stage:      {slog.LevelDebug, "knock", 0, true},
+	knock.Timeout:    {slog.LevelInfo, "knock refused", KnockTimeout, true},
+	knock.Failed:     {slog.LevelInfo, "knock refused", KnockWrong, true},
+	knock.TooFast:    {slog.LevelInfo, "knock refused", KnockTooFast, true},
+	knock.NotAllowed: {slog.LevelInfo, "knock refused", KnockNotAllowed, true},
+	knock.Guarded:    {slog.LevelWarn, "sweep guard: knocks from this source are ignored for a while", 0, true},
+	knock.Ignored:    {},
 }
 
-// event handles one state-machine event; s.mu is held. It is on the per-packet path: nothing is
-// formatted or allocated unless a line will really be written.
-func (s *Server) event(e knock.Event, k knock.Knock) {
+// event handles one state-machine event of st's machine. It is on the per-packet path:
+// nothing is formatted or allocated unless a line will really be written.
+func (s *Server) event(ctx context.Context, st *state, e knock.Event, k knock.Knock) {
 	var door *config.Door
 	if e.Door >= 0 {
-		door = &s.cfg.Doors[e.Door]
+		door = &st.cfg.Doors[e.Door]
 	}
 	switch e.Kind {
 	case knock.Opened:
 		s.Counters.Opened.Add(1)
-		s.open(door, e.Src)
+		s.stats.knockOpened.Add(1)
+		s.open(ctx, st, door, e.Src, k.Time)
 		return
 	case knock.Ignored:
 		return
@@ -327,9 +438,15 @@ func (s *Server) event(e knock.Event, k knock.Knock) {
 	case knock.Guarded:
 		s.Counters.Guarded.Add(1)
 	}
-	knockd := s.deps.KnockdLog != nil && (e.Kind == knock.Stage || e.Kind == knock.Timeout)
-	how, logged := eventLog[e.Kind]
-	logged = logged && s.log.Enabled(context.Background(), how.level)
+	if int(e.Kind) >= len(eventLog) {
+		return
+	}
+	how := eventLog[e.Kind]
+	if how.reason != 0 {
+		s.stats.knockRefused[how.reason].Add(1)
+	}
+	knockd := s.knockd.Load() != nil && (e.Kind == knock.Stage || e.Kind == knock.Timeout)
+	logged := how.logged && s.log.Enabled(ctx, how.level)
 	if !knockd && !logged {
 		return
 	}
@@ -354,8 +471,8 @@ func (s *Server) event(e knock.Event, k knock.Knock) {
 	if door != nil {
 		args = append(args, "door", door.Name)
 	}
-	if how.reason != "" {
-		args = append(args, "reason", how.reason)
+	if how.reason != 0 {
+		args = append(args, "reason", how.reason.String())
 	}
 	if e.Kind == knock.Stage {
 		args = append(args, "stage", e.Stage)
@@ -366,29 +483,26 @@ func (s *Server) event(e knock.Event, k knock.Knock) {
 	if suppressed > 0 {
 		args = append(args, "suppressed", suppressed)
 	}
-	s.log.Log(context.Background(), how.level, how.msg, args...)
+	s.log.Log(ctx, how.level, how.msg, args...)
 }
 
-func (s *Server) open(d *config.Door, src netip.Addr) {
-	// The grant is never held back; its lines are, past the grant budget (one decision per
-	// opening, for all its lines).
+// open grants what door d opens to src, queues its commands and moves a one-time door on.
+// A grant earned is never held back: it runs to its end even when ctx ends meanwhile.
+func (s *Server) open(ctx context.Context, st *state, d *config.Door, src netip.Addr, seen time.Time) {
+	ctx = context.WithoutCancel(ctx)
+	s.grants.opened(d.Name)
+	// Its lines are held back past the grant budget (one decision per opening, for all its
+	// lines).
 	logged := s.grantLogs.Allow()
 	if logged {
 		s.knockdLine("%s: %s: OPEN SESAME", src, d.Name)
-	}
-	ctx := s.ctx
-	if ctx == nil || ctx.Err() != nil {
-		ctx = context.Background()
 	}
 	if len(d.Open) > 0 {
 		grants := make([]firewall.Grant, len(d.Open))
 		for i, p := range d.Open {
 			grants[i] = firewall.Grant{Src: src, Port: p, Timeout: d.OpenFor}
 		}
-		err := s.deps.Firewall.Grant(ctx, grants...)
-		if err != nil {
-			s.Counters.GrantErrors.Add(1)
-		}
+		err := s.grant(ctx, GrantDoor, d.Name, "", grants, seen)
 		switch {
 		case !logged:
 		case err != nil:
@@ -409,37 +523,64 @@ func (s *Server) open(d *config.Door, src netip.Addr) {
 	if start != "" && logged && err == nil {
 		s.knockdLine("%s: running command: %s", d.Name, command.Expand(start, src))
 	}
-	if d.OneTimeFile != "" && s.deps.OneTime != nil {
-		s.nextOneTime(d)
+	if d.OneTimeFile != "" {
+		s.nextOneTime(st, d)
 	}
 }
 
-// nextOneTime moves a one-time door to its next sequence; s.mu is held.
-func (s *Server) nextOneTime(d *config.Door) {
+// grant applies grants made by (kind, by), records them for attribution and counts them; seen,
+// when known, is when the packet that earned them arrived (for the latency histogram).
+func (s *Server) grant(ctx context.Context, kind GrantKind, by, note string, grants []firewall.Grant, seen time.Time) error {
+	err := s.deps.Firewall.Grant(ctx, grants...)
+	now := s.deps.Now()
+	s.grants.record(kind, by, note, grants, now, err)
+	if err != nil {
+		s.Counters.GrantErrors.Add(1)
+		return err
+	}
+	if !seen.IsZero() {
+		s.stats.latency.observe(now.Sub(seen))
+	}
+	return nil
+}
+
+// nextOneTime moves a one-time door of st to its next sequence, or disables it when the file
+// has none left. A reload since st was current reads the file anew: st is then left alone.
+func (s *Server) nextOneTime(st *state, d *config.Door) {
+	s.oneTimeMu.Lock()
+	defer s.oneTimeMu.Unlock()
 	next, err := s.deps.OneTime.Consume(d.OneTimeFile, d.Sequence)
-	cfg := *s.cfg
-	cfg.Doors = slices.Clone(s.cfg.Doors)
-	i := slices.IndexFunc(cfg.Doors, func(x config.Door) bool { return x.Name == d.Name && x.OneTimeFile == d.OneTimeFile })
-	switch {
-	case err != nil:
+	if err != nil {
 		s.log.Error("one-time sequence file", "door", d.Name, "file", d.OneTimeFile, "err", err)
 		return
-	case len(next) == 0:
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != st {
+		return
+	}
+	cfg := *st.cfg
+	cfg.Doors = slices.Clone(st.cfg.Doors)
+	i := slices.IndexFunc(cfg.Doors, func(x config.Door) bool { return x.Name == d.Name && x.OneTimeFile == d.OneTimeFile })
+	if i < 0 {
+		return
+	}
+	if len(next) == 0 {
 		s.knockdLine("no more sequences left in the one time sequences file for door %s --> disabling the door", d.Name)
 		s.log.Warn("no more one-time sequences: door disabled", "door", d.Name)
 		cfg.Doors = slices.Delete(cfg.Doors, i, i+1)
-	default:
+	} else {
 		cfg.Doors[i].Sequence = next
 	}
 	if err := s.deps.Intake.SetFilter(Filter(&cfg)); err != nil {
 		s.log.Error("one-time sequence: set capture filter", "door", d.Name, "err", err)
 	}
-	s.install(&cfg)
+	s.cur = newState(&cfg)
 }
 
 func (s *Server) knockdLine(format string, args ...any) {
-	if s.deps.KnockdLog != nil {
-		s.deps.KnockdLog(fmt.Sprintf(format, args...))
+	if f := s.knockd.Load(); f != nil {
+		(*f)(fmt.Sprintf(format, args...))
 	}
 }
 
@@ -450,5 +591,5 @@ func (s *Server) CommandStats() command.Stats { return s.runner.Stats() }
 func (s *Server) Progress(src netip.Addr) []int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.machine.Progress(src)
+	return s.cur.machine.Progress(src)
 }

@@ -135,9 +135,9 @@ func startupError(err error) error {
 	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
 		return fmt.Errorf("firewall nft: talking to nf_tables: %w: needs CAP_NET_ADMIN", err)
 	case errors.Is(err, syscall.EPROTONOSUPPORT), errors.Is(err, syscall.EAFNOSUPPORT):
-		return fmt.Errorf("firewall nft: the kernel has no nfnetlink (CONFIG_NETFILTER_NETLINK); nf_tables is unavailable, use firewall \"ipt\": %w", err)
+		return fmt.Errorf("firewall nft: the kernel has no nfnetlink (CONFIG_NETFILTER_NETLINK); nf_tables is unavailable, use firewall %q: %w", firewall.Iptables, err)
 	case errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.ENOENT):
-		return fmt.Errorf("firewall nft: nf_tables is not available in this kernel (load module nf_tables and nf_tables_inet, or build with CONFIG_NF_TABLES and CONFIG_NF_TABLES_INET), or use firewall \"ipt\": %w", err)
+		return fmt.Errorf("firewall nft: nf_tables is not available in this kernel (load module nf_tables and nf_tables_inet, or build with CONFIG_NF_TABLES and CONFIG_NF_TABLES_INET), or use firewall %q: %w", firewall.Iptables, err)
 	}
 	return fmt.Errorf("firewall nft: cannot talk to nf_tables: %w", err)
 }

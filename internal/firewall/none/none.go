@@ -6,14 +6,13 @@ package none
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/sesame-knock/sesame/internal/firewall"
 )
 
 // ErrCannotGate is returned when firewall "none" is asked to gate ports or grant access.
-var ErrCannotGate = errors.New(`firewall "none" cannot gate ports: choose firewall "nft" or "ipt"`)
+var ErrCannotGate = fmt.Errorf("firewall %q cannot gate ports: choose firewall %q or %q", firewall.None, firewall.Nftables, firewall.Iptables)
 
 // Backend is a firewall.Backend that changes nothing in the kernel.
 type Backend struct{}

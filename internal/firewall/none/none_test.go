@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,5 +37,20 @@ func TestNone(t *testing.T) {
 	}
 	if err := b.Close(ctx, true); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCannotGateNamesKinds: the fix ErrCannotGate suggests names only backends a configuration
+// accepts (firewall.Kinds), not "nft" or "ipt".
+func TestCannotGateNamesKinds(t *testing.T) {
+	msg := ErrCannotGate.Error()
+	quoted := regexp.MustCompile(`"([^"]*)"`).FindAllStringSubmatch(msg, -1)
+	if len(quoted) < 3 {
+		t.Fatalf("%q names %d backends", msg, len(quoted))
+	}
+	for _, q := range quoted {
+		if !slices.Contains(firewall.Kinds(), firewall.Kind(q[1])) {
+			t.Errorf("%q names %q, which is not a firewall kind %v", msg, q[1], firewall.Kinds())
+		}
 	}
 }

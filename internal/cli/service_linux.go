@@ -1,6 +1,10 @@
 package cli
 
-import "golang.org/x/sys/unix"
+import (
+	"log/slog"
+
+	"golang.org/x/sys/unix"
+)
 
 // serverCaps are the capabilities the server needs: CAP_NET_ADMIN for the firewall (netlink),
 // CAP_NET_RAW for the packet socket. dist/sesame.service grants exactly these.
@@ -32,4 +36,11 @@ func missingFrom(eff uint64) []string {
 		}
 	}
 	return out
+}
+
+// notifyLog logs a failed notification to systemd; the daemon goes on.
+func notifyLog(log *slog.Logger, err error) {
+	if err != nil {
+		log.Warn("systemd notification failed", "err", err)
+	}
 }

@@ -1,8 +1,7 @@
-// Package spaserver decides what single packet authorization requests, native or fwknop, are granted.
-package spaserver
+// Package spapolicy decides what single packet authorization requests, native or fwknop, are granted.
+package spapolicy
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -25,29 +24,6 @@ import (
 	"github.com/sesame-knock/sesame/internal/spa"
 )
 
-// Reasons, as logged in the "reason" attribute of every decision.
-const (
-	ReasonAccepted         = "accepted"
-	ReasonReplay           = "replay"
-	ReasonStale            = "stale"
-	ReasonFuture           = "future"
-	ReasonBadMAC           = "bad MAC"
-	ReasonUnknownClient    = "unknown client"
-	ReasonPortNotAllowed   = "port not allowed"
-	ReasonSourceNotAllowed = "source not allowed"
-	ReasonAddrNotAllowed   = "address not allowed"
-	ReasonSourceAddrNeeded = "source address required" // an explicit address: require_address, REQUIRE_SOURCE_ADDRESS
-	ReasonUserNotAllowed   = "username not allowed"
-	ReasonAccessExpired    = "access expired"
-	ReasonNATRefused       = "NAT not supported"
-	ReasonCommandRefused   = "command not supported"
-	ReasonBadSource        = "bad source"
-	ReasonMalformed        = "malformed"
-	ReasonTooShort         = "too short"
-	ReasonTooLong          = "too long"
-	ReasonInternal         = "internal error"
-)
-
 // Replay key prefixes keep the two formats' keys apart in one store. fwknop keys are 'F' since
 // they are the digest of the decrypted plaintext ('f' was the digest of the wire text).
 const (
@@ -55,9 +31,9 @@ const (
 	prefixFwknop = 'F'
 )
 
-// Handler checks SPA packets against a configuration. It is safe for concurrent use, and its
+// Policy checks SPA packets against a configuration. It is safe for concurrent use, and its
 // configuration may be replaced while it runs (Reload).
-type Handler struct {
+type Policy struct {
 	store   replay.Store
 	persist replay.Deferred // store, when it persists only once told (nil otherwise)
 	log     *slog.Logger
@@ -67,8 +43,7 @@ type Handler struct {
 	// reloadMu serializes reloads, each deriving its window from the one before.
 	reloadMu sync.Mutex
 
-	mu     sync.Mutex
-	counts map[string]uint64
+	counts [numFormats][NumReasons]atomic.Uint64
 }
 
 // rules is one configuration's clients, keyed for lookup; a reload swaps it whole.
@@ -78,6 +53,8 @@ type rules struct {
 	native map[string]*config.SPAClient
 	fwknop []*config.SPAClient
 	win    window
+	// clients count each client's authenticated packets; a reload carries them over by name.
+	clients map[string]*clientCounters
 }
 
 // window is the age limit of packets and how long their replay entries live. A packet is
@@ -167,7 +144,7 @@ func (w *window) UnmarshalBinary(b []byte) error {
 
 // keepWindow derives the window for maxAge at now from the one before (prev; the stored one when
 // prev is nil and the store keeps it) and stores the result when the store keeps windows.
-func (h *Handler) keepWindow(prev *window, maxAge time.Duration, now time.Time) (window, error) {
+func (h *Policy) keepWindow(prev *window, maxAge time.Duration, now time.Time) (window, error) {
 	m, _ := h.store.(replay.Meta)
 	if prev == nil && m != nil {
 		v, err := m.GetMeta(windowMeta)
@@ -211,21 +188,21 @@ func (w window) expiry(ts time.Time) time.Time {
 }
 
 // age judges a packet's timestamp at now: "" when it is inside the window (strictly), else the
-// reason and detail.
-func (w window) age(ts, now time.Time) (reason, detail string) {
+// reason and detail (reason is the zero Reason inside).
+func (w window) age(ts, now time.Time) (reason Reason, detail string) {
 	switch age := now.Sub(ts); {
 	case age >= w.maxAgeFor(ts):
 		return ReasonStale, fmt.Sprintf("%v old", age.Round(time.Millisecond))
 	case age <= -w.maxAge:
 		return ReasonFuture, fmt.Sprintf("%v ahead", (-age).Round(time.Millisecond))
 	}
-	return "", ""
+	return 0, ""
 }
 
-// New builds a Handler for cfg. store records accepted packets' replay keys; log receives one
+// New builds a Policy for cfg. store records accepted packets' replay keys; log receives one
 // line per decision (refusals rate-limited per source); now is the clock (time.Now when nil).
-func New(cfg *config.SPA, store replay.Store, log *slog.Logger, now func() time.Time) (*Handler, error) {
-	const op = "spaserver: new"
+func New(cfg *config.SPA, store replay.Store, log *slog.Logger, now func() time.Time) (*Policy, error) {
+	const op = "spapolicy: new"
 	if cfg == nil || store == nil {
 		return nil, fmt.Errorf("%s: configuration and replay store are required", op)
 	}
@@ -235,14 +212,13 @@ func New(cfg *config.SPA, store replay.Store, log *slog.Logger, now func() time.
 	if now == nil {
 		now = time.Now
 	}
-	r, err := newRules(cfg)
+	r, err := newRules(cfg, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	h := &Handler{
+	h := &Policy{
 		store: store, log: log, now: now,
 		limiter: lograte.New(10, time.Second, 4096, now),
-		counts:  map[string]uint64{},
 	}
 	h.persist, _ = store.(replay.Deferred)
 	if r.win, err = h.keepWindow(nil, cfg.MaxAge, now()); err != nil {
@@ -255,33 +231,75 @@ func New(cfg *config.SPA, store replay.Store, log *slog.Logger, now func() time.
 // ShareLogBudget puts the global log budget b in front of the per-source limit on refusal lines
 // (the server shares its own, so that knock and SPA refusals draw on one budget). Accepted
 // packets are always logged: each is authenticated and accepted once.
-func (h *Handler) ShareLogBudget(b *lograte.Budget) { h.limiter.SetBudget(b) }
+func (h *Policy) ShareLogBudget(b *lograte.Budget) { h.limiter.SetBudget(b) }
 
 // Reload replaces the clients, their keys and limits, max_age and the server key with cfg's,
 // atomically: a packet is checked against the old configuration or the new one, never a mix.
 // Replay keys, counts and log budgets carry over, and a packet accepted before the reload stays
 // a replay after it, also when max_age grows. On error the running configuration stays.
-// The listener (port, sniff) is the caller's business: Handler never binds.
-func (h *Handler) Reload(cfg *config.SPA) error {
-	if cfg == nil {
-		return errors.New("spaserver: reload: no [spa] configuration")
-	}
-	r, err := newRules(cfg)
+// The listener (port, sniff) is the caller's business: Policy never binds.
+func (h *Policy) Reload(cfg *config.SPA) error {
+	st, err := h.Prepare(cfg)
 	if err != nil {
-		return fmt.Errorf("spaserver: reload: %w", err)
+		return err
 	}
-	h.reloadMu.Lock()
-	defer h.reloadMu.Unlock()
-	prev := h.rules.Load().win
-	if r.win, err = h.keepWindow(&prev, cfg.MaxAge, h.now()); err != nil {
-		return fmt.Errorf("spaserver: reload: replay window: %w", err)
-	}
-	h.rules.Store(r)
+	h.Commit(st)
 	return nil
 }
 
-func newRules(cfg *config.SPA) (*rules, error) {
-	r := &rules{cfg: cfg, native: map[string]*config.SPAClient{}}
+// Staged is a configuration Prepare checked, ready for Commit.
+type Staged struct {
+	h *Policy
+	r *rules
+}
+
+// Prepare checks cfg and builds everything Reload would put in place, without changing what
+// packets are checked against, so that a caller can reload SPA together with other parts, all
+// or none. The replay window it derives is already stored (when the store keeps it): it only
+// grows, so a Staged that is never committed makes the store refuse more, never less. Calls of
+// Prepare and Commit must not interleave with another Prepare (the server serializes reloads).
+func (h *Policy) Prepare(cfg *config.SPA) (*Staged, error) {
+	if cfg == nil {
+		return nil, errors.New("spapolicy: reload: no [spa] configuration")
+	}
+	h.reloadMu.Lock()
+	defer h.reloadMu.Unlock()
+	cur := h.rules.Load()
+	r, err := newRules(cfg, cur)
+	if err != nil {
+		return nil, fmt.Errorf("spapolicy: reload: %w", err)
+	}
+	prev := cur.win
+	if r.win, err = h.keepWindow(&prev, cfg.MaxAge, h.now()); err != nil {
+		return nil, fmt.Errorf("spapolicy: reload: replay window: %w", err)
+	}
+	return &Staged{h: h, r: r}, nil
+}
+
+// Commit puts st in place atomically: a packet is checked against the old configuration or the
+// new one, never a mix. It cannot fail.
+func (h *Policy) Commit(st *Staged) {
+	if st == nil || st.h != h {
+		panic("spapolicy: commit of a configuration staged for another policy")
+	}
+	h.reloadMu.Lock()
+	defer h.reloadMu.Unlock()
+	h.rules.Store(st.r)
+}
+
+// Config returns the [spa] configuration packets are checked against now.
+func (h *Policy) Config() *config.SPA { return h.rules.Load().cfg }
+
+func newRules(cfg *config.SPA, prev *rules) (*rules, error) {
+	r := &rules{cfg: cfg, native: map[string]*config.SPAClient{}, clients: map[string]*clientCounters{}}
+	for i := range cfg.Clients {
+		name := cfg.Clients[i].Name
+		if prev != nil && prev.clients[name] != nil {
+			r.clients[name] = prev.clients[name]
+		} else {
+			r.clients[name] = new(clientCounters)
+		}
+	}
 	var clients []*spa.Client
 	for i := range cfg.Clients {
 		c := &cfg.Clients[i]
@@ -316,22 +334,13 @@ func newRules(cfg *config.SPA) (*rules, error) {
 	return r, nil
 }
 
-// Counts returns how many packets ended with each reason so far.
-func (h *Handler) Counts() map[string]uint64 {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := make(map[string]uint64, len(h.counts))
-	for k, v := range h.counts {
-		out[k] = v
-	}
-	return out
-}
-
 // decision is the outcome for one packet, logged exactly once.
 type decision struct {
-	reason string
-	format string
+	reason Reason
+	format Format
 	client string
+	// authed: the packet authenticated as client's (its HMAC or AEAD tag matched).
+	authed bool
 	detail string
 	err    error // its text is the detail when detail is empty; formatted only if logged
 	grants []firewall.Grant
@@ -353,34 +362,49 @@ type GrantFunc func(ctx context.Context, grants ...firewall.Grant) error
 // src is taken as it is: an IPv4-mapped IPv6 source is refused ("bad source"), never read as
 // the IPv4 address, as are sources no real sender has (capture.SourceProblem). Intakes that
 // receive IPv4 on an IPv6 socket pass IPv4 addresses (udpintake does).
-func (h *Handler) Handle(ctx context.Context, src netip.Addr, payload []byte, grant GrantFunc) ([]firewall.Grant, error) {
+func (h *Policy) Handle(ctx context.Context, src netip.Addr, payload []byte, grant GrantFunc) ([]firewall.Grant, error) {
+	var named NamedGrantFunc
+	if grant != nil {
+		named = func(ctx context.Context, _ string, grants []firewall.Grant) error { return grant(ctx, grants...) }
+	}
+	return h.HandleNamed(ctx, src, payload, named)
+}
+
+// NamedGrantFunc applies the grants an accepted packet of client earned.
+type NamedGrantFunc func(ctx context.Context, client string, grants []firewall.Grant) error
+
+// HandleNamed is Handle with a grant function that is told which client earned the grants.
+func (h *Policy) HandleNamed(ctx context.Context, src netip.Addr, payload []byte, grant NamedGrantFunc) ([]firewall.Grant, error) {
 	r := h.rules.Load()
 	now := h.now() // the one clock reading for this packet: age, replay expiry and policy
 	var d decision
 	switch why := capture.SourceProblem(src); {
 	case why != "":
 		d.reason, d.detail = ReasonBadSource, why
-	case len(payload) >= len(spa.Magic) && string(payload[:len(spa.Magic)]) == spa.Magic:
-		d = h.native1(ctx, r, src, payload, now)
 	default:
-		d = h.fwknop1(ctx, r, src, payload, now)
+		hdr, perr := spa.Peek(payload)
+		if errors.Is(perr, spa.ErrNotSPA) {
+			d = h.fwknop1(ctx, r, src, payload, now)
+			break
+		}
+		d = h.native1(ctx, r, src, payload, hdr, perr == nil, now)
 	}
 	var err error
 	if len(d.grants) > 0 && grant != nil {
-		err = grant(ctx, d.grants...)
+		err = grant(ctx, d.client, d.grants)
 	}
-	h.record(src, &d, err)
+	h.record(r, src, &d, err)
 	if h.persist != nil && d.inserted {
 		h.persist.PersistSoon()
 	}
 	return d.grants, err
 }
 
-func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []byte, now time.Time) decision {
-	d := decision{format: config.SPAFormatNative}
-	if len(pkt) >= spa.HeaderLen {
-		if c := r.keys.Lookup(spa.KeyHint(pkt[5:spa.HeaderLen])); c != nil {
-			d.client = c.ID
+func (h *Policy) native1(ctx context.Context, r *rules, src netip.Addr, pkt []byte, hdr spa.Header, hasHdr bool, now time.Time) decision {
+	d := decision{format: FormatNative}
+	if hasHdr {
+		if c := r.keys.Lookup(hdr.Hint); c != nil {
+			d.client = c.ID // claimed, not yet authenticated
 		}
 	}
 	req, err := spa.Open(pkt, r.keys, now, r.win.maxAge)
@@ -404,13 +428,13 @@ func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []b
 		d.err = err
 		return d
 	}
-	d.client = req.Client
+	d.client, d.authed = req.Client, true
 	c := r.native[req.Client]
 	if c == nil { // cannot happen: the keyring holds only configured clients
 		d.reason = ReasonUnknownClient
 		return d
 	}
-	if d.reason, d.detail = r.win.age(req.Timestamp, now); d.reason != "" {
+	if d.reason, d.detail = r.win.age(req.Timestamp, now); d.reason != 0 {
 		return d // a packet that may predate a reload raising max_age, older than its entry lives
 	}
 	if !h.fresh(ctx, &d, append([]byte{prefixNative}, req.ReplayKey()...), now, r.win.expiry(req.Timestamp)) {
@@ -431,28 +455,24 @@ func (h *Handler) native1(ctx context.Context, r *rules, src netip.Addr, pkt []b
 	return d
 }
 
-func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []byte, now time.Time) decision {
-	d := decision{format: config.SPAFormatFwknop}
+func (h *Policy) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []byte, now time.Time) decision {
+	d := decision{format: FormatFwknop}
 	switch {
 	case len(r.fwknop) == 0:
-		d.format, d.reason, d.detail = "", ReasonMalformed, "not a sesame packet, and no fwknop clients are configured"
-		return d
-	case len(wire) < fwknop.MinPacketLen:
-		d.reason, d.detail = ReasonTooShort, fmt.Sprintf("%d bytes", len(wire))
-		return d
-	case len(wire) > fwknop.MaxPacketLen:
-		d.reason, d.detail = ReasonTooLong, fmt.Sprintf("%d bytes", len(wire))
+		d.format, d.reason, d.detail = formatUnknown, ReasonMalformed, "not a sesame packet, and no fwknop clients are configured"
 		return d
 	}
-	if bytes.HasPrefix(wire, []byte("U2FsdGVkX1")) {
-		d.reason, d.detail = ReasonMalformed, "starts with the Salted__ prefix"
-		return d
-	}
-	for _, b := range wire {
-		if !fwknop.IsWireChar(b) {
-			d.reason, d.detail = ReasonMalformed, "not unpadded base64 text"
-			return d
+	if err := fwknop.Precheck(wire); err != nil {
+		switch {
+		case errors.Is(err, fwknop.ErrTooShort):
+			d.reason = ReasonTooShort
+		case errors.Is(err, fwknop.ErrTooLong):
+			d.reason = ReasonTooLong
+		default:
+			d.reason = ReasonMalformed
 		}
+		d.err = err
+		return d
 	}
 	var (
 		msg     *fwknop.Message
@@ -484,15 +504,15 @@ func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []
 		// Without a matching HMAC a wrong key and a damaged packet look alike: "bad MAC".
 		d.reason, d.detail = ReasonBadMAC, "no stanza's keys authenticate the packet"
 		if authErr != nil {
-			d.client, d.detail, d.err = authClient, "", authErr
+			d.client, d.authed, d.detail, d.err = authClient, true, "", authErr
 			if errors.Is(authErr, fwknop.ErrMalformed) {
 				d.reason = ReasonMalformed
 			}
 		}
 		return d
 	}
-	d.client = c.Name
-	if d.reason, d.detail = r.win.age(msg.Timestamp, now); d.reason != "" {
+	d.client, d.authed = c.Name, true
+	if d.reason, d.detail = r.win.age(msg.Timestamp, now); d.reason != 0 {
 		return d
 	}
 	// The digest of the decrypted plaintext: one key for every spelling of the packet.
@@ -531,7 +551,7 @@ func (h *Handler) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []
 
 // fresh records key in the replay store, live at now until expiry; false (with the reason set)
 // when it was there already or the store failed.
-func (h *Handler) fresh(ctx context.Context, d *decision, key []byte, now, expiry time.Time) bool {
+func (h *Policy) fresh(ctx context.Context, d *decision, key []byte, now, expiry time.Time) bool {
 	ok, err := h.store.InsertAt(ctx, key, now, expiry)
 	switch {
 	case err != nil:
@@ -547,7 +567,7 @@ func (h *Handler) fresh(ctx context.Context, d *decision, key []byte, now, expir
 
 // requested checks an address a packet asks to open for other than its source: a unicast
 // address within the client's sources, like a source (fwknop's allow IP included).
-func (h *Handler) requested(d *decision, c *config.SPAClient, addr netip.Addr) bool {
+func (h *Policy) requested(d *decision, c *config.SPAClient, addr netip.Addr) bool {
 	if why := capture.SourceProblem(addr); why != "" {
 		d.reason, d.detail = ReasonAddrNotAllowed, "requested address "+addr.String()+": "+why
 		return false
@@ -560,7 +580,7 @@ func (h *Handler) requested(d *decision, c *config.SPAClient, addr netip.Addr) b
 }
 
 // policy applies a client's limits to an authenticated request and sets the grants.
-func (h *Handler) policy(d *decision, c *config.SPAClient, src, addr netip.Addr, ports []netport.Port, dur time.Duration, now time.Time) {
+func (h *Policy) policy(d *decision, c *config.SPAClient, src, addr netip.Addr, ports []netport.Port, dur time.Duration, now time.Time) {
 	switch {
 	case !sourceAllowed(src, c.Sources):
 		d.reason = ReasonSourceNotAllowed
@@ -606,10 +626,17 @@ func sourceAllowed(a netip.Addr, ps []netip.Prefix) bool {
 
 // record counts and logs a decision once: accepted packets always, refusals within the
 // per-source rate limit (with the count held back since the last line).
-func (h *Handler) record(src netip.Addr, d *decision, grantErr error) {
-	h.mu.Lock()
-	h.counts[d.reason]++
-	h.mu.Unlock()
+func (h *Policy) record(r *rules, src netip.Addr, d *decision, grantErr error) {
+	h.counts[d.format][d.reason].Add(1)
+	if d.authed {
+		if cc := r.clients[d.client]; cc != nil {
+			if d.reason == ReasonAccepted {
+				cc.accepted.Add(1)
+			} else {
+				cc.refused.Add(1)
+			}
+		}
+	}
 	accepted := d.reason == ReasonAccepted
 	level := slog.LevelInfo
 	if d.reason == ReasonInternal {
@@ -631,10 +658,10 @@ func (h *Handler) record(src netip.Addr, d *decision, grantErr error) {
 	if d.client != "" {
 		args = append(args, "client", d.client)
 	}
-	if d.format != "" {
-		args = append(args, "format", d.format)
+	if d.format != formatUnknown {
+		args = append(args, "format", d.format.String())
 	}
-	args = append(args, "reason", d.reason)
+	args = append(args, "reason", d.reason.String())
 	if accepted {
 		ports := make([]string, len(d.grants))
 		for i, g := range d.grants {

@@ -1,4 +1,4 @@
-package spaserver
+package spapolicy
 
 import (
 	"bytes"
@@ -24,7 +24,7 @@ func (c *clock) now() time.Time { return c.t }
 
 // edgeHandler is a handler on clk whose replay store reads its own clock, storeAhead ahead:
 // the handler must judge the replay at the clock reading it judged the age with.
-func edgeHandler(t *testing.T, c *creds, clk *clock, storeAhead time.Duration) *Handler {
+func edgeHandler(t *testing.T, c *creds, clk *clock, storeAhead time.Duration) *Policy {
 	t.Helper()
 	store := replay.NewMemory(1 << 10)
 	store.SetClock(func() time.Time { return clk.t.Add(storeAhead) })
@@ -54,16 +54,16 @@ func TestSPAReplayAtWindowEdge(t *testing.T) {
 	tests := []struct {
 		name string
 		at   []time.Duration
-		want []string
+		want []Reason
 	}{
-		{"first at the old edge", []time.Duration{maxAge}, []string{ReasonStale}},
-		{"first at the new edge", []time.Duration{-maxAge}, []string{ReasonFuture}},
+		{"first at the old edge", []time.Duration{maxAge}, []Reason{ReasonStale}},
+		{"first at the new edge", []time.Duration{-maxAge}, []Reason{ReasonFuture}},
 		{"replay at the old edge", []time.Duration{0, maxAge - time.Nanosecond, maxAge, maxAge + time.Second},
-			[]string{ReasonAccepted, ReasonReplay, ReasonStale, ReasonStale}},
+			[]Reason{ReasonAccepted, ReasonReplay, ReasonStale, ReasonStale}},
 		{"early, replayed at the end", []time.Duration{-maxAge + time.Nanosecond, maxAge - time.Nanosecond},
-			[]string{ReasonAccepted, ReasonReplay}},
+			[]Reason{ReasonAccepted, ReasonReplay}},
 		{"late, replayed just after", []time.Duration{maxAge - time.Millisecond, maxAge - time.Nanosecond},
-			[]string{ReasonAccepted, ReasonReplay}},
+			[]Reason{ReasonAccepted, ReasonReplay}},
 	}
 	for i, p := range pkts {
 		for _, tc := range tests {
@@ -97,7 +97,7 @@ func TestSPAReloadRaisingMaxAge(t *testing.T) {
 		at     time.Duration // clock, from t0
 		maxAge time.Duration // when set: reload to this max_age at this step, before the delivery
 		pkt    int           // index of the packet delivered (sent at sentAt[pkt])
-		want   string
+		want   Reason
 	}
 	sentAt := []time.Duration{0, 200 * time.Second, 20 * time.Second}
 	tests := []struct {
@@ -162,7 +162,7 @@ func TestSPARefusedKeyPersisted(t *testing.T) {
 	c := newCreds(t)
 	path := filepath.Join(t.TempDir(), "replay.db")
 	now := func() time.Time { return t0 }
-	open := func() (*replay.Bolt, *replay.WriteBehind, *Handler) {
+	open := func() (*replay.Bolt, *replay.WriteBehind, *Policy) {
 		file, err := replay.OpenBolt(path, replay.WithClock(now))
 		if err != nil {
 			t.Fatal(err)
@@ -215,7 +215,7 @@ func TestSPABadSources(t *testing.T) {
 		src    string // "" is the zero Addr
 		build  builder
 		loop   bool // bob's sources name loopback
-		reason string
+		reason Reason
 	}{
 		{"mapped ipv4 client, native", "::ffff:198.18.0.2", native(shared, spa.Request{Ports: []netport.Port{ssh}}, 0), false, ReasonBadSource},
 		{"mapped ipv4 client, fwknop", "::ffff:198.18.0.2", fw(fwKeys, fwknop.Message{Type: fwknop.TypeAccess, Ports: []netport.Port{ssh}}, 0), false, ReasonBadSource},
@@ -263,7 +263,7 @@ func TestSPABadSources(t *testing.T) {
 			if !src.IsValid() {
 				srcAttr = `src=""`
 			}
-			if !strings.Contains(line, srcAttr) || !strings.Contains(line, "reason="+strconv.Quote(tc.reason)) && !strings.Contains(line, "reason="+tc.reason) {
+			if !strings.Contains(line, srcAttr) || !strings.Contains(line, "reason="+strconv.Quote(tc.reason.String())) && !strings.Contains(line, "reason="+tc.reason.String()) {
 				t.Errorf("log line lacks src or reason:\n%s", line)
 			}
 		})
@@ -276,7 +276,7 @@ func TestSPARestartRaisingMaxAge(t *testing.T) {
 	c := newCreds(t)
 	path := filepath.Join(t.TempDir(), "replay.db")
 	clk := &clock{t: t0}
-	start := func(maxAge time.Duration) (*Handler, func()) {
+	start := func(maxAge time.Duration) (*Policy, func()) {
 		store, err := replay.OpenBolt(path, replay.WithClock(clk.now))
 		if err != nil {
 			t.Fatal(err)
@@ -300,7 +300,7 @@ func TestSPARestartRaisingMaxAge(t *testing.T) {
 		at     time.Duration
 		maxAge time.Duration // restart with it first, when set
 		pkt    []byte
-		want   string
+		want   Reason
 	}{
 		{10 * time.Second, 600 * time.Second, old, ReasonReplay},
 		{130 * time.Second, 0, old, ReasonStale}, // its entry, written for 120 s, is gone
@@ -381,7 +381,7 @@ func TestSPAFwknopNoHMACRespelled(t *testing.T) {
 	tests := []struct {
 		name   string
 		pkt    []byte
-		reason string
+		reason Reason
 	}{
 		{"same", pkt, ReasonReplay},
 		{"=", append(bytes.Clone(pkt), '='), ReasonMalformed},

@@ -1,4 +1,4 @@
-package spaserver
+package spapolicy
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package spaserver
+package spapolicy
 
 import (
 	"bufio"
@@ -91,7 +91,7 @@ type logBuf struct {
 func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
 func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
-func newHandler(t testing.TB, cfg *config.SPA, now func() time.Time) (*Handler, *logBuf) {
+func newHandler(t testing.TB, cfg *config.SPA, now func() time.Time) (*Policy, *logBuf) {
 	t.Helper()
 	store := replay.NewMemory(1 << 16)
 	store.SetClock(now)
@@ -197,7 +197,7 @@ func TestSPAHandleReasons(t *testing.T) {
 		name   string
 		src    netip.Addr
 		build  builder
-		reason string
+		reason Reason
 		client string
 		want   []firewall.Grant
 	}{
@@ -328,7 +328,7 @@ func TestSPAHandleReasons(t *testing.T) {
 			if strings.Count(line, "\n") != 0 {
 				t.Errorf("want exactly one log line, got:\n%s", line)
 			}
-			if !strings.Contains(line, "src="+tc.src.String()) || !strings.Contains(line, "reason="+strconv.Quote(tc.reason)) && !strings.Contains(line, "reason="+tc.reason) {
+			if !strings.Contains(line, "src="+tc.src.String()) || !strings.Contains(line, "reason="+strconv.Quote(tc.reason.String())) && !strings.Contains(line, "reason="+tc.reason.String()) {
 				t.Errorf("log line lacks src or reason %q:\n%s", tc.reason, line)
 			}
 			if tc.client != "" && !strings.Contains(line, "client="+tc.client) {
@@ -362,7 +362,7 @@ func TestSPAReplayAcrossRestart(t *testing.T) {
 		native(pair, spa.Request{Ports: []netport.Port{dns}}, 0)(t, c, t0, rng),
 		fw(fwKeys, fwknop.Message{Type: fwknop.TypeAccess, Ports: []netport.Port{ssh}}, 0)(t, c, t0, rng),
 	}
-	for round, want := range []string{ReasonAccepted, ReasonReplay} {
+	for round, want := range []Reason{ReasonAccepted, ReasonReplay} {
 		store, err := replay.OpenBolt(path, replay.WithClock(now))
 		if err != nil {
 			t.Fatal(err)
@@ -539,7 +539,7 @@ func (nopStore) InsertAt(context.Context, []byte, time.Time, time.Time) (bool, e
 }
 func (nopStore) Close() error { return nil }
 
-func benchHandler(b *testing.B, c *creds) *Handler {
+func benchHandler(b *testing.B, c *creds) *Policy {
 	h, err := New(testConfig(c), nopStore{}, slog.New(slog.DiscardHandler), func() time.Time { return t0 })
 	if err != nil {
 		b.Fatal(err)
@@ -613,7 +613,7 @@ func TestSPAReload(t *testing.T) {
 		name    string
 		cfg     *config.SPA
 		wantErr bool
-		reason  string // of a fresh alice packet after the reload
+		reason  Reason // of a fresh alice packet after the reload
 	}{
 		{"broken config refused", broken, true, ReasonAccepted},
 		{"nil config refused", nil, true, ReasonAccepted},

@@ -1,4 +1,4 @@
-package spaserver
+package spapolicy
 
 import (
 	"context"
@@ -36,7 +36,7 @@ func TestSPARequireAddress(t *testing.T) {
 		name    string
 		require bool
 		build   builder
-		reason  string
+		reason  Reason
 		want    []firewall.Grant
 	}{
 		{"native shared source, required", true, native(shared, spa.Request{Ports: []netport.Port{ssh}}, 0),
@@ -63,7 +63,7 @@ func TestSPARequireAddress(t *testing.T) {
 				t.Errorf("grants = %v, want %v", got, tc.want)
 			}
 			line := logs.String()
-			if !strings.Contains(line, "src="+client4.String()) || !strings.Contains(line, "reason="+strconv.Quote(tc.reason)) && !strings.Contains(line, "reason="+tc.reason) {
+			if !strings.Contains(line, "src="+client4.String()) || !strings.Contains(line, "reason="+strconv.Quote(tc.reason.String())) && !strings.Contains(line, "reason="+tc.reason.String()) {
 				t.Errorf("log line lacks src or reason %q:\n%s", tc.reason, line)
 			}
 			// Refused or not, the packet was authenticated: the same bytes again are a replay.

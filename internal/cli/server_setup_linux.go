@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+
+	"github.com/sesame-knock/sesame/internal/config"
+	"github.com/sesame-knock/sesame/internal/firewall"
+	"github.com/sesame-knock/sesame/internal/firewall/ipt"
+	"github.com/sesame-knock/sesame/internal/firewall/nft"
+	"github.com/sesame-knock/sesame/internal/firewall/none"
+	"github.com/sesame-knock/sesame/internal/fwknopconf"
+	"github.com/sesame-knock/sesame/internal/knockdconf"
+)
+
+func loadServerConfig(f serverFlags) (*config.Config, error) {
+	if f.firewall != "" && !slices.Contains(firewall.Kinds(), firewall.Kind(f.firewall)) {
+		return nil, usagef("--firewall %q: want %s", f.firewall, firewall.KindList())
+	}
+	ov := config.Overrides{Firewall: firewall.Kind(f.firewall), StateDir: f.stateDir}
+	if f.iface != "" {
+		ov.Interfaces = []string{f.iface}
+	}
+	var cfg *config.Config
+	var err error
+	n := 0
+	for _, s := range []string{f.config, f.knockdConf, f.fwknopConf} {
+		if s != "" {
+			n++
+		}
+	}
+	switch {
+	case n > 1:
+		return nil, usagef("use only one of -c, --knockd-conf and --fwknop-conf")
+	case f.fwknopConf != "":
+		cfg, err = fwknopconf.Load(f.fwknopConf, ov)
+	case f.config != "":
+		cfg, err = config.Load(f.config, ov)
+	case f.knockdConf != "":
+		cfg, err = knockdconf.Load(f.knockdConf, ov)
+	default:
+		return nil, usagef("a configuration is required: -c FILE, --knockd-conf FILE or --fwknop-conf DIR")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if f.knockdConf != "" && f.firewall == "" && len(cfg.OpenPorts()) > 0 {
+		return nil, usagef("%s: doors name ports to open (Open = %v): choose sesame's gate with --firewall %s or --firewall %s", f.knockdConf, cfg.OpenPorts(), firewall.Nftables, firewall.Iptables)
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", format)
+}
+
+func newFirewall(kind firewall.Kind) (firewall.Backend, error) {
+	switch kind {
+	case config.FirewallNftables:
+		b, err := nft.New(nft.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("nftables firewall: %w", err)
+		}
+		return b, nil
+	case config.FirewallIptables:
+		b, err := ipt.New(ipt.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("iptables firewall: %w", err)
+		}
+		return b, nil
+	case config.FirewallNone:
+		return none.New(), nil
+	}
+	return nil, fmt.Errorf("unknown firewall backend %q", kind)
+}
+
+func printSPA(w io.Writer, cfg *config.Config) {
+	s := cfg.SPA
+	if s == nil {
+		return
+	}
+	mode := "udp socket"
+	if s.Sniff {
+		mode = "sniff (the port stays dropped)"
+	}
+	fmt.Fprintf(w, "  spa: udp/%d, %s, max_age %s, %d client(s)\n", s.Port, mode, s.MaxAge, len(s.Clients))
+	for _, c := range s.Clients {
+		open := fmt.Sprint(c.Open)
+		if c.AnyPort {
+			open = "any port"
+		}
+		fmt.Fprintf(w, "  spa client %q (%s): open %s from %v, for %s (at most %s)\n", c.Name, c.Format, open, c.Sources, c.DefaultOpenFor, c.MaxOpenFor)
+	}
+	for _, warn := range s.Warnings {
+		fmt.Fprintf(w, "  warning: %s\n", warn)
+	}
+}
+
+func printCheck(w io.Writer, cfg *config.Config) {
+	fmt.Fprintf(w, "%s: ok: %d door(s), firewall %s\n", cfg.Source, len(cfg.Doors), cfg.Server.Firewall)
+	for _, d := range cfg.Doors {
+		fmt.Fprintf(w, "  door %q: sequence %v, timeout %s, open %v for %s\n", d.Name, d.Sequence, d.Timeout, d.Open, d.OpenFor)
+	}
+	printSPA(w, cfg)
+}

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package knockdlog
+
+func openSyslog() syslogWriter { return nil }
