@@ -114,6 +114,8 @@ func dropsPort(rule string, p netport.Port) bool {
 				return false
 			}
 			j++
+		case "--reject-with":
+			j++
 		case "-i", "--in-interface", "--syn":
 			if f[j] != "--syn" {
 				j++
