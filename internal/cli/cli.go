@@ -41,6 +41,7 @@ func commands() map[string]*command {
 		"status":  statusCommand(),
 		"grant":   grantCommand(),
 		"revoke":  revokeCommand(),
+		"doctor":  doctorCommand(),
 		"version": {summary: "print the version", usage: "sesame version\n\nExample:\n  sesame version\n", run: runVersion},
 		"help":    {summary: "show help for a command", usage: "sesame help [COMMAND]\n\nExamples:\n  sesame help\n  sesame help server\n"},
 	}
