@@ -4,13 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/sesame-knock/sesame/internal/config"
 	"github.com/sesame-knock/sesame/internal/doctor"
+	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/fwknopconf"
 	"github.com/sesame-knock/sesame/internal/knockdconf"
-	"github.com/sesame-knock/sesame/internal/server"
 )
 
 const doctorUsage = `sesame doctor -c FILE | --knockd-conf FILE | --fwknop-conf DIR [OPTIONS]
@@ -87,8 +88,12 @@ func problems(r *doctor.Report) int {
 	return n
 }
 
-// loadDoctorConfig loads exactly one configuration and applies --firewall.
+// loadDoctorConfig loads exactly one configuration, with --firewall applied before validation.
 func loadDoctorConfig(cfgFile, knockdFile, fwknopDir, fw string) (*config.Config, error) {
+	if fw != "" && !slices.Contains(firewall.Kinds(), firewall.Kind(fw)) {
+		return nil, usagef("--firewall %q: want %s", fw, firewall.KindList())
+	}
+	ov := config.Overrides{Firewall: firewall.Kind(fw)}
 	n := 0
 	for _, s := range []string{cfgFile, knockdFile, fwknopDir} {
 		if s != "" {
@@ -101,26 +106,19 @@ func loadDoctorConfig(cfgFile, knockdFile, fwknopDir, fw string) (*config.Config
 	case n > 1:
 		return nil, usagef("use only one of -c, --knockd-conf and --fwknop-conf")
 	case cfgFile != "":
-		cfg, err = config.Load(cfgFile)
+		cfg, err = config.Load(cfgFile, ov)
 	case knockdFile != "":
-		cfg, err = knockdconf.Load(knockdFile)
+		cfg, err = knockdconf.Load(knockdFile, ov)
 	case fwknopDir != "":
-		cfg, err = fwknopconf.Load(fwknopDir)
+		cfg, err = fwknopconf.Load(fwknopDir, ov)
 	default:
 		return nil, usagef("a configuration is required: -c FILE, --knockd-conf FILE or --fwknop-conf DIR")
 	}
 	if err != nil {
 		return nil, err
 	}
-	switch fw {
-	case "":
-		if knockdFile != "" && len(server.OpenPorts(cfg)) > 0 {
-			return nil, usagef("%s: doors name ports to open (Open = %v): say which gate to check with --firewall nftables or --firewall iptables", knockdFile, server.OpenPorts(cfg))
-		}
-	case config.FirewallNftables, config.FirewallIptables, config.FirewallNone:
-		cfg.Server.Firewall = fw
-	default:
-		return nil, usagef("--firewall %q: want nftables, iptables or none", fw)
+	if fw == "" && knockdFile != "" && len(cfg.OpenPorts()) > 0 {
+		return nil, usagef("%s: doors name ports to open (Open = %v): say which gate to check with --firewall %s or --firewall %s", knockdFile, cfg.OpenPorts(), firewall.Nftables, firewall.Iptables)
 	}
 	return cfg, nil
 }

@@ -97,7 +97,7 @@ func readHost(ctx context.Context, cfg *config.Config, protected []netport.Port)
 }
 
 // hostcheckGate is where the configured backend puts sesame's gate.
-func hostcheckGate(kind string) (hostcheck.Gate, bool) {
+func hostcheckGate(kind firewall.Kind) (hostcheck.Gate, bool) {
 	switch kind {
 	case config.FirewallNftables:
 		return hostcheck.Gate{Table: nft.DefaultTable, Priority: nft.ChainPriority, Mark: firewall.ConnMark}, true

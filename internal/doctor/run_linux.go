@@ -101,7 +101,7 @@ func commandChecks(r *Report, cfg *config.Config, h *host) {
 type sim struct {
 	r      *Report
 	h      *host
-	kind   string
+	kind   firewall.Kind
 	fw     firewall.Backend
 	p      *prober
 	hooks  map[chainName]string
@@ -239,9 +239,9 @@ func (x *sim) copyRuleset(ctx context.Context, s *scratch) bool {
 			copied = append(copied, t.family+" "+t.name)
 		}
 	}
-	gate := "no gate (firewall " + x.kind + ")"
+	gate := "no gate (firewall " + string(x.kind) + ")"
 	if x.kind != config.FirewallNone {
-		gate = "sesame's " + x.kind + " gate"
+		gate = "sesame's " + string(x.kind) + " gate"
 	}
 	what := "no tables"
 	if len(copied) > 0 {
