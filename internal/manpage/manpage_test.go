@@ -95,7 +95,7 @@ func TestParseErrors(t *testing.T) {
 
 func TestRender(t *testing.T) {
 	p := Page{Name: "sesame-x", Section: 8, Summary: "do x", Date: "2026-12-01", Source: "sesame 1.0",
-		Help: "sesame x [-f FILE]\n\n.starts with a dot, C:\\path and caf\u00e9 \u2014 ok\n'quoted\n\nExamples:\n  sesame x -f a\n\nOptions:\n  -f FILE   read FILE\n",
+		Help:    "sesame x [-f FILE]\n\n.starts with a dot, C:\\path and caf\u00e9 \u2014 ok\n'quoted\n\nExamples:\n  sesame x -f a\n\nOptions:\n  -f FILE   read FILE\n",
 		SeeAlso: []string{"sesame(8)", "sesame-y(1)"}}
 	got, err := Render(p)
 	if err != nil {
