@@ -54,26 +54,8 @@ const (
 // removes it and purges it. The package is purged when the test ends, also on failure, and
 // the user sesame removed if the test made it.
 func TestIntegrationDebPackage(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: installs a Debian package with dpkg: needs root (CI runs it as root)")
-	}
-	for _, tool := range []string{"dpkg", "dpkg-deb", "dpkg-query", "go", "git", "runuser"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("skipping: %s is not installed (this test installs the package on a Debian system)", tool)
-		}
-	}
-	if out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "sesame").Output(); err == nil && strings.TrimSpace(string(out)) != "" && !strings.Contains(string(out), "not-installed") {
-		t.Skipf("skipping: a sesame package is already on this machine (%s); this test installs and purges its own", out)
-	}
-	_, err := user.Lookup("sesame")
-	userBefore := err == nil
-	_, err = os.Lstat(stateDir)
-	stateBefore := err == nil
-
-	dir := t.TempDir()
-	out := run(t, "bash", "deb.sh", dir)
-	pkg := strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:])
-	version := strings.TrimSpace(run(t, "dpkg-deb", "-f", pkg, "Version"))
+	pkg, version := buildPackage(t)
+	dir := filepath.Dir(pkg)
 	arch := strings.TrimSpace(run(t, "dpkg", "--print-architecture"))
 	if want := filepath.Join(dir, fmt.Sprintf("sesame_%s_%s.deb", version, arch)); pkg != want {
 		t.Fatalf("deb.sh wrote %s, want %s", pkg, want)
@@ -101,27 +83,7 @@ func TestIntegrationDebPackage(t *testing.T) {
 	}
 	files := packageFiles(listed)
 
-	t.Cleanup(func() {
-		if out, err := dpkg("--purge", "sesame"); err != nil {
-			t.Errorf("cleanup: dpkg --purge sesame: %v\n%s", err, out)
-		}
-		if _, err := os.Lstat(stateDir); err == nil && !stateBefore {
-			t.Errorf("cleanup: %s left after purge; removing it", stateDir)
-			os.RemoveAll(stateDir)
-		}
-		if !userBefore {
-			if _, err := user.Lookup("sesame"); err == nil {
-				if out, err := exec.Command("userdel", "sesame").CombinedOutput(); err != nil {
-					t.Errorf("cleanup: userdel sesame: %v\n%s", err, out)
-				}
-			}
-			if _, err := user.LookupGroup("sesame"); err == nil {
-				if out, err := exec.Command("groupdel", "sesame").CombinedOutput(); err != nil {
-					t.Errorf("cleanup: groupdel sesame: %v\n%s", err, out)
-				}
-			}
-		}
-	})
+	purgeAtEnd(t)
 	if out, err := dpkg("-i", pkg); err != nil {
 		t.Fatalf("dpkg -i: %v\n%s", err, out)
 	}
@@ -209,6 +171,96 @@ func TestIntegrationDebPackage(t *testing.T) {
 	if _, err := user.Lookup("sesame"); err != nil {
 		t.Errorf("dpkg --purge removed the user sesame: %v", err)
 	}
+}
+
+// TestIntegrationDebPackageAdduser installs the package where systemd-sysusers is missing
+// (hidden in a private mount namespace): postinst makes the user with adduser.
+func TestIntegrationDebPackageAdduser(t *testing.T) {
+	pkg, _ := buildPackage(t)
+	sysusers, err := exec.LookPath("systemd-sysusers")
+	if err != nil {
+		t.Skip("skipping: systemd-sysusers is missing already; TestIntegrationDebPackage covers adduser then")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("skipping: unshare (util-linux) is not installed")
+	}
+	if _, err := user.Lookup("sesame"); err == nil {
+		t.Skip("skipping: the user sesame exists already, so postinst would not make it")
+	}
+	purgeAtEnd(t)
+	script := `mount --make-rprivate / && mount --bind /dev/null "$1" && ! command -v systemd-sysusers >/dev/null && exec dpkg -i "$2"`
+	cmd := exec.Command("unshare", "--mount", "sh", "-c", script, "sh", sysusers, pkg)
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("dpkg -i without systemd-sysusers: %v\n%s", err, out)
+	}
+	u, err := user.Lookup("sesame")
+	if err != nil {
+		t.Fatalf("postinst made no user sesame with adduser: %v", err)
+	}
+	pw := strings.Split(strings.TrimSpace(run(t, "getent", "passwd", "sesame")), ":")
+	uid, _ := strconv.Atoi(u.Uid)
+	if len(pw) != 7 || uid == 0 || uid >= 1000 || pw[5] != stateDir || pw[6] != "/usr/sbin/nologin" {
+		t.Errorf("user sesame: %q, want a system user with home %s and shell /usr/sbin/nologin", pw, stateDir)
+	}
+	if g, err := user.LookupGroupId(u.Gid); err != nil || g.Name != "sesame" {
+		t.Errorf("user sesame: primary group %v (%v), want sesame", g, err)
+	}
+	checkFile(t, conffile, 0o640, "root", "sesame")
+	if st := status(t); st != "install ok installed" {
+		t.Errorf("status %q", st)
+	}
+}
+
+// buildPackage skips the test unless it can install packages, then builds the package with
+// dist/deb.sh into a temporary directory and returns its path and version.
+func buildPackage(t *testing.T) (pkg, version string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: installs a Debian package with dpkg: needs root (CI runs it as root)")
+	}
+	for _, tool := range []string{"dpkg", "dpkg-deb", "dpkg-query", "go", "git", "runuser"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("skipping: %s is not installed (this test installs the package on a Debian system)", tool)
+		}
+	}
+	if out, err := exec.Command("dpkg-query", "-W", "-f=${Status}", "sesame").Output(); err == nil && strings.TrimSpace(string(out)) != "" && !strings.Contains(string(out), "not-installed") {
+		t.Skipf("skipping: a sesame package is already on this machine (%s); this test installs and purges its own", out)
+	}
+	out := strings.TrimSpace(run(t, "bash", "deb.sh", t.TempDir()))
+	pkg = out[strings.LastIndex(out, "\n")+1:]
+	return pkg, strings.TrimSpace(run(t, "dpkg-deb", "-f", pkg, "Version"))
+}
+
+// purgeAtEnd purges the package when the test ends, also on failure, and removes the user
+// and group sesame and the state directory if they were not there before.
+func purgeAtEnd(t *testing.T) {
+	t.Helper()
+	_, err := user.Lookup("sesame")
+	userBefore := err == nil
+	_, err = user.LookupGroup("sesame")
+	groupBefore := err == nil
+	_, err = os.Lstat(stateDir)
+	stateBefore := err == nil
+	t.Cleanup(func() {
+		if out, err := dpkg("--purge", "sesame"); err != nil {
+			t.Errorf("cleanup: dpkg --purge sesame: %v\n%s", err, out)
+		}
+		if _, err := os.Lstat(stateDir); err == nil && !stateBefore {
+			t.Errorf("cleanup: %s left after purge; removing it", stateDir)
+			os.RemoveAll(stateDir)
+		}
+		if _, err := user.Lookup("sesame"); err == nil && !userBefore {
+			if out, err := exec.Command("userdel", "sesame").CombinedOutput(); err != nil {
+				t.Errorf("cleanup: userdel sesame: %v\n%s", err, out)
+			}
+		}
+		if _, err := user.LookupGroup("sesame"); err == nil && !groupBefore {
+			if out, err := exec.Command("groupdel", "sesame").CombinedOutput(); err != nil {
+				t.Errorf("cleanup: groupdel sesame: %v\n%s", err, out)
+			}
+		}
+	})
 }
 
 // TestExampleDoor checks that the door the shipped configuration shows, once uncommented,
