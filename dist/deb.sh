@@ -52,7 +52,7 @@ CGO_ENABLED=0 GOOS=linux GOARCH=$goarch go build -trimpath -buildvcs=false -ldfl
 host=$stage/sesame
 if [[ $goarch != "$(go env GOHOSTARCH)" ]]; then
   host=$stage/sesame-host
-  CGO_ENABLED=0 GOOS=linux GOARCH='' go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$host" ./cmd/sesame
+  env -u GOARCH -u GOARM CGO_ENABLED=0 GOOS=linux go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$host" ./cmd/sesame
 fi
 mkdir -p "$stage/pages" "$stage/man/man1" "$stage/man/man8"
 "$host" __man --date "$(date -u -d "@$SOURCE_DATE_EPOCH" +%F)" "$stage/pages" >/dev/null
@@ -74,7 +74,7 @@ done
     done
 } >"$stage/copyright"
 
-(cd dist/debpkg && go build -trimpath -o "$stage/debpkg" .)
+(cd dist/debpkg && env -u GOARCH -u GOARM -u GOOS go build -trimpath -o "$stage/debpkg" .)
 deb=$out/sesame_${version}_${debarch}.deb
 STAGE=$stage VERSION=$version DEB_ARCH=$debarch MAINTAINER=${MAINTAINER:-sesame packagers <sesame@localhost>} \
   "$stage/debpkg" -config dist/nfpm.yaml -o "$deb"
