@@ -73,6 +73,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		printHelp(stdout, cmds)
 		return 0
+	case manName: // hidden: not a command for users, so not listed
+		if err := runMan(ctx, args[1:], stdout); err != nil {
+			fmt.Fprintf(stderr, "sesame %s: %v\n", manName, err)
+			if errors.As(err, new(usageError)) {
+				return 2
+			}
+			return 1
+		}
+		return 0
 	}
 	c, ok := cmds[name]
 	if !ok {
