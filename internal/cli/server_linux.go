@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/sesame-knock/sesame/internal/capture"
+	"github.com/sesame-knock/sesame/internal/conntrack"
+	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/safefile"
 	"github.com/sesame-knock/sesame/internal/server"
@@ -19,6 +21,7 @@ type serverFlags struct {
 	config, knockdConf  string
 	fwknopConf          string
 	stateDir            string
+	controlSocket       string // --control-socket
 	firewall            string
 	iface               string
 	logFormat, logLevel string
@@ -34,6 +37,7 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	fs.StringVar(&f.fwknopConf, "fwknop-conf", "", "run an existing fwknopd configuration: `DIR` holding fwknopd.conf and access.conf")
 	fs.StringVar(&f.firewall, "firewall", "", "override the firewall backend: "+firewall.KindList())
 	fs.StringVar(&f.stateDir, "state-dir", "", "override state_dir, the persistent `DIR` of the replay cache (default /var/lib/sesame)")
+	fs.StringVar(&f.controlSocket, "control-socket", "", "override [control] socket, the `PATH` of the control socket (default "+control.DefaultSocket+")")
 	fs.StringVar(&f.iface, "i", "", "watch only this `INTERFACE` (overrides the config, as knockd's -i)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -78,12 +82,19 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 			defer os.Remove(cfg.Server.PidFile)
 		}
 	}
-	srv, err := server.New(cfg, server.Deps{Firewall: fw, Intake: intake, Logger: log, Version: versionString()})
+	srv, err := server.New(cfg, server.Deps{Firewall: fw, Intake: intake, Logger: log, Version: versionString(),
+		KillConns: conntrack.Kill, MaxOperatorGrant: cfg.Control.MaxGrant})
 	if err != nil {
+		return err
+	}
+	ops, err := openOps(cfg, srv, log)
+	if err != nil {
+		fw.Close(ctx, false)
 		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer ops.serve(ctx)() // serves now; stops when Run returns
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
