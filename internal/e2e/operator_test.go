@@ -57,9 +57,14 @@ func nativeMode(fw string) operatorMode {
 			d, _ := startSesame(t, bed, fmt.Sprintf(doorConfig, fw, "5s", "30s")+operatorSections, "--control-socket", sock)
 			return d
 		},
-		open: func(t *testing.T, bed *netnsbed.Bed, src netip.Addr) { knockFrom(t, bed, src, netnsbed.Server4, seq...) },
+		open: knockOpen,
 		by:   "ssh", kind: "door", opened: "sesame_knock_opened_total 1", native: true,
 	}
+}
+
+// knockOpen knocks the door of doorConfig from src.
+func knockOpen(t *testing.T, bed *netnsbed.Bed, src netip.Addr) {
+	knockFrom(t, bed, src, netnsbed.Server4, seq...)
 }
 
 var operatorModes = []operatorMode{
@@ -73,7 +78,7 @@ var operatorModes = []operatorMode{
 			return startDaemon(t, bed.Server, "sesame server running", sesameBin, "server", "--knockd-conf", path,
 				"--firewall", "nftables", "--control-socket", sock, "--log-level", "debug")
 		},
-		open: func(t *testing.T, bed *netnsbed.Bed, src netip.Addr) { knockFrom(t, bed, src, netnsbed.Server4, seq...) },
+		open: knockOpen,
 		by:   "ssh", kind: "door", opened: "sesame_knock_opened_total 1",
 	},
 	{
