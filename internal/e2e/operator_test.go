@@ -135,6 +135,7 @@ func TestIntegrationOperator(t *testing.T) {
 			if canConnect(t, bed, client, svc) {
 				t.Fatal("tcp/2222 open before any knock or SPA packet")
 			}
+			secondDaemon(t, d, sock)
 
 			// status shows the door or client; the grant a knock or packet earned.
 			if out := ctl("status"); !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(mode.by) + `\s`).MatchString(out) {
@@ -251,7 +252,32 @@ func TestIntegrationOperator(t *testing.T) {
 			if mode.native {
 				checkNonRoot(t, sock)
 			}
+
+			// A clean stop removes the socket.
+			d.Stop(syscall.SIGTERM)
+			if err := d.Err(); err != nil {
+				t.Errorf("the daemon's exit: %v", err)
+			}
+			if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+				t.Errorf("the control socket is still there after the stop: %v", err)
+			}
 		})
+	}
+}
+
+// secondDaemon starts the same daemon again, on the same control socket: it refuses to start,
+// with the control package's message, and the first one still answers.
+func secondDaemon(t *testing.T, d *daemon, sock string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, d.Cmd.Path, d.Cmd.Args[1:]...).CombinedOutput()
+	want := "control: a daemon is already serving " + sock + ": is another sesame server running? Stop it first, or set [control] socket"
+	if err == nil || !strings.Contains(string(out), want) || strings.Contains(string(out), `msg="sesame server running"`) {
+		t.Errorf("a second daemon on the same socket: %v\n%s\nwant it refused with %q", err, out, want)
+	}
+	if out, err := sesameCtl(sock, nil, "status"); err != nil {
+		t.Errorf("the first daemon stopped answering after the second was refused: %v\n%s", err, out)
 	}
 }
 
