@@ -20,8 +20,7 @@ import (
 type serverFlags struct {
 	config, knockdConf  string
 	fwknopConf          string
-	stateDir            string
-	controlSocket       string // --control-socket
+	stateDir, ctlSocket string
 	firewall            string
 	iface               string
 	logFormat, logLevel string
@@ -37,7 +36,7 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	fs.StringVar(&f.fwknopConf, "fwknop-conf", "", "run an existing fwknopd configuration: `DIR` holding fwknopd.conf and access.conf")
 	fs.StringVar(&f.firewall, "firewall", "", "override the firewall backend: "+firewall.KindList())
 	fs.StringVar(&f.stateDir, "state-dir", "", "override state_dir, the persistent `DIR` of the replay cache (default /var/lib/sesame)")
-	fs.StringVar(&f.controlSocket, "control-socket", "", "override [control] socket, the `PATH` of the control socket (default "+control.DefaultSocket+")")
+	fs.StringVar(&f.ctlSocket, "control-socket", "", "override [control] socket, the `PATH` of the control socket (default "+control.DefaultSocket+")")
 	fs.StringVar(&f.iface, "i", "", "watch only this `INTERFACE` (overrides the config, as knockd's -i)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -19,7 +19,7 @@ func loadServerConfig(f serverFlags) (*config.Config, error) {
 	if f.firewall != "" && !slices.Contains(firewall.Kinds(), firewall.Kind(f.firewall)) {
 		return nil, usagef("--firewall %q: want %s", f.firewall, firewall.KindList())
 	}
-	ov := config.Overrides{Firewall: firewall.Kind(f.firewall), StateDir: f.stateDir, ControlSocket: f.controlSocket}
+	ov := config.Overrides{Firewall: firewall.Kind(f.firewall), StateDir: f.stateDir, ControlSocket: f.ctlSocket}
 	if f.iface != "" {
 		ov.Interfaces = []string{f.iface}
 	}
