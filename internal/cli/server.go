@@ -24,6 +24,11 @@ top of INPUT), sniffing unless ENABLE_UDP_SERVER is Y. Unsupported options are e
 warnings. --firewall nftables switches to sesame's own gate. The replay cache stays in
 /var/lib/sesame (--state-dir DIR), not in FWKNOP_RUN_DIR.
 
+It serves the control socket, /run/sesame/control.sock unless [control] socket or
+--control-socket PATH says otherwise, for sesame status, grant and revoke and a /metrics scrape
+(docs/CONTROL.md); with [metrics] listen also an HTTP metrics listener. A live socket of another
+daemon stops the start before the firewall is touched.
+
 Configuration files, key files and the state directory that others could change are refused.
 
 Signals: SIGTERM and SIGINT stop it cleanly (pending stop commands run; protected ports stay

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/sesame-knock/sesame/internal/capture"
+	"github.com/sesame-knock/sesame/internal/conntrack"
+	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/safefile"
 	"github.com/sesame-knock/sesame/internal/sdnotify"
@@ -20,7 +21,7 @@ import (
 type serverFlags struct {
 	config, knockdConf  string
 	fwknopConf          string
-	stateDir            string
+	stateDir, ctlSocket string
 	firewall            string
 	iface               string
 	logFormat, logLevel string
@@ -36,6 +37,7 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	fs.StringVar(&f.fwknopConf, "fwknop-conf", "", "run an existing fwknopd configuration: `DIR` holding fwknopd.conf and access.conf")
 	fs.StringVar(&f.firewall, "firewall", "", "override the firewall backend: "+firewall.KindList())
 	fs.StringVar(&f.stateDir, "state-dir", "", "override state_dir, the persistent `DIR` of the replay cache (default /var/lib/sesame)")
+	fs.StringVar(&f.ctlSocket, "control-socket", "", "override [control] socket, the `PATH` of the control socket (default "+control.DefaultSocket+")")
 	fs.StringVar(&f.iface, "i", "", "watch only this `INTERFACE` (overrides the config, as knockd's -i)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -82,35 +84,22 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	}
 	notify := sdnotify.FromEnv() // systemd's Type=notify (dist/sesame.service); no-op without it
 	srv, err := server.New(cfg, server.Deps{Firewall: fw, Intake: intake, Logger: log, Version: versionString(),
+		KillConns: conntrack.Kill, MaxOperatorGrant: cfg.Control.MaxGrant,
 		Ready: func() { notifyLog(log, notify.Ready()) }})
 	if err != nil {
 		return err
 	}
+	ops, err := openOps(cfg, srv, log)
+	if err != nil {
+		fw.Close(ctx, false)
+		return err
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	defer ops.serve(ctx)() // serves now; stops when Run returns
 	go notify.RunWatchdog(ctx, func(err error) { notifyLog(log, err) })
 	go func() { <-ctx.Done(); notifyLog(log, notify.Stopping()) }()
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				notifyLog(log, notify.Reloading())
-				log.Info("SIGHUP: reloading configuration", "source", cfg.Source)
-				next, err := loadServerConfig(f)
-				if err == nil {
-					err = srv.Reload(ctx, next)
-				}
-				if err != nil && !errors.Is(err, context.Canceled) {
-					log.Error("reload failed; keeping the running configuration", "err", err)
-				}
-				notifyLog(log, notify.Ready()) // after a failed reload too
-			}
-		}
-	}()
+	stopHUP := reloadOnHUP(ctx, f, cfg.Source, srv, log, notify)
+	defer stopHUP()
 	return srv.Run(ctx)
 }

@@ -19,7 +19,7 @@ func loadServerConfig(f serverFlags) (*config.Config, error) {
 	if f.firewall != "" && !slices.Contains(firewall.Kinds(), firewall.Kind(f.firewall)) {
 		return nil, usagef("--firewall %q: want %s", f.firewall, firewall.KindList())
 	}
-	ov := config.Overrides{Firewall: firewall.Kind(f.firewall), StateDir: f.stateDir}
+	ov := config.Overrides{Firewall: firewall.Kind(f.firewall), StateDir: f.stateDir, ControlSocket: f.ctlSocket}
 	if f.iface != "" {
 		ov.Interfaces = []string{f.iface}
 	}
@@ -48,6 +48,9 @@ func loadServerConfig(f serverFlags) (*config.Config, error) {
 	}
 	if f.knockdConf != "" && f.firewall == "" && len(cfg.OpenPorts()) > 0 {
 		return nil, usagef("%s: doors name ports to open (Open = %v): choose sesame's gate with --firewall %s or --firewall %s", f.knockdConf, cfg.OpenPorts(), firewall.Nftables, firewall.Iptables)
+	}
+	if err := checkOps(cfg); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }
@@ -115,4 +118,5 @@ func printCheck(w io.Writer, cfg *config.Config) {
 		fmt.Fprintf(w, "  door %q: sequence %v, timeout %s, open %v for %s\n", d.Name, d.Sequence, d.Timeout, d.Open, d.OpenFor)
 	}
 	printSPA(w, cfg)
+	printOps(w, cfg)
 }

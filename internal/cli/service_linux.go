@@ -1,7 +1,15 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sesame-knock/sesame/internal/sdnotify"
+	"github.com/sesame-knock/sesame/internal/server"
 
 	"golang.org/x/sys/unix"
 )
@@ -43,4 +51,32 @@ func notifyLog(log *slog.Logger, err error) {
 	if err != nil {
 		log.Warn("systemd notification failed", "err", err)
 	}
+}
+
+// reloadOnHUP reloads the configuration on every SIGHUP until ctx ends, telling systemd
+// RELOADING=1 before and READY=1 after (also after a failed reload: the old one runs on). The
+// returned function stops listening for the signal.
+func reloadOnHUP(ctx context.Context, f serverFlags, source string, srv *server.Server, log *slog.Logger, notify *sdnotify.Notifier) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				notifyLog(log, notify.Reloading())
+				log.Info("SIGHUP: reloading configuration", "source", source)
+				next, err := loadServerConfig(f)
+				if err == nil {
+					err = srv.Reload(ctx, next)
+				}
+				if err != nil && !errors.Is(err, context.Canceled) {
+					log.Error("reload failed; keeping the running configuration", "err", err)
+				}
+				notifyLog(log, notify.Ready()) // after a failed reload too
+			}
+		}
+	}()
+	return func() { signal.Stop(hup) }
 }

@@ -80,6 +80,9 @@ const bom = "\ufeff"
 
 // sets reports whether an override, not the file, gave the value e is about.
 func (ov Overrides) sets(e *Error) bool {
+	if slices.Equal(e.at.table, atControl.table) {
+		return e.Key == "socket" && ov.ControlSocket != ""
+	}
 	if !slices.Equal(e.at.table, atServer.table) {
 		return false
 	}
@@ -114,6 +117,16 @@ type (
 		LogFile    field[string]   `toml:"log_file"`
 		UseSyslog  field[bool]     `toml:"use_syslog"`
 		PidFile    field[string]   `toml:"pid_file"`
+	}
+	tomlControl struct {
+		Socket     field[string]   `toml:"socket"`
+		Group      field[string]   `toml:"group"`
+		AdminGroup field[string]   `toml:"admin_group"`
+		MaxGrant   field[duration] `toml:"max_grant"`
+	}
+	tomlMetrics struct {
+		Listen      field[string] `toml:"listen"`
+		AllowRemote field[bool]   `toml:"allow_remote"`
 	}
 	tomlDoor struct {
 		Name            field[string]     `toml:"name"`
@@ -234,12 +247,24 @@ func unknownKey(at place, section, key, fileKey string) *Error {
 func (d *decoder) config(top map[string]toml.Primitive, cfg *Config) error {
 	var other []string
 	for k := range top {
-		if k != "server" && k != "door" && k != "spa" {
+		if !slices.Contains([]string{"server", "door", "spa", "control", "metrics"}, k) {
 			other = append(other, k)
 		}
 	}
 	if k := d.first(toml.Key{""}, other); k != "" {
-		return &Error{Err: fmt.Errorf("unknown key %q (want [server], [[door]] or [spa])", k), at: place{index: -1, key: toml.Key{k}}}
+		return &Error{Err: fmt.Errorf("unknown key %q (want [server], [[door]], [spa], [control] or [metrics])", k), at: place{index: -1, key: toml.Key{k}}}
+	}
+	if v, ok := top["control"]; ok {
+		if err := d.control(v, &cfg.Control); err != nil {
+			return err
+		}
+	}
+	if v, ok := top["metrics"]; ok {
+		var f tomlMetrics
+		if err := d.section(v, atMetrics, &f); err != nil {
+			return err
+		}
+		cfg.Metrics = Metrics{Listen: f.Listen.v, AllowRemote: f.AllowRemote.v}
 	}
 	if v, ok := top["server"]; ok {
 		if err := d.server(v, &cfg.Server); err != nil {
@@ -298,6 +323,37 @@ func (d *decoder) server(v toml.Primitive, srv *Server) error {
 	srv.LogFile = f.LogFile.or(srv.LogFile)
 	srv.UseSyslog = f.UseSyslog.or(srv.UseSyslog)
 	srv.PidFile = f.PidFile.or(srv.PidFile)
+	return nil
+}
+
+// section decodes the plain table at at (a top-level one, named by its key) into dst, a
+// pointer to a struct of fields, and returns its first problem.
+func (d *decoder) section(v toml.Primitive, at place, dst any) error {
+	name := at.table[0]
+	r, err := d.table(v, at, dst)
+	switch {
+	case err != nil:
+		return err
+	case r.notTable != "":
+		return problem(place{index: -1}, "", name, "want a table, got %s", r.notTable)
+	case r.unknown != "":
+		return unknownKey(at, name, r.unknown, "")
+	case r.badKey != "":
+		return problem(at, name, r.badKey, "%w", r.badErr)
+	}
+	return nil
+}
+
+// control decodes [control]; Validate checks the values.
+func (d *decoder) control(v toml.Primitive, c *Control) error {
+	var f tomlControl
+	if err := d.section(v, atControl, &f); err != nil {
+		return err
+	}
+	if f.MaxGrant.set && f.MaxGrant.v == 0 {
+		return problem(atControl, "control", "max_grant", "must be more than 0 (leave it out for the default: %v)", DefaultMaxGrant)
+	}
+	*c = Control{Socket: f.Socket.v, Group: f.Group.v, AdminGroup: f.AdminGroup.v, MaxGrant: time.Duration(f.MaxGrant.v)}
 	return nil
 }
 

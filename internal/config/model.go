@@ -31,6 +31,31 @@ type Config struct {
 	Doors  []Door
 	// SPA is the single packet authorization server; nil means SPA is off.
 	SPA *SPA
+	// Control is the operator's control socket; Metrics the Prometheus listener.
+	Control Control
+	Metrics Metrics
+}
+
+// Control is the [control] section: the control socket sesame status, grant and revoke use
+// (docs/CONTROL.md). Its zero value is the default: the socket at DefaultControlSocket, only
+// root, grants of at most DefaultMaxGrant.
+type Control struct {
+	// Socket is the unix socket's absolute path; empty means DefaultControlSocket.
+	Socket string
+	// Group may read, AdminGroup may also change: a group name or a numeric gid; empty means
+	// root only. That they exist is checked where the socket is served (control.Config.Check).
+	Group, AdminGroup string
+	// MaxGrant bounds sesame grant --for; zero means DefaultMaxGrant.
+	MaxGrant time.Duration
+}
+
+// Metrics is the [metrics] section: the HTTP listener of the Prometheus exporter. Its zero value
+// is off (the control socket still serves /metrics).
+type Metrics struct {
+	// Listen is host:port; empty is off.
+	Listen string
+	// AllowRemote permits a listen address that is not loopback.
+	AllowRemote bool
 }
 
 // Server holds the daemon-wide settings.
@@ -67,11 +92,14 @@ func DefaultServer() Server {
 }
 
 // Overrides are the settings the command line gives over a file's (sesame server --firewall, -i,
-// --state-dir). Every loader applies them before it validates; a zero field overrides nothing.
+// --state-dir, --control-socket). Every loader applies them before it validates; a zero field
+// overrides nothing.
 type Overrides struct {
 	Firewall   firewall.Kind
 	Interfaces []string
 	StateDir   string
+	// ControlSocket is [control] socket (sesame server --control-socket).
+	ControlSocket string
 }
 
 // Apply puts the overrides into c; c.Validate then judges the result.
@@ -84,6 +112,9 @@ func (c *Config) Apply(ov Overrides) {
 	}
 	if ov.StateDir != "" {
 		c.Server.StateDir = ov.StateDir
+	}
+	if ov.ControlSocket != "" {
+		c.Control.Socket = ov.ControlSocket
 	}
 }
 
@@ -125,4 +156,6 @@ const (
 	DefaultMaxSources      = 65536
 	DefaultSweepGuard      = 32
 	DefaultStateDir        = "/var/lib/sesame"
+	DefaultControlSocket   = "/run/sesame/control.sock" // as control.DefaultSocket
+	DefaultMaxGrant        = 24 * time.Hour             // as control.DefaultMaxGrant
 )

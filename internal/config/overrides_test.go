@@ -28,6 +28,9 @@ func TestOverridesBeforeValidate(t *testing.T) {
 			`s.toml: server: interfaces: interface name "a/b" has a character that is not allowed`},
 		{"flag firewall kind", "[server]\nfirewall = \"iptables\"\n", Overrides{Firewall: "pf"}, `s.toml: server: firewall: "pf" is not a firewall`},
 		{"flag state dir", "[server]\nstate_dir = \"\"\n", Overrides{StateDir: "/srv/s"}, ""},
+		{"flag control socket", "[control]\nsocket = \"\"\n", Overrides{ControlSocket: "/tmp/c.sock"}, ""},
+		{"flag control socket over file", "[control]\nsocket = \"/run/a.sock\"\n", Overrides{ControlSocket: "/tmp/c.sock"}, ""},
+		{"flag control socket relative", "[control]\nsocket = \"/run/a.sock\"\n", Overrides{ControlSocket: "c.sock"}, `s.toml: control: socket: "c.sock": want the absolute path`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,7 +46,8 @@ func TestOverridesBeforeValidate(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if tc.ov.Firewall != "" && cfg.Server.Firewall != tc.ov.Firewall || tc.ov.StateDir != "" && cfg.Server.StateDir != tc.ov.StateDir {
+				if tc.ov.Firewall != "" && cfg.Server.Firewall != tc.ov.Firewall || tc.ov.StateDir != "" && cfg.Server.StateDir != tc.ov.StateDir ||
+					tc.ov.ControlSocket != "" && cfg.Control.Socket != tc.ov.ControlSocket {
 					t.Errorf("server = %+v, overrides %+v not applied", cfg.Server, tc.ov)
 				}
 				return

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 
@@ -79,8 +82,10 @@ func problem(t place, section, key string, format string, args ...any) *Error {
 }
 
 var (
-	atServer = place{table: toml.Key{"server"}, index: -1}
-	atSPA    = place{table: toml.Key{"spa"}, index: -1}
+	atServer  = place{table: toml.Key{"server"}, index: -1}
+	atSPA     = place{table: toml.Key{"spa"}, index: -1}
+	atControl = place{table: toml.Key{"control"}, index: -1}
+	atMetrics = place{table: toml.Key{"metrics"}, index: -1}
 )
 
 func atDoor(i int) place   { return place{table: toml.Key{"door"}, index: i} }
@@ -112,6 +117,12 @@ func (c *Config) Validate() error {
 		if slices.Contains(s.Interfaces[:i], n) {
 			return problem(atServer, "server", "interfaces", "%q is listed twice", n)
 		}
+	}
+	if err := c.Control.validate(); err != nil {
+		return err
+	}
+	if err := c.Metrics.validate(); err != nil {
+		return err
 	}
 	for i := range c.Doors {
 		if err := c.Doors[i].validate(i, s.Firewall); err != nil {
@@ -184,6 +195,48 @@ func (d *Door) validate(i int, fw firewall.Kind) error {
 		if d.OpenFor < MinOpenFor || d.OpenFor > MaxOpenFor {
 			return problem(at, sec, "open_for", "%v is out of range %v-%v", d.OpenFor, MinOpenFor, MaxOpenFor)
 		}
+	}
+	return nil
+}
+
+// maxSocketPath is the longest unix socket path Linux takes (sun_path less its NUL).
+const maxSocketPath = 107
+
+// validate checks the form of [control]: an absolute socket path that fits a unix socket
+// address, a max_grant of at least MinOpenFor, group names without control characters.
+func (c *Control) validate() error {
+	switch s := c.Socket; {
+	case s == "":
+	case !filepath.IsAbs(s) || strings.HasSuffix(s, "/"):
+		return problem(atControl, "control", "socket", "%q: want the absolute path of a socket file, as in %s", s, DefaultControlSocket)
+	case len(s) > maxSocketPath:
+		return problem(atControl, "control", "socket", "%q is %d bytes long; a unix socket path is at most %d", s, len(s), maxSocketPath)
+	case strings.ContainsFunc(s, unicode.IsControl):
+		return problem(atControl, "control", "socket", "%q has a control character", s)
+	}
+	if c.MaxGrant < 0 || c.MaxGrant > 0 && c.MaxGrant < MinOpenFor {
+		return problem(atControl, "control", "max_grant", "%v is less than %v", c.MaxGrant, MinOpenFor)
+	}
+	for _, g := range []struct{ key, v string }{{"group", c.Group}, {"admin_group", c.AdminGroup}} {
+		if strings.ContainsFunc(g.v, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) || r == ':' }) {
+			return problem(atControl, "control", g.key, "%q is not a group name or gid", g.v)
+		}
+	}
+	return nil
+}
+
+// validate checks the form of [metrics] listen: host:port with a port in 1-65535. Whether the
+// host may be listened on (loopback unless allow_remote) is metrics.Config.Check's rule.
+func (m *Metrics) validate() error {
+	if m.Listen == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(m.Listen)
+	if err != nil {
+		return problem(atMetrics, "metrics", "listen", "%q: want host:port, as in 127.0.0.1:9741", m.Listen)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return problem(atMetrics, "metrics", "listen", "%q: the port must be a number in 1-65535", m.Listen)
 	}
 	return nil
 }

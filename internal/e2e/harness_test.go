@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,9 +52,15 @@ func TestMain(m *testing.M) {
 type daemon = netnsbed.Daemon
 
 // startDaemon runs name args in ns, stops it when the test ends, and waits until its output
-// contains ready.
+// contains ready. A sesame server (name or an argument is sesameBin, then "server") gets a
+// control socket of its own in a temporary directory unless args name one: the default path is
+// shared by every namespace, and a second daemon on it would refuse to start.
 func startDaemon(t testing.TB, ns, ready string, name string, args ...string) *daemon {
 	t.Helper()
+	if i := slices.Index(append([]string{name}, args...), sesameBin); sesameBin != "" && i >= 0 && i < len(args) && args[i] == "server" &&
+		!slices.Contains(args, "--control-socket") && !slices.Contains(args, "--check") {
+		args = append(slices.Clone(args), "--control-socket", filepath.Join(t.TempDir(), "control.sock"))
+	}
 	d, err := netnsbed.StartDaemon(ns, name, args...)
 	if err != nil {
 		t.Fatal(err)

@@ -97,6 +97,10 @@ func TestReload(t *testing.T) {
 	logFile.Server.UseSyslog = true
 	pidFile := withSPA(good, spaSection(62201, false))
 	pidFile.Server.PidFile = "/run/sesame.pid"
+	control := withSPA(good, spaSection(62201, false))
+	control.Control.MaxGrant = time.Hour
+	metrics := withSPA(good, spaSection(62201, false))
+	metrics.Metrics.Listen = "127.0.0.1:9741"
 	tests := []struct {
 		name    string
 		next    *config.Config
@@ -111,6 +115,8 @@ func TestReload(t *testing.T) {
 		{"interfaces", ifaces, nil, "changing the interfaces takes a restart", false},
 		{"syslog", logFile, nil, "changing log_file or use_syslog takes a restart", false},
 		{"pid_file", pidFile, nil, "changing pid_file takes a restart", false},
+		{"control", control, nil, "changing [control] takes a restart", false},
+		{"metrics", metrics, nil, "changing [metrics] takes a restart", false},
 		{"gate refused", good, func(b *bed) { b.fw.Fail(firewalltest.OpApply, errors.New("EPERM")) }, "apply firewall gate: EPERM", false},
 		{"filter refused", good, func(b *bed) { b.cap.FailFilter(errors.New("ENOMEM")) }, "set capture filter: ENOMEM", false},
 		{"socket refused", newPort, func(b *bed) { b.ln.fail = errors.New("EADDRINUSE") }, "listen on udp/62202: EADDRINUSE", false},

@@ -11,9 +11,9 @@ import (
 )
 
 // NeedsRestart names what in next a reload cannot apply over running (nil when it can all be
-// applied): the firewall backend, the capture interfaces, the knockd-style log and the pid file
-// are opened once, and the replay store stays in the state_dir it was opened in (storeDir, ""
-// when no store is open).
+// applied): the firewall backend, the capture interfaces, the knockd-style log, the pid file, the
+// control socket and the metrics listener are opened once, and the replay store stays in the
+// state_dir it was opened in (storeDir, "" when no store is open).
 func NeedsRestart(running, next *config.Config, storeDir string) []string {
 	var out []string
 	r, n := running.Server, next.Server
@@ -31,6 +31,12 @@ func NeedsRestart(running, next *config.Config, storeDir string) []string {
 	}
 	if storeDir != "" && next.SPA != nil && n.StateDir != storeDir {
 		out = append(out, "changing state_dir (the replay cache's)")
+	}
+	if running.Control != next.Control {
+		out = append(out, "changing [control]")
+	}
+	if running.Metrics != next.Metrics {
+		out = append(out, "changing [metrics]")
 	}
 	return out
 }
