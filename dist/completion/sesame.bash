@@ -5,7 +5,7 @@ _sesame() {
     local cur prev words cword
     _init_completion || return
 
-    local commands="demo grant help keygen knock open revoke server status version"
+    local commands="demo doctor grant help keygen knock open revoke server status version"
     if ((cword == 1)); then
         COMPREPLY=($(compgen -W "$commands -h --help -V --version" -- "$cur"))
         return
@@ -14,14 +14,25 @@ _sesame() {
     local opts
     case ${words[1]} in
     server)
-        opts="-c --config --knockd-conf --fwknop-conf --firewall --state-dir -i --log-format --log-level --check -h"
+        opts="-c --config --knockd-conf --fwknop-conf --firewall --state-dir --control-socket -i --log-format --log-level --check -h"
         case $prev in
         -c | --config | --knockd-conf) _filedir; return ;;
         --fwknop-conf | --state-dir) _filedir -d; return ;;
+        --control-socket) _filedir; return ;;
         --firewall) COMPREPLY=($(compgen -W "nftables iptables none" -- "$cur")); return ;;
         -i) _available_interfaces; return ;;
         --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
         --log-level) COMPREPLY=($(compgen -W "debug info warn error" -- "$cur")); return ;;
+        esac
+        ;;
+    doctor)
+        opts="-c --config --knockd-conf --fwknop-conf --firewall -i --timeout --probe-timeout -h"
+        case $prev in
+        -c | --config | --knockd-conf) _filedir; return ;;
+        --fwknop-conf) _filedir -d; return ;;
+        --firewall) COMPREPLY=($(compgen -W "nftables iptables none" -- "$cur")); return ;;
+        -i) _available_interfaces; return ;;
+        --timeout | --probe-timeout) return ;;
         esac
         ;;
     knock)
