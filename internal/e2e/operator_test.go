@@ -191,11 +191,10 @@ func TestIntegrationOperator(t *testing.T) {
 				t.Fatal("tcp/2222 not open after the second knock or SPA packet")
 			}
 			second := holdConn(t, bed, client, svc)
-			// Let the last ACKs of the exchange arrive first. Kill deletes the conntrack entry; a
-			// packet the server sends after that (here, its retransmission of the echo when the
-			// client's delayed ACK was dropped) makes a new entry from the server's side, which the
-			// gate lets through, and the connection lives on (docs/CONTROL.md).
-			time.Sleep(500 * time.Millisecond)
+			// Kill at once, while the exchange's last segments may still be in flight: a packet the
+			// server sends after the kill (its retransmission of the echo, when the client's
+			// delayed ACK was dropped) makes a new conntrack entry from the server's side; the
+			// gate drops the client's packets of such an entry, so the connection stays dead.
 			out := ctl("revoke", "--kill", client.String(), "tcp/2222")
 			if !strings.Contains(out, ": 1 grant\n") || !regexp.MustCompile(`ended [1-9]\d* connections?`).MatchString(out) {
 				t.Errorf("revoke --kill printed %q", out)

@@ -6,6 +6,7 @@
 // Layout, in the filter table of both iptables and ip6tables:
 //
 //	-A INPUT -j SESAME                                    (inserted at position 1, exactly once)
+//	-A SESAME -p tcp -m tcp --dport 2222 -m conntrack --ctdir REPLY -j DROP   (one per protected tcp port)
 //	-A SESAME -m connmark --mark 0x20000000/0x20000000 -j ACCEPT
 //	-A SESAME -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN
 //	-A SESAME -m set --match-set sesame4 src,dst -j CONNMARK --set-xmark 0x20000000/0x20000000
@@ -194,13 +195,24 @@ func (b *Backend) families() []family {
 // and accepts a new connection, and protected ports are dropped for everyone else.
 func (b *Backend) rules(set string, gate firewall.Gate) [][]string {
 	mark := fmt.Sprintf("%#x/%#x", firewall.ConnMark, firewall.ConnMark)
-	r := [][]string{
+	seen := map[netport.Port]bool{}
+	var r [][]string
+	// A TCP packet to a protected port in the reply direction belongs to a connection conntrack
+	// picked up from the server's side (after sesame revoke --kill deleted its entry): drop it,
+	// so the killed connection cannot come back as established (see the nft backend).
+	for _, p := range gate.Protected {
+		if p.Proto == netport.TCP && !seen[p] {
+			seen[p] = true
+			r = append(r, []string{"-p", "tcp", "--dport", strconv.Itoa(int(p.Num)), "-m", "conntrack", "--ctdir", "REPLY", "-j", "DROP"})
+		}
+	}
+	clear(seen)
+	r = append(r, [][]string{
 		{"-m", "connmark", "--mark", mark, "-j", "ACCEPT"},
 		{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"},
 		{"-m", "set", "--match-set", set, "src,dst", "-j", "CONNMARK", "--set-xmark", mark},
 		{"-m", "set", "--match-set", set, "src,dst", "-j", "ACCEPT"},
-	}
-	seen := map[netport.Port]bool{}
+	}...)
 	for _, p := range gate.Protected {
 		if seen[p] {
 			continue

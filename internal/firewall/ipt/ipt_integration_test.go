@@ -92,6 +92,7 @@ func TestIntegrationIptLayout(t *testing.T) {
 			t.Errorf("%s INPUT: want exactly one jump, first:\n%s", c.cmd, in)
 		}
 		want := "-N SESAME\n" +
+			"-A SESAME -p tcp -m tcp --dport 2222 -m conntrack --ctdir REPLY -j DROP\n" +
 			"-A SESAME -m connmark --mark 0x20000000/0x20000000 -j ACCEPT\n" +
 			"-A SESAME -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n" +
 			"-A SESAME -m set --match-set " + c.set + " src,dst -j CONNMARK --set-xmark 0x20000000/0x20000000\n" +

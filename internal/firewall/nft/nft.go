@@ -11,6 +11,7 @@
 //		set protected { type inet_proto . inet_service; elements = { tcp . 2222 } }
 //		chain gate {
 //			type filter hook input priority -10; policy accept;
+//			meta l4proto tcp ct direction reply meta l4proto . th dport @protected drop
 //			ct state established,related accept
 //			meta nfproto ipv4 ip saddr . meta l4proto . th dport @grants4 ct mark set ct mark | 0x20000000 accept
 //			meta nfproto ipv6 ip6 saddr . meta l4proto . th dport @grants6 ct mark set ct mark | 0x20000000 accept
@@ -218,7 +219,25 @@ func RuleExprs(withDrop bool) [][]expr.Any {
 		}
 	}
 	markExprs4, markExprs6 := markExprs(), markExprs()
-	rules := [][]expr.Any{
+	var rules [][]expr.Any
+	if withDrop {
+		// A TCP packet to a protected port in the reply direction of its connection belongs to
+		// a connection that conntrack picked up from the server's side: after sesame revoke
+		// --kill deleted the entry, the service's next segment makes a new one, and the
+		// client's packets would then pass as established. No connection a grant admitted has
+		// them (the client starts it, so its packets are in the original direction).
+		rules = append(rules, []expr.Any{ // meta l4proto tcp ct direction reply meta l4proto . th dport @protected drop
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Ct{Register: 1, Key: expr.CtKeyDIRECTION},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}}, // IP_CT_DIR_REPLY
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Lookup{SourceRegister: 1, SetName: ProtectedSet},
+			&expr.Verdict{Kind: expr.VerdictDrop},
+		})
+	}
+	rules = append(rules, [][]expr.Any{
 		{ // ct state established,related accept
 			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
@@ -246,7 +265,7 @@ func RuleExprs(withDrop bool) [][]expr.Any {
 			markExprs6[0], markExprs6[1], markExprs6[2],
 			&expr.Verdict{Kind: expr.VerdictAccept},
 		},
-	}
+	}...)
 	if withDrop {
 		rules = append(rules, []expr.Any{ // meta l4proto . th dport @protected drop
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},

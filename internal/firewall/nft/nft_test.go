@@ -128,10 +128,18 @@ func TestRuleLayout(t *testing.T) {
 			rules = append(rules, decodeRule(t, m.Data[4:]))
 		}
 	}
-	if got, want := strings.Join(kinds, " "), "newtable deltable newtable newset newset newset newchain newrule newrule newrule newrule"; got != want {
+	if got, want := strings.Join(kinds, " "), "newtable deltable newtable newset newset newset newchain newrule newrule newrule newrule newrule"; got != want {
 		t.Errorf("batch = %s\nwant      %s", got, want)
 	}
 	want := []string{`
+  [ meta load l4proto => reg 1 ]
+  [ cmp eq reg 1 0x00000006 ]
+  [ ct load direction => reg 1 ]
+  [ cmp eq reg 1 0x00000001 ]
+  [ meta load l4proto => reg 1 ]
+  [ payload load 2b @ transport header + 2 => reg 9 ]
+  [ lookup reg 1 set protected ]
+  [ immediate reg 0 drop ]`, `
   [ ct load state => reg 1 ]
   [ bitwise reg 1 = ( reg 1 & 0x00000006 ) ^ 0x00000000 ]
   [ cmp neq reg 1 0x00000000 ]
@@ -405,7 +413,7 @@ func dataValue(b []byte) []byte {
 func renderExpr(name string, a map[uint16][]byte) string {
 	switch name {
 	case "ct":
-		key := map[uint32]string{unix.NFT_CT_STATE: "state", unix.NFT_CT_MARK: "mark"}[be32(a[unix.NFTA_CT_KEY])]
+		key := map[uint32]string{unix.NFT_CT_STATE: "state", unix.NFT_CT_MARK: "mark", unix.NFT_CT_DIRECTION: "direction"}[be32(a[unix.NFTA_CT_KEY])]
 		if r, ok := a[unix.NFTA_CT_SREG]; ok {
 			return fmt.Sprintf("ct set %s with reg %d", key, be32(r))
 		}
