@@ -40,6 +40,10 @@ func scanKnockd(data []byte) (doors []knockdSection, options map[string]int) {
 			continue
 		}
 		key, _, ok := strings.Cut(s, "=")
+		if !ok && strings.EqualFold(s, "UseSyslog") {
+			options["USESYSLOG"] = i + 1 // global wherever it is
+			continue
+		}
 		if ok && cur != nil {
 			cur[strings.ToUpper(strings.Trim(key, " \t\n\v\f\r"))] = i + 1
 		}
@@ -85,7 +89,7 @@ func Knockd(name string, data []byte) (*Result, error) {
 		w.str("log_file", srv.LogFile)
 	}
 	if srv.UseSyslog {
-		w.comment("UseSyslog")
+		w.comment("%s: UseSyslog", at(opts["USESYSLOG"]))
 		w.bool("use_syslog", true)
 	}
 	if srv.PidFile != "" {
