@@ -7,13 +7,15 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/sesame-knock/sesame/internal/config"
+	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/migrate"
 )
 
-const migrateUsage = `sesame migrate knockd FILE [-o OUT] [--force]
-sesame migrate fwknop DIR [--keys-dir DIR] [-o OUT] [--force]
+const migrateUsage = `sesame migrate knockd FILE [--firewall KIND] [-o OUT] [--force]
+sesame migrate fwknop DIR [--keys-dir DIR] [--firewall KIND] [-o OUT] [--force]
 
 Turn a knockd.conf, or an fwknopd configuration directory (fwknopd.conf and
 access.conf), into the equivalent native configuration: TOML with comments that
@@ -29,6 +31,10 @@ What the native configuration cannot express (one-time sequences, a stanza
 without OPEN_PORTS, ...) is an error naming the file and line: migrate never
 writes a configuration that would behave differently. The result is loaded and
 compared with the legacy configuration before it is written.
+
+--firewall gives the backend as 'sesame server --knockd-conf/--fwknop-conf
+--firewall KIND' would; a knockd.conf whose doors use sesame's Open extension
+needs it there, and so here.
 
 Existing files (OUT, key files) are never overwritten without --force.
 
@@ -50,6 +56,7 @@ func migrateCommand() *command {
 		fs.StringVar(out, "output", "", "write the configuration to `OUT`")
 		keysDir := fs.String("keys-dir", defaultKeysDir, "fwknop: write the clients' key files to `DIR`")
 		force := fs.Bool("force", false, "overwrite existing files")
+		fw := fs.String("firewall", "", "the `KIND` sesame server --knockd-conf/--fwknop-conf would be given: "+firewall.KindList()+" (needed for knockd doors with Open)")
 		// Flags may come before, between or after the arguments.
 		var pos []string
 		for rest := args; ; {
@@ -64,7 +71,10 @@ func migrateCommand() *command {
 		if len(pos) != 2 {
 			return usagef("want a format and a path: sesame migrate knockd FILE, or sesame migrate fwknop DIR")
 		}
-		m := migration{out: *out, force: *force, stdout: stdout, stderr: stderr}
+		m := migration{out: *out, force: *force, stdout: stdout, stderr: stderr, ov: config.Overrides{Firewall: firewall.Kind(*fw)}}
+		if *fw != "" && !slices.Contains(firewall.Kinds(), m.ov.Firewall) {
+			return usagef("--firewall %q: want %s", *fw, firewall.KindList())
+		}
 		switch pos[0] {
 		case "knockd":
 			return m.knockd(pos[1])
@@ -81,6 +91,7 @@ type migration struct {
 	out            string
 	force          bool
 	stdout, stderr io.Writer
+	ov             config.Overrides
 }
 
 func (m migration) knockd(path string) error {
@@ -88,7 +99,7 @@ func (m migration) knockd(path string) error {
 	if err != nil {
 		return err
 	}
-	res, err := migrate.Knockd(path, data)
+	res, err := migrate.Knockd(path, data, m.ov)
 	if err != nil {
 		return err
 	}
@@ -121,7 +132,7 @@ func (m migration) fwknop(dir, keysDir string) error {
 	if err != nil {
 		return fmt.Errorf("keys directory: %w", err)
 	}
-	res, err := migrate.Fwknop(dir, srv, acc, abs)
+	res, err := migrate.Fwknop(dir, srv, acc, abs, m.ov)
 	if err != nil {
 		return err
 	}

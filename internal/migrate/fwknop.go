@@ -17,12 +17,17 @@ import (
 // Fwknop migrates an fwknopd configuration directory: srvData is its fwknopd.conf (nil when
 // there is none: fwknopd's defaults) and accData its access.conf. Every stanza's keys go to
 // files in keysDir (Result.Keys), which the configuration names; keysDir should be absolute,
-// since relative key file names are relative to the configuration file.
-func Fwknop(dir string, srvData, accData []byte, keysDir string) (*Result, error) {
+// since relative key file names are relative to the configuration file. ov are the overrides
+// sesame server --fwknop-conf would run it with.
+func Fwknop(dir string, srvData, accData []byte, keysDir string, ov config.Overrides) (*Result, error) {
 	srvName, accName := filepath.Join(dir, "fwknopd.conf"), filepath.Join(dir, "access.conf")
 	legacy, err := fwknopconf.Parse(dir, srvName, srvData, accName, accData)
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	legacy.Apply(ov)
+	if err := legacy.Validate(); err != nil {
+		return nil, fmt.Errorf("migrate: %s: %w", dir, err)
 	}
 	stanzas, err := fwknop.ParseAccess(accName, accData)
 	if err != nil {
@@ -48,8 +53,12 @@ func Fwknop(dir string, srvData, accData []byte, keysDir string) (*Result, error
 	}
 	w.line("")
 	w.line("[server]")
-	w.comment("fwknopd's firewall: grants are iptables rules at the top of INPUT (\"iptables\"), as")
-	w.comment("with --fwknop-conf. \"nftables\" is sesame's own gate (docs/FIREWALL.md).")
+	if ov.Firewall != "" {
+		w.comment("From --firewall, as sesame server --fwknop-conf ran it.")
+	} else {
+		w.comment("fwknopd's firewall: grants are iptables rules at the top of INPUT (\"iptables\"), as")
+		w.comment("with --fwknop-conf. \"nftables\" is sesame's own gate (docs/FIREWALL.md).")
+	}
 	w.str("firewall", string(legacy.Server.Firewall))
 	if len(legacy.Server.Interfaces) > 0 {
 		w.comment("%s: PCAP_INTF", srvName)

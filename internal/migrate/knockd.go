@@ -52,11 +52,21 @@ func scanKnockd(data []byte) (doors []knockdSection, options map[string]int) {
 }
 
 // Knockd migrates the knockd.conf text data; name is its file name, for comments and messages.
-// It reads the one-time sequence files the configuration names, as the server does.
-func Knockd(name string, data []byte) (*Result, error) {
+// ov are the overrides sesame server --knockd-conf would run it with: as there, a door that opens
+// ports (sesame's Open extension) needs ov.Firewall. It reads the one-time sequence files the
+// configuration names, as the server does.
+func Knockd(name string, data []byte, ov config.Overrides) (*Result, error) {
 	legacy, err := knockdconf.Parse(name, data)
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	if ov.Firewall == "" && len(legacy.OpenPorts()) > 0 {
+		return nil, fmt.Errorf("migrate: %s: doors name ports to open (Open = %v): choose sesame's gate with --firewall %s or --firewall %s, "+
+			"as sesame server --knockd-conf needs", name, legacy.OpenPorts(), config.FirewallNftables, config.FirewallIptables)
+	}
+	legacy.Apply(ov)
+	if err := legacy.Validate(); err != nil {
+		return nil, fmt.Errorf("migrate: %s: %w", name, err)
 	}
 	secs, opts := scanKnockd(data)
 	if len(secs) != len(legacy.Doors) {
@@ -70,11 +80,11 @@ func Knockd(name string, data []byte) (*Result, error) {
 
 	srv := legacy.Server
 	w.line("[server]")
-	if srv.Firewall == config.FirewallNone {
+	switch {
+	case ov.Firewall != "":
+		w.comment("From --firewall, as sesame server --knockd-conf ran it.")
+	case srv.Firewall == config.FirewallNone:
 		w.comment("knockd doors run commands and open nothing themselves: sesame touches no firewall.")
-	} else {
-		w.comment("A door uses sesame's Open extension, which needs a gate (sesame server --knockd-conf")
-		w.comment("ran it with %s unless --firewall chose another).", srv.Firewall)
 	}
 	w.str("firewall", string(srv.Firewall))
 	if len(srv.Interfaces) > 0 {

@@ -23,13 +23,15 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 type sample struct {
 	name   string // testdata/NAME.knockd.conf or testdata/NAME/, golden testdata/NAME.toml
 	fwknop bool
+	ov     config.Overrides // sesame migrate --firewall
 }
 
 var samples = []sample{
-	{"commands", false},
-	{"open", false},
-	{"fwknop-udp", true},
-	{"fwknop-sniff", true},
+	{name: "commands"},
+	{name: "open", ov: config.Overrides{Firewall: config.FirewallNftables}},
+	{name: "fwknop-udp", fwknop: true},
+	{name: "fwknop-sniff", fwknop: true},
+	{name: "fwknop-nftables", fwknop: true, ov: config.Overrides{Firewall: config.FirewallNftables}},
 }
 
 // run migrates a sample with its keys in keysDir.
@@ -43,10 +45,10 @@ func (s sample) run(t *testing.T, keysDir string) *Result {
 		if rerr != nil {
 			t.Fatal(rerr)
 		}
-		res, err = Fwknop(dir, srv, read(t, filepath.Join(dir, "access.conf")), keysDir)
+		res, err = Fwknop(dir, srv, read(t, filepath.Join(dir, "access.conf")), keysDir, s.ov)
 	} else {
 		path := filepath.Join("testdata", s.name+".knockd.conf")
-		res, err = Knockd(path, read(t, path))
+		res, err = Knockd(path, read(t, path), s.ov)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -164,9 +166,9 @@ func TestRoundTripCases(t *testing.T) {
 			var res *Result
 			var err error
 			if tc.knockd != "" {
-				res, err = Knockd(filepath.Join(dir, "knockd.conf"), []byte(tc.knockd))
+				res, err = Knockd(filepath.Join(dir, "knockd.conf"), []byte(tc.knockd), config.Overrides{})
 			} else {
-				res, err = Fwknop(dir, nil, []byte(tc.access), t.TempDir())
+				res, err = Fwknop(dir, nil, []byte(tc.access), t.TempDir(), config.Overrides{})
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -306,9 +308,9 @@ func TestNotExpressible(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
 			if tc.knockd != "" {
-				_, err = Knockd(filepath.Join(dir, "knockd.conf"), []byte(tc.knockd))
+				_, err = Knockd(filepath.Join(dir, "knockd.conf"), []byte(tc.knockd), config.Overrides{})
 			} else {
-				_, err = Fwknop(dir, nil, []byte(tc.access), t.TempDir())
+				_, err = Fwknop(dir, nil, []byte(tc.access), t.TempDir(), config.Overrides{})
 			}
 			if !errors.Is(err, ErrNotExpressible) || !strings.Contains(err.Error(), string(filepath.Separator)+tc.want) {
 				t.Fatalf("err = %v, want %q and ErrNotExpressible", err, tc.want)
@@ -325,14 +327,15 @@ func TestNotExpressible(t *testing.T) {
 func TestLegacyErrors(t *testing.T) {
 	for _, tc := range []struct{ name, knockd, access, want string }{
 		{name: "knockd syntax", knockd: "[d]\nsequence = 1,x\ncommand = a\n", want: "knockd.conf:2"},
+		{name: "knockd Open without --firewall", knockd: "[d]\nsequence = 1,2\nOpen = tcp/22\n", want: "choose sesame's gate with --firewall nftables or --firewall iptables"},
 		{name: "fwknop DESTINATION", access: "SOURCE ANY\nDESTINATION 10.0.0.1\nKEY_BASE64 " + key32 + "\nOPEN_PORTS tcp/22\n", want: "DESTINATION is not supported"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
 			if tc.knockd != "" {
-				_, err = Knockd("knockd.conf", []byte(tc.knockd))
+				_, err = Knockd("knockd.conf", []byte(tc.knockd), config.Overrides{})
 			} else {
-				_, err = Fwknop(t.TempDir(), nil, []byte(tc.access), t.TempDir())
+				_, err = Fwknop(t.TempDir(), nil, []byte(tc.access), t.TempDir(), config.Overrides{})
 			}
 			if err == nil || errors.Is(err, ErrNotExpressible) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want the loader's error %q", err, tc.want)
