@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/sesame-knock/sesame/internal/config"
 	"github.com/sesame-knock/sesame/internal/firewall"
@@ -71,20 +72,34 @@ func migrateCommand() *command {
 		if len(pos) != 2 {
 			return usagef("want a format and a path: sesame migrate knockd FILE, or sesame migrate fwknop DIR")
 		}
-		m := migration{out: *out, force: *force, stdout: stdout, stderr: stderr, ov: config.Overrides{Firewall: firewall.Kind(*fw)}}
-		if *fw != "" && !slices.Contains(firewall.Kinds(), m.ov.Firewall) {
-			return usagef("--firewall %q: want %s", *fw, firewall.KindList())
-		}
-		switch pos[0] {
-		case "knockd":
-			return m.knockd(pos[1])
-		case "fwknop":
-			return m.fwknop(pos[1], *keysDir)
-		default:
-			return usagef("unknown format %q (want knockd or fwknop)", pos[0])
-		}
+		err := func() error {
+			m := migration{out: *out, force: *force, stdout: stdout, stderr: stderr, ov: config.Overrides{Firewall: firewall.Kind(*fw)}}
+			if *fw != "" && !slices.Contains(firewall.Kinds(), m.ov.Firewall) {
+				return usagef("--firewall %q: want %s", *fw, firewall.KindList())
+			}
+			switch pos[0] {
+			case "knockd":
+				return m.knockd(pos[1])
+			case "fwknop":
+				return m.fwknop(pos[1], *keysDir)
+			default:
+				return usagef("unknown format %q (want knockd or fwknop)", pos[0])
+			}
+		}()
+		return trimOp(err)
 	}
 	return c
+}
+
+// trimOp drops the "migrate: " of the package's errors: Main says "sesame migrate: " already.
+func trimOp(err error) error {
+	if err == nil || errors.As(err, new(usageError)) {
+		return err
+	}
+	if s, ok := strings.CutPrefix(err.Error(), "migrate: "); ok {
+		return errors.New(s)
+	}
+	return err
 }
 
 type migration struct {
