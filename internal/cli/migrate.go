@@ -147,6 +147,26 @@ func (m migration) fwknop(dir, keysDir string) error {
 	if err != nil {
 		return fmt.Errorf("keys directory: %w", err)
 	}
+	// A trial run with the keys in a private temporary directory: a result that would not load
+	// leaves no key file behind.
+	tmp, err := os.MkdirTemp("", "sesame-migrate-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	trial, err := migrate.Fwknop(dir, srv, acc, tmp, m.ov)
+	if err != nil {
+		return err
+	}
+	for _, k := range trial.Keys {
+		if err := writeKeyFile(k.Path, k.Data, 0o600, false); err != nil {
+			return err
+		}
+	}
+	if err := verify(trial, "migrated configuration"); err != nil {
+		return err
+	}
+	os.RemoveAll(tmp)
 	res, err := migrate.Fwknop(dir, srv, acc, abs, m.ov)
 	if err != nil {
 		return err
@@ -157,6 +177,16 @@ func (m migration) fwknop(dir, keysDir string) error {
 		}
 	}
 	return m.finish(res)
+}
+
+// verify loads res's text, with its key files in place, and compares it with the legacy
+// configuration.
+func verify(res *migrate.Result, name string) error {
+	native, err := config.Parse(name, res.TOML)
+	if err != nil {
+		return fmt.Errorf("migrate: the migrated configuration does not load (a bug in sesame migrate: please report it): %w", err)
+	}
+	return res.Check(native)
 }
 
 // finish writes the key files, checks that the configuration loads into the legacy one, and
@@ -184,11 +214,7 @@ func (m migration) finish(res *migrate.Result) error {
 	if name == "" {
 		name = "migrated configuration"
 	}
-	native, err := config.Parse(name, res.TOML)
-	if err != nil {
-		return fmt.Errorf("migrate: the migrated configuration does not load (a bug in sesame migrate: please report it): %w", err)
-	}
-	if err := res.Check(native); err != nil {
+	if err := verify(res, name); err != nil {
 		return err
 	}
 	if m.out == "" {

@@ -159,6 +159,12 @@ func checkFwknopClient(file string, line int, section string, c *config.SPAClien
 	if len(c.Sources) == 0 {
 		return notExpressible(file, line, section, "SOURCE lists no network")
 	}
+	for _, p := range c.Sources {
+		if p.Addr().Is4In6() {
+			return notExpressible(file, line, section, "SOURCE %s is an IPv4-mapped IPv6 network, which "+
+				"native sources refuse: write the IPv4 form %s, or remove it, and migrate again", p, netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0)))
+		}
+	}
 	return nil
 }
 

@@ -194,7 +194,7 @@ func (w *writer) line(s string) { w.b.WriteString(s + "\n") }
 func (w *writer) str(key, value string) {
 	q, err := quote(value)
 	if err != nil && w.err == nil {
-		w.err = fmt.Errorf("%s: %w", key, err)
+		w.err = fmt.Errorf("%s: %w: %w", key, err, ErrNotExpressible)
 	}
 	w.line(key + " = " + q)
 }
@@ -205,7 +205,7 @@ func (w *writer) list(key string, values []string) {
 	for i, v := range values {
 		q, err := quote(v)
 		if err != nil && w.err == nil {
-			w.err = fmt.Errorf("%s: %w", key, err)
+			w.err = fmt.Errorf("%s: %w: %w", key, err, ErrNotExpressible)
 		}
 		qs[i] = q
 	}

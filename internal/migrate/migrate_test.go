@@ -300,6 +300,8 @@ func TestNotExpressible(t *testing.T) {
 		{name: "repeated knock", knockd: "[options]\nUseSyslog\n[d]\nsequence = 1,2,2\ncommand = a\n", want: `knockd.conf:4: door "d": Sequence: knocks 2 and 3`},
 		{name: "door that does nothing", knockd: "[d]\nsequence = 1,2\nstop_command = a\n", want: `knockd.conf:1: door "d": the door runs no command and opens nothing`},
 		{name: "cmd_timeout over a day", knockd: "[d]\nsequence = 1,2\ncommand = a\ncmd_timeout = 86401\n", want: `knockd.conf:4: door "d": Cmd_Timeout 24h0m1s`},
+		{name: "invalid UTF-8", knockd: "[d]\nsequence = 1,2\ncommand = echo \xff\n", want: "knockd.conf: command: the value is not valid UTF-8"},
+		{name: "IPv4-mapped SOURCE", access: "SOURCE 10.0.0.0/8, ::ffff:198.18.0.2\n" + keys + "OPEN_PORTS tcp/22\n", want: "access.conf:1: stanza #1: SOURCE ::ffff:198.18.0.2/128 is an IPv4-mapped IPv6 network"},
 		{name: "no OPEN_PORTS", access: "# c\nSOURCE ANY\n" + keys, want: "access.conf:2: stanza #1: no OPEN_PORTS"},
 		{name: "restricted open port", access: "SOURCE ANY\n" + keys + "OPEN_PORTS tcp/22\n\nSOURCE ANY\n" + keys + "OPEN_PORTS tcp/22,tcp/23\nRESTRICT_PORTS tcp/23\n",
 			want: "access.conf:6: stanza #2: RESTRICT_PORTS tcp/23 is also in OPEN_PORTS"},
