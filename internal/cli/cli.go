@@ -37,6 +37,7 @@ func commands() map[string]*command {
 		"knock":   knockCommand(),
 		"open":    openCommand(),
 		"keygen":  keygenCommand(),
+		"migrate": migrateCommand(),
 		"demo":    demoCommand(),
 		"status":  statusCommand(),
 		"grant":   grantCommand(),
