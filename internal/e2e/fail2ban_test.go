@@ -62,63 +62,8 @@ func runF2BScenario(t *testing.T, bed *netnsbed.Bed, extra []netip.Addr, journal
 		t.Fatal("nmap is not installed (.ci/deps.sh installs it)")
 	}
 	k := newSPAKeys(t)
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "sesame.toml")
-	writeSecret(t, cfgPath, []byte(k.config(false, dir)+f2bDoor))
-	logPath := filepath.Join(dir, "sesame.log")
-	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	cmd := netnsbed.Command(context.Background(), bed.Server, sesameBin, "server", "-c", cfgPath)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, "JOURNAL_STREAM=") })
-	if journal {
-		fi, err := logFile.Stat()
-		if err != nil {
-			t.Fatal(err)
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		cmd.Env = append(cmd.Env, fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	stop := func() {
-		select {
-		case <-done:
-			return
-		default:
-		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}
-	t.Cleanup(stop)
-	output := func() string {
-		b, _ := os.ReadFile(logPath)
-		return string(b)
-	}
-	has := func(timeout time.Duration, subs ...string) bool {
-		return waitFor(timeout, func() bool {
-			for l := range strings.SplitSeq(output(), "\n") {
-				if !slices.ContainsFunc(subs, func(s string) bool { return !strings.Contains(l, s) }) {
-					return true
-				}
-			}
-			return false
-		})
-	}
-	if !has(10*time.Second, "sesame server running") {
-		t.Fatalf("sesame did not start; output:\n%s", output())
-	}
+	d := startSesameToFile(t, bed, k, journal)
+	output, has := d.output, d.has
 	scanner4, scanner6, spam4, spam6 := extra[0], extra[1], extra[2], extra[3]
 	srv4 := netip.AddrPortFrom(netnsbed.Server4, spaPort)
 	srv6 := netip.AddrPortFrom(netnsbed.Server6, spaPort)
@@ -189,7 +134,7 @@ func runF2BScenario(t *testing.T, bed *netnsbed.Bed, extra []netip.Addr, journal
 	if !has(2*time.Second, `msg="spa refused"`, src(scanner4), "reason=replay") {
 		t.Fatalf("no replay line for %s:\n%s", scanner4, output())
 	}
-	stop()
+	d.stop()
 	return f2bRun{
 		log:                  output(),
 		hostile:              []netip.Addr{scanner4, scanner6, spam4, spam6},
@@ -197,6 +142,81 @@ func runF2BScenario(t *testing.T, bed *netnsbed.Bed, extra []netip.Addr, journal
 		replayer:             scanner4,
 		legitimateKnockTypos: []netip.Addr{netnsbed.Client4},
 	}
+}
+
+// fileDaemon is the real sesame with its stdout and stderr on a file.
+type fileDaemon struct {
+	path string
+	stop func()
+}
+
+func (d *fileDaemon) output() string {
+	b, _ := os.ReadFile(d.path)
+	return string(b)
+}
+
+// has waits up to timeout for a line that contains all of subs.
+func (d *fileDaemon) has(timeout time.Duration, subs ...string) bool {
+	return waitFor(timeout, func() bool {
+		for l := range strings.SplitSeq(d.output(), "\n") {
+			if !slices.ContainsFunc(subs, func(s string) bool { return !strings.Contains(l, s) }) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// startSesameToFile runs 'sesame server' on k's SPA clients and f2bDoor in bed's server
+// namespace, at the default log level, its output on a file; with journal, JOURNAL_STREAM
+// names that file as systemd would name the journal's stream. It waits until the server runs
+// and stops it when the test ends.
+func startSesameToFile(t *testing.T, bed *netnsbed.Bed, k *spaKeys, journal bool) *fileDaemon {
+	t.Helper()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "sesame.toml")
+	writeSecret(t, cfgPath, []byte(k.config(false, dir)+f2bDoor))
+	d := &fileDaemon{path: filepath.Join(dir, "sesame.log")}
+	logFile, err := os.OpenFile(d.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := netnsbed.Command(context.Background(), bed.Server, sesameBin, "server", "-c", cfgPath)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, "JOURNAL_STREAM=") })
+	if journal {
+		fi, err := logFile.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		cmd.Env = append(cmd.Env, fmt.Sprintf("JOURNAL_STREAM=%d:%d", st.Dev, st.Ino))
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	d.stop = func() {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}
+	t.Cleanup(d.stop)
+	if !d.has(10*time.Second, "sesame server running") {
+		t.Fatalf("sesame did not start; output:\n%s", d.output())
+	}
+	return d
 }
 
 // fail2banRegex runs the real fail2ban-regex on logPath with filter and returns the set of
@@ -329,4 +349,164 @@ func journalMessages(t *testing.T, lines []string) []string {
 		out = append(out, "sesamehost sesame[4242]: "+strings.TrimPrefix(l, "<"+m[1]+">"))
 	}
 	return out
+}
+
+// fail2banJail is the example jail, from the repository.
+var fail2banJail = filepath.Join(filepath.Dir(fail2banFilter), "..", "jail.d", "sesame.conf")
+
+// f2bServer is a real fail2ban server running in a bed's server namespace.
+type f2bServer struct {
+	conf, sock string
+}
+
+// client runs fail2ban-client against the server.
+func (s *f2bServer) client(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "fail2ban-client", append([]string{"-c", s.conf, "-s", s.sock}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// banned returns the jail's banned addresses.
+func (s *f2bServer) banned(t *testing.T) []netip.Addr {
+	t.Helper()
+	out, err := s.client(t, "get", "sesame", "banip")
+	if err != nil {
+		t.Fatalf("fail2ban-client get sesame banip: %v\n%s", err, out)
+	}
+	var as []netip.Addr
+	for _, f := range strings.Fields(out) {
+		if a, err := netip.ParseAddr(f); err == nil {
+			as = append(as, a)
+		}
+	}
+	return as
+}
+
+// startFail2ban copies the system's fail2ban configuration without its jails, adds the
+// repository's filter and example jail, and, in a .local beside the jail, only what the test
+// must change: the log file instead of the journal, the test's service port. It runs the
+// server in the bed's server namespace (its nftables rules stay there) until the test ends.
+func startFail2ban(t *testing.T, bed *netnsbed.Bed, logPath string) *f2bServer {
+	t.Helper()
+	if _, err := exec.LookPath("fail2ban-client"); err != nil {
+		t.Fatal("fail2ban-client is not installed (.ci/deps.sh installs fail2ban)")
+	}
+	dir := t.TempDir()
+	s := &f2bServer{conf: filepath.Join(dir, "etc"), sock: filepath.Join(dir, "f2b.sock")}
+	if out, err := exec.Command("cp", "-a", "/etc/fail2ban", s.conf).CombinedOutput(); err != nil {
+		t.Fatalf("cp /etc/fail2ban: %v\n%s", err, out)
+	}
+	for _, glob := range []string{"jail.d/*", "jail.local", "fail2ban.local", "fail2ban.d/*"} {
+		ms, _ := filepath.Glob(filepath.Join(s.conf, glob))
+		for _, m := range ms {
+			if err := os.RemoveAll(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	copyFile := func(from, to string) {
+		t.Helper()
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(fail2banFilter, filepath.Join(s.conf, "filter.d", "sesame.conf"))
+	copyFile(fail2banJail, filepath.Join(s.conf, "jail.d", "sesame.conf"))
+	writeSecret(t, filepath.Join(s.conf, "jail.d", "sesame.local"), []byte(fmt.Sprintf(
+		"[sesame]\nbackend = polling\nlogpath = %s\nport = 2222,%d\n", logPath, spaPort)))
+	writeSecret(t, filepath.Join(s.conf, "fail2ban.local"), []byte("[Definition]\ndbfile = :memory:\n"))
+	if out, err := s.client(t, "-t"); err != nil {
+		t.Fatalf("fail2ban-client -t: %v\n%s", err, out)
+	}
+	cmd := netnsbed.Command(context.Background(), bed.Server, "fail2ban-client", "-c", s.conf, "-s", s.sock,
+		"-p", filepath.Join(dir, "f2b.pid"), "--logtarget", filepath.Join(dir, "f2b.log"), "-f", "-x", "start")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		s.client(t, "stop")
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "f2b.log"))
+			t.Logf("fail2ban log:\n%s", b)
+		}
+	})
+	if !waitFor(20*time.Second, func() bool { _, err := s.client(t, "status", "sesame"); return err == nil }) {
+		out, err := s.client(t, "status", "sesame")
+		t.Fatalf("the sesame jail did not start: %v\n%s", err, out)
+	}
+	return s
+}
+
+// TestIntegrationFail2banJail: the example jail, in a real fail2ban server reading the real
+// daemon's log, bans a source that sends SPA garbage, with the nftables action, on the
+// protected port: a grant it earned by knocking no longer lets it through, a new knock opens
+// the door in sesame (its packet socket sees knocks before the firewall) but not the port, and
+// an unban lets it through again. The legitimate client, who mistyped a knock, is not banned
+// and keeps its connection. Open and closed are judged by data both ways.
+func TestIntegrationFail2banJail(t *testing.T) {
+	bed := skipUnlessRoot(t)
+	extra, err := bed.AddClientAddrs(t.Context(), 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attacker, legit := extra[0], netnsbed.Client4
+	svc := listen(t, bed, families[0])
+	k := newSPAKeys(t)
+	d := startSesameToFile(t, bed, k, false)
+	f2b := startFail2ban(t, bed, d.path)
+
+	knockFrom(t, bed, legit, netnsbed.Server4, "7000/tcp", "9000/tcp") // mistyped
+	for _, c := range []netip.Addr{legit, attacker} {
+		knockFrom(t, bed, c, netnsbed.Server4, "7000/tcp", "8000/udp", "9000/tcp")
+		if !eventually(t, bed, c, svc, true) {
+			t.Fatalf("%s: the knock did not open the port; log:\n%s", c, d.output())
+		}
+	}
+	sendUDP(t, bed, legit, netip.AddrPortFrom(netnsbed.Server4, spaPort), seal(t, k.shared(), spa.Request{}, time.Now()))
+	var garbage [96]byte
+	for range 5 {
+		rand.Read(garbage[:])
+		sendUDP(t, bed, attacker, netip.AddrPortFrom(netnsbed.Server4, spaPort), garbage[:])
+	}
+	if !waitFor(20*time.Second, func() bool { return slices.Contains(f2b.banned(t), attacker) }) {
+		t.Fatalf("fail2ban did not ban %s; banned %v; log:\n%s", attacker, f2b.banned(t), d.output())
+	}
+	if !eventually(t, bed, attacker, svc, false) {
+		t.Fatal("the banned source still reaches the protected port")
+	}
+	knockFrom(t, bed, attacker, netnsbed.Server4, "7000/tcp", "8000/udp", "9000/tcp")
+	if !waitFor(2*time.Second, func() bool {
+		return strings.Count(d.output(), `msg="door opened" door=ssh src=`+attacker.String()) == 2
+	}) {
+		t.Fatalf("sesame did not see the banned source's knock; log:\n%s", d.output())
+	}
+	if canConnect(t, bed, attacker, svc) {
+		t.Fatal("the banned source reached the protected port after knocking")
+	}
+	if !canConnect(t, bed, legit, svc) {
+		t.Fatal("the legitimate client lost the protected port")
+	}
+	if got := f2b.banned(t); !slices.Equal(got, []netip.Addr{attacker}) {
+		t.Fatalf("banned %v, want only %s", got, attacker)
+	}
+	if out, err := f2b.client(t, "set", "sesame", "unbanip", attacker.String()); err != nil {
+		t.Fatalf("unbanip: %v\n%s", err, out)
+	}
+	if !eventually(t, bed, attacker, svc, true) {
+		t.Fatal("the unbanned source does not reach the port its knock opened")
+	}
 }
