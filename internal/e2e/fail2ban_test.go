@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -39,6 +40,18 @@ sequence = ["7000/tcp", "8000/udp", "9000/tcp"]
 sequence_timeout = "3s"
 open = ["tcp/2222"]
 open_for = "30s"
+
+[[door]]
+name = "slow"
+sequence = ["7100/tcp", "7200/tcp"]
+min_gap = "1s"
+open = ["tcp/2222"]
+
+[[door]]
+name = "office"
+sequence = ["7300/tcp", "7400/tcp"]
+sources = ["10.0.0.0/8"]
+open = ["tcp/2222"]
 `
 
 // f2bRun is what one run of the scenario left: the daemon's output and who was who.
@@ -74,6 +87,13 @@ func runF2BScenario(t *testing.T, bed *netnsbed.Bed, extra []netip.Addr, journal
 	if !has(2*time.Second, `msg="knock refused"`, src(netnsbed.Client4), `reason="wrong knock"`) {
 		t.Fatalf("no wrong-knock line for the legitimate client:\n%s", output())
 	}
+	// Too fast for the slow door, and outside the office door's sources.
+	knockFrom(t, bed, netnsbed.Client4, netnsbed.Server4, "7100/tcp", "7200/tcp", "7300/tcp")
+	for _, reason := range []string{`reason="knock sooner than min_gap"`, `reason="source not allowed"`} {
+		if !has(2*time.Second, `msg="knock refused"`, src(netnsbed.Client4), reason) {
+			t.Fatalf("no %s line for the legitimate client:\n%s", reason, output())
+		}
+	}
 	knockFrom(t, bed, netnsbed.Client4, netnsbed.Server4, "7000/tcp", "8000/udp", "9000/tcp")
 	if !has(2*time.Second, `msg="door opened"`, " src="+netnsbed.Client4.String()) {
 		t.Fatalf("the legitimate knock did not open the door:\n%s", output())
@@ -97,15 +117,20 @@ func runF2BScenario(t *testing.T, bed *netnsbed.Bed, extra []netip.Addr, journal
 		t.Fatalf("nmap %v: %v\n%s", args, err, out)
 	}
 	knockFrom(t, bed, scanner6, netnsbed.Server6, "8001/udp", "8999/tcp")
+	const guardLine = `msg="sweep guard: knocks from this source are ignored for a while"`
 	for _, s := range []netip.Addr{scanner4, scanner6} {
-		if !has(2*time.Second, `msg="sweep guard: knocks from this source are ignored for a while"`, src(s)) {
+		if !has(2*time.Second, guardLine, src(s)) {
 			t.Fatalf("no sweep guard line for %s:\n%s", s, output())
 		}
+	}
+	// The guard ignores the source from its first guard hit: one line per sweep.
+	if n := strings.Count(output(), guardLine+src(scanner4)); n != 1 {
+		t.Errorf("the nmap sweep gave %d sweep guard lines, want 1", n)
 	}
 
 	// The SPA attacker: garbage, a truncated and a tampered packet, a wrong key (an unknown
 	// client), from both families.
-	var garbage [96]byte
+	var garbage [200]byte // random bytes: not base64 text, so malformed for fwknop
 	rand.Read(garbage[:])
 	wrongKey, err := spa.GenerateSharedKey(rand.Reader)
 	if err != nil {
@@ -117,16 +142,23 @@ func runF2BScenario(t *testing.T, bed *netnsbed.Bed, extra []netip.Addr, journal
 	}{{spam4, srv4}, {spam6, srv6}} {
 		tampered := seal(t, k.shared(), spa.Request{}, time.Now())
 		tampered[len(tampered)-1] ^= 1
+		long := append(seal(t, k.shared(), spa.Request{}, time.Now()), make([]byte, spa.MaxPacketLen)...)
 		for _, pkt := range [][]byte{
 			garbage[:],
 			seal(t, k.shared(), spa.Request{}, time.Now())[:spa.HeaderLen+2],
 			tampered,
 			seal(t, spa.ClientCredential{ID: "mallory", Shared: &wrongKey}, spa.Request{}, time.Now()),
+			long,
 		} {
 			sendUDP(t, bed, p.from, p.to, pkt)
 		}
-		if !waitFor(2*time.Second, func() bool { return strings.Count(output(), `msg="spa refused"`+src(p.from)) >= 4 }) {
-			t.Fatalf("not four spa refused lines for %s:\n%s", p.from, output())
+		for _, reason := range []string{"malformed", "too short", "bad MAC", "unknown client", "too long"} {
+			if !has(2*time.Second, `msg="spa refused"`+src(p.from), reasonAttr(reason)) {
+				t.Fatalf("no spa refused line with %s for %s:\n%s", reason, p.from, output())
+			}
+		}
+		if !waitFor(2*time.Second, func() bool { return strings.Count(output(), `msg="spa refused"`+src(p.from)) == 5 }) {
+			t.Fatalf("not five spa refused lines for %s:\n%s", p.from, output())
 		}
 	}
 	// The scanner also replays the legitimate client's packet from its own address.
@@ -317,6 +349,16 @@ func TestIntegrationFail2banFilter(t *testing.T) {
 			aggr := fail2banRegex(t, logPath, fail2banFilter+"[mode=aggressive]", extraArgs...)
 			checkBanned(t, "aggressive", aggr, append(slices.Clone(run.hostile), run.legitimateKnockTypos...), nil, run.log)
 			t.Logf("fail2ban-regex found, normal mode: %v; aggressive mode: %v", norm, aggr)
+			// One failure per hostile line: the sweeps' guard lines, every SPA refusal but the
+			// replay; in aggressive mode also the replay and the client's three knock mistakes.
+			wantNorm := map[netip.Addr]int{extra[0]: 1, extra[1]: 1, extra[2]: 5, extra[3]: 5}
+			if !maps.Equal(norm, wantNorm) {
+				t.Errorf("normal mode: %v failures, want %v", norm, wantNorm)
+			}
+			wantAggr := map[netip.Addr]int{extra[0]: 2, extra[1]: 1, extra[2]: 5, extra[3]: 5, netnsbed.Client4: 3}
+			if !maps.Equal(aggr, wantAggr) {
+				t.Errorf("aggressive mode: %v failures, want %v", aggr, wantAggr)
+			}
 			if aggr[run.replayer] <= norm[run.replayer] {
 				t.Errorf("aggressive mode counts %d failures for the replayer %s, normal %d: the replay is not counted", aggr[run.replayer], run.replayer, norm[run.replayer])
 			}
@@ -477,7 +519,7 @@ func TestIntegrationFail2banJail(t *testing.T) {
 		}
 	}
 	sendUDP(t, bed, legit, netip.AddrPortFrom(netnsbed.Server4, spaPort), seal(t, k.shared(), spa.Request{}, time.Now()))
-	var garbage [96]byte
+	var garbage [200]byte // random bytes: not base64 text, so malformed for fwknop
 	for range 5 {
 		rand.Read(garbage[:])
 		sendUDP(t, bed, attacker, netip.AddrPortFrom(netnsbed.Server4, spaPort), garbage[:])

@@ -126,6 +126,18 @@ func TestRefusalLinesNameSourceFirst(t *testing.T) {
 			b.sendSPA(srcC, 62201, false, b.alicePacket()[:spa.HeaderLen+1])
 			return srcC
 		}, "spa refused", "too short"},
+		{"spa too long", spaConfig, nil, func(b *bed) netip.Addr {
+			b.sendSPA(srcC, 62201, false, append(b.alicePacket(), make([]byte, spa.MaxPacketLen)...))
+			return srcC
+		}, "spa refused", "too long"},
+		{"spa port not allowed", spaConfig, nil, func(b *bed) netip.Addr {
+			pkt, err := spa.Seal(spa.Request{Ports: []netport.Port{tcp(444)}}, spa.ClientCredential{ID: "alice", Shared: &aliceK}, b.clock.Now(), crand.Reader)
+			if err != nil {
+				b.t.Fatal(err)
+			}
+			b.sendSPA(srcB, 62201, false, pkt)
+			return srcB
+		}, "spa refused", "port not allowed"},
 		{"spa bad MAC", spaConfig, nil, func(b *bed) netip.Addr {
 			pkt := b.alicePacket()
 			pkt[len(pkt)-1] ^= 1
