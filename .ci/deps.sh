@@ -7,9 +7,12 @@ export DEBIAN_FRONTEND=noninteractive
 # gcc and libc6-dev: only for the race-detector run of the unit tests (the binary stays CGO_ENABLED=0).
 # nmap: the scanner the sweep and invisibility tests run against the daemon.
 # prometheus: for promtool, which the metrics tests run (check metrics, check rules, test rules).
-pkgs=(iproute2 nftables iptables knockd fwknop-client fwknop-server tcpdump procps nmap gcc libc6-dev prometheus)
+# man-db and groff-base: man --warnings and lexgrog check the man pages; bash-completion and zsh:
+# the completion tests; the package test (dist/) also needs dpkg, adduser and systemd's
+# systemd-sysusers and systemd-tmpfiles, which Debian has.
 # fail2ban: fail2ban-regex and fail2ban-client -t check dist/fail2ban against the daemon's log.
-pkgs+=(fail2ban)
+pkgs=(iproute2 nftables iptables knockd fwknop-client fwknop-server tcpdump procps nmap gcc libc6-dev prometheus strace
+  man-db groff-base bash-completion zsh fail2ban)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

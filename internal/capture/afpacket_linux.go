@@ -98,8 +98,11 @@ func Open(cfg Config) (*AFPacket, error) {
 func openSocket(ifindex int, prog []bpf.RawInstruction) (int, error) {
 	// Protocol 0: the socket receives nothing until bind names ETH_P_ALL.
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if errors.Is(err, unix.EPERM) {
+		return -1, fmt.Errorf("packet socket: %w: needs CAP_NET_RAW", err)
+	}
 	if err != nil {
-		return -1, fmt.Errorf("socket: %w", err)
+		return -1, fmt.Errorf("packet socket: %w", err)
 	}
 	fail := func(op string, err error) (int, error) {
 		unix.Close(fd)

@@ -41,6 +41,7 @@ func commands() map[string]*command {
 		"status":  statusCommand(),
 		"grant":   grantCommand(),
 		"revoke":  revokeCommand(),
+		"doctor":  doctorCommand(),
 		"version": {summary: "print the version", usage: "sesame version\n\nExample:\n  sesame version\n", run: runVersion},
 		"help":    {summary: "show help for a command", usage: "sesame help [COMMAND]\n\nExamples:\n  sesame help\n  sesame help server\n"},
 	}
@@ -71,6 +72,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		printHelp(stdout, cmds)
+		return 0
+	case manName: // hidden: not a command for users, so not listed
+		if err := runMan(ctx, args[1:], stdout); err != nil {
+			fmt.Fprintf(stderr, "sesame %s: %v\n", manName, err)
+			if errors.As(err, new(usageError)) {
+				return 2
+			}
+			return 1
+		}
 		return 0
 	}
 	c, ok := cmds[name]

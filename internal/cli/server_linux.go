@@ -7,11 +7,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/sesame-knock/sesame/internal/capture"
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/safefile"
+	"github.com/sesame-knock/sesame/internal/sdnotify"
 	"github.com/sesame-knock/sesame/internal/server"
 )
 
@@ -57,8 +59,8 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 		printCheck(stdout, cfg)
 		return nil
 	}
-	if os.Geteuid() != 0 {
-		log.Warn("not running as root: the server needs CAP_NET_ADMIN and CAP_NET_RAW")
+	if missing := missingCaps(); len(missing) > 0 {
+		log.Warn("the server needs CAP_NET_ADMIN and CAP_NET_RAW", "missing", strings.Join(missing, " "))
 	}
 	fw, err := newFirewall(cfg.Server.Firewall)
 	if err != nil {
@@ -68,7 +70,7 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	intake, err := capture.Open(capture.Config{Interfaces: cfg.Server.Interfaces, Filter: server.Filter(cfg), Logger: log})
 	if err != nil {
 		fw.Close(ctx, false)
-		return fmt.Errorf("open packet capture: %w (run as root or grant CAP_NET_RAW)", err)
+		return fmt.Errorf("open packet capture: %w", err)
 	}
 	defer intake.Close()
 	if cfg.Server.PidFile != "" {
@@ -78,7 +80,9 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 			defer os.Remove(cfg.Server.PidFile)
 		}
 	}
-	srv, err := server.New(cfg, server.Deps{Firewall: fw, Intake: intake, Logger: log, Version: versionString()})
+	notify := sdnotify.FromEnv() // systemd's Type=notify (dist/sesame.service); no-op without it
+	srv, err := server.New(cfg, server.Deps{Firewall: fw, Intake: intake, Logger: log, Version: versionString(),
+		Ready: func() { notifyLog(log, notify.Ready()) }})
 	if err != nil {
 		return err
 	}
@@ -87,12 +91,15 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	go notify.RunWatchdog(ctx, func(err error) { notifyLog(log, err) })
+	go func() { <-ctx.Done(); notifyLog(log, notify.Stopping()) }()
 	go func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-hup:
+				notifyLog(log, notify.Reloading())
 				log.Info("SIGHUP: reloading configuration", "source", cfg.Source)
 				next, err := loadServerConfig(f)
 				if err == nil {
@@ -101,6 +108,7 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 				if err != nil && !errors.Is(err, context.Canceled) {
 					log.Error("reload failed; keeping the running configuration", "err", err)
 				}
+				notifyLog(log, notify.Ready()) // after a failed reload too
 			}
 		}
 	}()

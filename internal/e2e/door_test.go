@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -270,31 +268,21 @@ func TestIntegrationEstablishedSurvivesExpiry(t *testing.T) {
 	addr := listen(t, bed, families[0])
 	startSesame(t, bed, fmt.Sprintf(doorConfig, "nftables", "5s", "2s"))
 	knockFrom(t, bed, netnsbed.Client4, netnsbed.Server4, seq...)
-	var conn net.Conn
+	var held *netnsbed.Session
 	if !waitFor(2*time.Second, func() bool {
-		c, err := netnsbed.Dial(bed.Client, netip.Addr{}, addr, 300*time.Millisecond)
-		if err != nil {
-			return false
-		}
-		if err := netnsbed.Exchange(c, time.Now().Add(300*time.Millisecond)); err != nil {
-			c.Close()
-			return false
-		}
-		conn = c
-		return true
+		s, err := netnsbed.Open(bed.Client, netip.Addr{}, addr, 300*time.Millisecond)
+		held = s
+		return err == nil
 	}) {
 		t.Fatal("no greeting and echo after knocking")
 	}
-	defer conn.Close()
+	defer held.Close()
 	time.Sleep(3 * time.Second)
 	if canConnect(t, bed, netip.Addr{}, addr) {
 		t.Fatal("new connection accepted after the grant expired")
 	}
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
-	fmt.Fprintln(conn, "still here")
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil || line != "still here\n" {
-		t.Fatalf("established connection after expiry: %q, %v", line, err)
+	if err := held.Echo(time.Now().Add(2 * time.Second)); err != nil {
+		t.Fatalf("established connection after expiry: %v", err)
 	}
 }
 

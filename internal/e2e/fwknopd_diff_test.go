@@ -3,15 +3,9 @@
 package e2e
 
 import (
-	"bufio"
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -172,7 +166,9 @@ var fwdCases = []fwdCase{
 		packets: [][]string{fk("--key-rijndael", "not-"+fwdPass, "--key-hmac", fwdHMACPass)},
 		fwLog:   fwl("Decryption failed"), sesLog: append(sesl("bad MAC"), "decryption failed")},
 	{name: "-s opens for the packet's source", access: st(), packets: [][]string{fk("-s")}, fwknopd: "src/2222", sesame: "src/2222"},
-	{name: "-a opens for another address", access: st(), packets: [][]string{fk("-a", "{alt}")}, fwknopd: "alt/2222", sesame: "alt/2222"},
+	{name: "-a opens for another address in SOURCE", access: stSrc("{src}, {alt}"), packets: [][]string{fk("-a", "{alt}")}, fwknopd: "alt/2222", sesame: "alt/2222"},
+	{name: "-a for an address outside SOURCE", access: st(), packets: [][]string{fk("-a", "{alt}")}, fwknopd: "alt/2222", sesame: "",
+		diff: "Allow IP and SOURCE", sesLog: sesl("address not allowed")},
 	{name: "REQUIRE_SOURCE_ADDRESS refuses -s", access: st("REQUIRE_SOURCE_ADDRESS Y"), packets: [][]string{fk("-s")},
 		fwLog: fwl("Got 0.0.0.0 when valid source IP was required"), sesLog: sesl("source address required")},
 	{name: "REQUIRE_SOURCE_ADDRESS with -a", access: st("REQUIRE_SOURCE_ADDRESS Y"), packets: [][]string{fk()}, fwknopd: "src/2222", sesame: "src/2222"},
@@ -322,8 +318,10 @@ func newFwdBed(t *testing.T, n int) *fwdBed {
 	rules := [][]string{{"-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"}}
 	for _, p := range fwdPorts {
 		dst := netip.AddrPortFrom(netnsbed.Server4, p)
-		echoServe(t, b.Server, dst)
-		if ok, err := echoOpen(b.Client, by, dst, time.Second); !ok {
+		if _, err := netnsbed.Listen(t.Context(), b.Server, dst); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := netnsbed.CanConnect(b.Client, by, dst, time.Second); !ok {
 			t.Fatalf("the echo service on port %d does not answer before the gate is up: %v", p, err)
 		}
 		rules = append(rules, []string{"-A", "INPUT", "-p", "tcp", "--dport", fmt.Sprint(p), "-j", "DROP"})
@@ -334,7 +332,7 @@ func newFwdBed(t *testing.T, n int) *fwdBed {
 		}
 	}
 	for _, p := range fwdPorts {
-		if ok, err := echoOpen(b.Client, by, netip.AddrPortFrom(netnsbed.Server4, p), 300*time.Millisecond); ok || err != nil {
+		if ok, err := netnsbed.CanConnect(b.Client, by, netip.AddrPortFrom(netnsbed.Server4, p), 300*time.Millisecond); ok || err != nil {
 			t.Fatalf("port %d reachable (%v) before any SPA packet: the host's DROP rule does not work", p, err)
 		}
 	}
@@ -503,7 +501,7 @@ func (b *fwdBed) run(t *testing.T, name, mode, access string, packets [][][]byte
 	}
 	// Nothing was opened for the bystander.
 	for _, p := range fwdPorts {
-		if ok, err := echoOpen(b.Client, by, netip.AddrPortFrom(netnsbed.Server4, p), 300*time.Millisecond); ok || err != nil {
+		if ok, err := netnsbed.CanConnect(b.Client, by, netip.AddrPortFrom(netnsbed.Server4, p), 300*time.Millisecond); ok || err != nil {
 			t.Errorf("%s: port %d reachable (%v) from the bystander", name, p, err)
 		}
 	}
@@ -528,16 +526,15 @@ func countLines(log string, a map[string]netip.Addr, want []string) int {
 	return n
 }
 
-// probe polls the echo service dst from src until it answers or openUntil() passes. When it
-// answered and closes is set, it goes on until it stops answering (at most closes + 4 s),
-// and reports after how long. At the end the bed's own check (netnsbed.CanConnect) must agree
-// with the echo check.
+// probe polls the service dst (netnsbed.Listen) from src, with data both ways
+// (netnsbed.CanConnect), until it answers or openUntil() passes. When it answered and closes is
+// set, it goes on until it stops answering (at most closes + 4 s), and reports after how long.
 func probe(ns string, src netip.Addr, dst netip.AddrPort, openUntil func() time.Time, closes time.Duration) (opened bool, closedAfter time.Duration, err error) {
 	const step = 50 * time.Millisecond
 	const dial = 300 * time.Millisecond
 	var openedAt time.Time
 	for time.Now().Before(openUntil()) {
-		ok, err := echoOpen(ns, src, dst, dial)
+		ok, err := netnsbed.CanConnect(ns, src, dst, dial)
 		if err != nil {
 			return false, 0, err
 		}
@@ -549,7 +546,7 @@ func probe(ns string, src netip.Addr, dst netip.AddrPort, openUntil func() time.
 	}
 	if opened && closes > 0 {
 		for until := openedAt.Add(closes + 4*time.Second); time.Now().Before(until); time.Sleep(step) {
-			ok, err := echoOpen(ns, src, dst, dial)
+			ok, err := netnsbed.CanConnect(ns, src, dst, dial)
 			if err != nil {
 				return opened, 0, err
 			}
@@ -559,78 +556,5 @@ func probe(ns string, src netip.Addr, dst netip.AddrPort, openUntil func() time.
 			}
 		}
 	}
-	final, err := echoOpen(ns, src, dst, dial)
-	if err != nil {
-		return opened, closedAfter, err
-	}
-	cc, err := netnsbed.CanConnect(ns, src, dst, dial)
-	if err != nil {
-		return opened, closedAfter, err
-	}
-	if cc != final {
-		err = fmt.Errorf("netnsbed.CanConnect says %v, the echo check %v", cc, final)
-	}
-	return opened, closedAfter, err
-}
-
-// echoServe runs the test's TCP service on addr in ns until the test ends: it greets each
-// connection with "hello\n" and echoes what the client sends (at most 1 KiB, for 2 s).
-func echoServe(t *testing.T, ns string, addr netip.AddrPort) {
-	t.Helper()
-	var ln net.Listener
-	err := netnsbed.Do(ns, func() error {
-		l, err := net.Listen("tcp", addr.String())
-		ln = l
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(2 * time.Second))
-				if _, err := io.WriteString(c, "hello\n"); err == nil {
-					io.Copy(c, io.LimitReader(c, 1024))
-				}
-			}()
-		}
-	}()
-}
-
-// echoOpen reports whether src in ns reaches the echo service dst with data both ways: the
-// greeting arrives and a fresh nonce comes back. A refused or timed-out connection is false; a
-// connection that carries no data is false too.
-func echoOpen(ns string, src netip.Addr, dst netip.AddrPort, timeout time.Duration) (bool, error) {
-	c, err := netnsbed.Dial(ns, src, dst, timeout)
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, syscall.EHOSTUNREACH) {
-			return false, nil
-		}
-		return false, err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	r := bufio.NewReader(c)
-	if g, err := r.ReadString('\n'); err != nil || g != "hello\n" {
-		return false, nil
-	}
-	var n [8]byte
-	rand.Read(n[:])
-	nonce := hex.EncodeToString(n[:]) + "\n"
-	if _, err := io.WriteString(c, nonce); err != nil {
-		return false, nil
-	}
-	back := make([]byte, len(nonce))
-	if _, err := io.ReadFull(r, back); err != nil || string(back) != nonce {
-		return false, nil
-	}
-	return true, nil
+	return opened, closedAfter, nil
 }

@@ -23,7 +23,11 @@ var sesameBin string
 
 func TestMain(m *testing.M) {
 	code := func() int {
-		if os.Geteuid() == 0 {
+		if bin := os.Getenv("SESAME_BIN"); bin != "" && os.Geteuid() == 0 {
+			// A prebuilt binary, for A/B benchmarks of two builds on one bed
+			// (docs/BENCHMARKS.md); the tests themselves always build the tree's own.
+			sesameBin = bin
+		} else if os.Geteuid() == 0 {
 			dir, err := os.MkdirTemp("", "sesame-e2e-")
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)

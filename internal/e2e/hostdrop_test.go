@@ -3,10 +3,8 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -33,88 +31,48 @@ func ipt(t *testing.T, bed *netnsbed.Bed, args []string) {
 	}
 }
 
-// greetEcho serves tcp/2222 on addr in the server namespace: it greets each connection with
-// "hello", then answers every line with "echo " and the line.
+// greetEcho starts the bed's service (netnsbed.Listen: a greeting, then echoes) on addr in the
+// server namespace until the test ends.
 func greetEcho(t *testing.T, bed *netnsbed.Bed, addr netip.AddrPort) {
 	t.Helper()
-	var ln net.Listener
-	if err := netnsbed.Do(bed.Server, func() (err error) { ln, err = net.Listen("tcp", addr.String()); return }); err != nil {
+	if _, err := netnsbed.Listen(t.Context(), bed.Server, addr); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(time.Minute))
-				fmt.Fprintln(c, "hello")
-				sc := bufio.NewScanner(c)
-				for sc.Scan() {
-					fmt.Fprintf(c, "echo %s\n", sc.Text())
-				}
-			}()
-		}
-	}()
 }
 
-// session is a client connection to greetEcho.
-type session struct {
-	c  net.Conn
-	rd *bufio.Reader
-}
-
-// open connects from src and reads the greeting; the error says which step failed.
-func openSession(bed *netnsbed.Bed, src netip.Addr, dst netip.AddrPort) (*session, error) {
-	c, err := netnsbed.Dial(bed.Client, src, dst, time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
-	}
-	s := &session{c: c, rd: bufio.NewReader(c)}
-	c.SetDeadline(time.Now().Add(1500 * time.Millisecond))
-	if line, err := s.rd.ReadString('\n'); err != nil || line != "hello\n" {
-		c.Close()
-		return nil, fmt.Errorf("greeting: read %q, %v", line, err)
-	}
-	return s, nil
+// openSession connects from src and proves data both ways (greeting and echo).
+func openSession(bed *netnsbed.Bed, src netip.Addr, dst netip.AddrPort) (*netnsbed.Session, error) {
+	return netnsbed.Open(bed.Client, src, dst, 1500*time.Millisecond)
 }
 
 // waitSession retries openSession for up to 3 s (a grant takes a moment to land).
-func waitSession(t *testing.T, bed *netnsbed.Bed, src netip.Addr, dst netip.AddrPort) *session {
+func waitSession(t *testing.T, bed *netnsbed.Bed, src netip.Addr, dst netip.AddrPort) *netnsbed.Session {
 	t.Helper()
-	var s *session
+	var s *netnsbed.Session
 	var err error
 	if !waitFor(3*time.Second, func() bool { s, err = openSession(bed, src, dst); return err == nil }) {
-		t.Fatalf("no data from %s through the gate from %s: %v", dst, src, err)
+		t.Fatalf("no data both ways with %s through the gate from %s: %v", dst, src, err)
 	}
-	t.Cleanup(func() { s.c.Close() })
+	t.Cleanup(func() { s.Close() })
 	return s
 }
 
-// talk sends a line and expects the service's echo: data both ways on an open connection.
-func (s *session) talk(t *testing.T, what string) {
+// talk checks that the held session still carries data both ways (a fresh nonce echoed).
+func talk(t *testing.T, s *netnsbed.Session, what string) {
 	t.Helper()
-	s.c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := fmt.Fprintf(s.c, "%s\n", what); err != nil {
-		t.Fatalf("%s: write: %v", what, err)
-	}
-	line, err := s.rd.ReadString('\n')
-	if err != nil || line != "echo "+what+"\n" {
-		t.Fatalf("%s: read %q, %v; want the echo", what, line, err)
+	if err := s.Echo(time.Now().Add(2 * time.Second)); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 }
 
 // holdsAfterExpiry waits until new connections are refused again (the grant expired), then
 // checks that the held session still carries data both ways.
-func holdsAfterExpiry(t *testing.T, bed *netnsbed.Bed, s *session, src netip.Addr, dst netip.AddrPort) {
+func holdsAfterExpiry(t *testing.T, bed *netnsbed.Bed, s *netnsbed.Session, src netip.Addr, dst netip.AddrPort) {
 	t.Helper()
 	if !waitFor(15*time.Second, func() bool { return !canConnect(t, bed, src, dst) }) {
 		t.Fatal("new connections still accepted: the grant did not expire")
 	}
-	s.talk(t, "after the grant expired")
+	talk(t, s, "after the grant expired")
 }
 
 // TestIntegrationHostDropFwknopConf: `sesame server --fwknop-conf` (iptables backend) on a host
@@ -140,7 +98,8 @@ func TestIntegrationHostDropFwknopConf(t *testing.T) {
 			writeSecret(t, filepath.Join(dir, "access.conf"), []byte("SOURCE ANY\nKEY_BASE64 "+fwknopKey+"\nHMAC_KEY_BASE64 "+fwknopHMAC+
 				"\nOPEN_PORTS tcp/2222\nFW_ACCESS_TIMEOUT 2\nMAX_FW_TIMEOUT 60\n"))
 			d := startDaemon(t, bed.Server, "sesame server running", sesameBin, "server", "--fwknop-conf", dir, "--state-dir", t.TempDir(), "--log-level", "debug")
-			if _, err := openSession(bed, netnsbed.Client4, svc); err == nil {
+			if s, err := openSession(bed, netnsbed.Client4, svc); err == nil {
+				s.Close()
 				t.Fatal("data through the gate before any SPA packet")
 			}
 			fwknopClient(t, bed, "-A", "tcp/2222", "-a", netnsbed.Client4.String())
@@ -148,7 +107,7 @@ func TestIntegrationHostDropFwknopConf(t *testing.T) {
 				t.Fatal("no accepted line for the fwknop packet")
 			}
 			s := waitSession(t, bed, netnsbed.Client4, svc)
-			s.talk(t, "during the grant")
+			talk(t, s, "during the grant")
 			holdsAfterExpiry(t, bed, s, netnsbed.Client4, svc)
 			if strings.Contains(d.Output(), "the host firewall drops") {
 				t.Errorf("a warning for a host rule that sesame's chain overrides:\n%s", d.Output())
@@ -214,7 +173,8 @@ func TestIntegrationHostDropKnock(t *testing.T) {
 				// Without the fix the host's DROP stops the granted client.
 				knockFrom(t, bed, netnsbed.Client4, netnsbed.Server4, seq...)
 				time.Sleep(200 * time.Millisecond)
-				if _, err := openSession(bed, netnsbed.Client4, netip.AddrPortFrom(netnsbed.Server4, 2222)); err == nil {
+				if s, err := openSession(bed, netnsbed.Client4, netip.AddrPortFrom(netnsbed.Server4, 2222)); err == nil {
+					s.Close()
 					t.Fatal("data past the host's DROP without the fix: the test's premise is wrong")
 				}
 				ipt(t, bed, connmarkAccept)
@@ -229,7 +189,7 @@ func TestIntegrationHostDropKnock(t *testing.T) {
 					}
 					knockFrom(t, bed, fam.client, fam.server, seq...)
 					s := waitSession(t, bed, fam.client, svc)
-					s.talk(t, "during the grant")
+					talk(t, s, "during the grant")
 					holdsAfterExpiry(t, bed, s, fam.client, svc)
 				})
 			}

@@ -232,49 +232,108 @@ const (
 // greeting or the echo does not arrive (a dropped ACK or data packet), is false; other errors,
 // and a wrong greeting or echo, are returned.
 func CanConnect(ns string, src netip.Addr, dst netip.AddrPort, timeout time.Duration) (bool, error) {
+	s, err := Open(ns, src, dst, timeout)
+	if err != nil {
+		if NoAnswer(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	s.Close()
+	return true, nil
+}
+
+// Session is a connection to a Listen service on which data has gone both ways. A test holds
+// it to check later (with Echo) that the connection still carries data, e.g. after a grant
+// expired. It keeps the connection's one reader, so nothing the service sent is lost.
+type Session struct {
+	conn net.Conn
+	rd   *bufio.Reader
+}
+
+// Open connects from ns (and src, when valid) to the Listen service at dst and proves data
+// both ways (the Greeting, then the echo of a nonce), all within timeout. On error the
+// connection is closed; NoAnswer tells a dropped or refused path from a wrong answer.
+func Open(ns string, src netip.Addr, dst netip.AddrPort, timeout time.Duration) (*Session, error) {
 	deadline := time.Now().Add(timeout)
 	c, err := Dial(ns, src, dst, timeout)
 	if err != nil {
-		if noAnswer(err) {
-			return false, nil
-		}
-		return false, err
+		return nil, err
 	}
-	defer c.Close()
-	if err := Exchange(c, deadline); err != nil {
-		if noAnswer(err) {
-			return false, nil
-		}
-		return false, err
+	s := &Session{conn: c, rd: bufio.NewReaderSize(c, MaxLine)}
+	if err := s.exchange(deadline); err != nil {
+		c.Close()
+		return nil, err
 	}
-	return true, nil
+	return s, nil
+}
+
+// Echo sends a fresh nonce line on the session and requires its echo, before deadline: the
+// held connection still carries data both ways. It may be called any number of times (up to
+// the service's bound of lines).
+func (s *Session) Echo(deadline time.Time) error {
+	if err := s.conn.SetDeadline(deadline); err != nil {
+		return fmt.Errorf("netnsbed: echo: %w", err)
+	}
+	if err := echo(s.conn, s.rd); err != nil {
+		return err
+	}
+	return s.conn.SetDeadline(time.Time{})
+}
+
+// Conn returns the session's connection (for its addresses); reading from it directly would
+// bypass the session's reader.
+func (s *Session) Conn() net.Conn { return s.conn }
+
+// Close closes the session's connection.
+func (s *Session) Close() error { return s.conn.Close() }
+
+// exchange reads the Greeting and echoes one nonce before deadline, then clears the deadline.
+func (s *Session) exchange(deadline time.Time) error {
+	if err := s.conn.SetDeadline(deadline); err != nil {
+		return fmt.Errorf("netnsbed: exchange: %w", err)
+	}
+	if err := expectLine(s.rd, Greeting); err != nil {
+		return fmt.Errorf("netnsbed: exchange with %s: greeting: %w", s.conn.RemoteAddr(), err)
+	}
+	if err := echo(s.conn, s.rd); err != nil {
+		return err
+	}
+	return s.conn.SetDeadline(time.Time{})
 }
 
 // Exchange proves data both ways on a fresh connection to a Listen service: it reads the
 // Greeting, sends a random nonce line, and reads it back, all before deadline. It then clears
-// the connection's deadline, so a test may keep using it (every line it sends is echoed).
+// the connection's deadline, so a test may keep using c directly (every line it sends is
+// echoed); to check the connection again later, Open and Session.Echo are simpler.
 func Exchange(c net.Conn, deadline time.Time) error {
-	if err := c.SetDeadline(deadline); err != nil {
-		return fmt.Errorf("netnsbed: exchange: %w", err)
+	s := &Session{conn: c, rd: bufio.NewReaderSize(c, MaxLine)}
+	if err := s.exchange(deadline); err != nil {
+		return err
 	}
-	rd := bufio.NewReaderSize(c, MaxLine)
-	if err := expectLine(rd, Greeting); err != nil {
-		return fmt.Errorf("netnsbed: exchange with %s: greeting: %w", c.RemoteAddr(), err)
+	if s.rd.Buffered() > 0 {
+		return fmt.Errorf("netnsbed: exchange with %s: %d unexpected bytes after the echo", c.RemoteAddr(), s.rd.Buffered())
 	}
+	return nil
+}
+
+// echo sends a fresh nonce on c and reads its echo from rd, c's reader. Nothing else may
+// follow the echo: the service sends only echoes.
+func echo(c net.Conn, rd *bufio.Reader) error {
 	nonce, err := Nonce()
 	if err != nil {
 		return err
 	}
 	if _, err := io.WriteString(c, nonce); err != nil {
-		return fmt.Errorf("netnsbed: exchange with %s: send nonce: %w", c.RemoteAddr(), err)
+		return fmt.Errorf("netnsbed: echo with %s: send nonce: %w", c.RemoteAddr(), err)
 	}
 	if err := expectLine(rd, nonce); err != nil {
-		return fmt.Errorf("netnsbed: exchange with %s: echo: %w", c.RemoteAddr(), err)
+		return fmt.Errorf("netnsbed: echo with %s: %w", c.RemoteAddr(), err)
 	}
 	if rd.Buffered() > 0 {
-		return fmt.Errorf("netnsbed: exchange with %s: %d unexpected bytes after the echo", c.RemoteAddr(), rd.Buffered())
+		return fmt.Errorf("netnsbed: echo with %s: %w: %d bytes after the echo", c.RemoteAddr(), ErrWrongLine, rd.Buffered())
 	}
-	return c.SetDeadline(time.Time{})
+	return nil
 }
 
 // Nonce returns a fresh random line (hex, ending in a newline) for a client to send.
@@ -305,9 +364,10 @@ func expectLine(rd *bufio.Reader, want string) error {
 	return nil
 }
 
-// noAnswer reports whether err means the peer did not answer (a dropped or refused packet, a
-// reset or closed connection), as opposed to a local error or a wrong answer.
-func noAnswer(err error) bool {
+// NoAnswer reports whether err (from Dial, Open or Session.Echo) means the peer did not answer
+// (a dropped or refused packet, a reset or closed connection), as opposed to a local error or a
+// wrong answer.
+func NoAnswer(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout() ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||

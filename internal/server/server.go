@@ -71,6 +71,9 @@ type Deps struct {
 	MaxOperatorGrant time.Duration
 	// Version is reported by Status.
 	Version string
+	// Ready, when set, is called once Run has opened the SPA socket, put the gate in the
+	// kernel and set the capture filter (sd_notify READY=1).
+	Ready func()
 }
 
 // DefaultMaxOperatorGrant is the longest operator grant unless Deps.MaxOperatorGrant says.
@@ -301,6 +304,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	s.reloadMu.Unlock()
 
 	s.knockdLine("starting up, listening on %s", ifaceList(cfg.Server.Interfaces))
+	if s.deps.Ready != nil {
+		s.deps.Ready()
+	}
 	s.log.Info("sesame server running", "doors", len(cfg.Doors), "protected", fmt.Sprint(Gate(cfg).Protected), "firewall", cfg.Server.Firewall)
 	for _, d := range cfg.Doors {
 		s.log.Info("door", "door", d.Name, "sequence", fmt.Sprint(d.Sequence), "tcp_flags", d.Flags.String(), "open", fmt.Sprint(d.Open), "open_for", d.OpenFor)

@@ -44,6 +44,9 @@ func Listen(port uint16) (*Listener, error) {
 			break
 		}
 	}
+	if errors.Is(err, syscall.EACCES) && port < 1024 {
+		return nil, fmt.Errorf("udpintake: listen on udp/%d: %w: needs CAP_NET_BIND_SERVICE (or a port above 1023)", port, err)
+	}
 	return nil, fmt.Errorf("udpintake: listen on udp/%d: %w", port, err)
 }
 

@@ -6,9 +6,7 @@
 package fwtest
 
 import (
-	"bufio"
 	"context"
-	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -77,11 +75,10 @@ func runFamily(t *testing.T, f family, newBackend NewFunc) {
 	}
 	dst := netip.AddrPortFrom(f.server, ssh.Num)
 	dst2 := netip.AddrPortFrom(f.server, ssh2.Num)
-	if _, err := netnsbed.Listen(ctx, bed.Server, dst); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := netnsbed.Listen(ctx, bed.Server, dst2); err != nil {
-		t.Fatal(err)
+	for _, a := range []netip.AddrPort{dst, dst2} {
+		if _, err := netnsbed.Listen(ctx, bed.Server, a); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	expect := func(what string, src netip.Addr, to netip.AddrPort, want bool) {
@@ -141,19 +138,15 @@ func runFamily(t *testing.T, f family, newBackend NewFunc) {
 	}
 
 	// A connection opened during the grant outlives it.
-	held, err := netnsbed.Dial(bed.Client, f.client, dst, openTimeout)
+	held, err := netnsbed.Open(bed.Client, f.client, dst, openTimeout)
 	if err != nil {
-		t.Fatalf("dial during grant: %v", err)
+		t.Fatalf("open during grant: %v", err)
 	}
 	defer held.Close()
-	if err := netnsbed.Exchange(held, time.Now().Add(openTimeout)); err != nil {
-		t.Fatalf("held connection: %v", err)
-	}
-	rd := bufio.NewReader(held)
-	Echo(t, held, rd, "during")
+	Echo(t, held, "during")
 	// The connection the grant admitted carries sesame's conntrack mark bit; a connection to an
 	// unprotected port does not.
-	if m, ok := ConnMark(t, bed.Server, held.LocalAddr(), ssh.Num); !ok || m&firewall.ConnMark == 0 {
+	if m, ok := ConnMark(t, bed.Server, held.Conn().LocalAddr(), ssh.Num); !ok || m&firewall.ConnMark == 0 {
 		t.Fatalf("admitted connection: conntrack mark %#x (found %v), want bit %#x set", m, ok, firewall.ConnMark)
 	}
 	free, err := netnsbed.Dial(bed.Client, f.client, dst2, openTimeout)
@@ -167,7 +160,7 @@ func runFamily(t *testing.T, f family, newBackend NewFunc) {
 
 	waitNoGrants(t, ctx, b)
 	expect("after expiry", f.client, dst, false)
-	Echo(t, held, rd, "after expiry")
+	Echo(t, held, "after expiry")
 	held.Close()
 
 	// Restart/reload: Apply keeps the live grant with its remaining time, and changes the ports.
@@ -309,17 +302,10 @@ func ConnMark(t *testing.T, ns string, client net.Addr, dport uint16) (uint32, b
 	return 0, false
 }
 
-// Echo writes a line on c, a connection to a netnsbed.Listen service past its greeting
-// (netnsbed.Exchange), and expects it back.
-func Echo(t *testing.T, c net.Conn, rd *bufio.Reader, what string) {
+// Echo checks that the held session still carries data both ways (netnsbed.Session.Echo).
+func Echo(t *testing.T, s *netnsbed.Session, what string) {
 	t.Helper()
-	c.SetDeadline(time.Now().Add(openTimeout))
-	msg := "ping " + what + "\n"
-	if _, err := io.WriteString(c, msg); err != nil {
-		t.Fatalf("held connection (%s): write: %v", what, err)
-	}
-	got, err := rd.ReadString('\n')
-	if err != nil || got != msg {
-		t.Fatalf("held connection (%s): read %q, %v; want %q", what, got, err, msg)
+	if err := s.Echo(time.Now().Add(openTimeout)); err != nil {
+		t.Fatalf("held connection (%s): %v", what, err)
 	}
 }

@@ -119,7 +119,10 @@ func New(opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("firewall ipt: open netfilter netlink socket: %w", err)
 	}
-	if _, _, err := b.h.IpsetProtocol(); err != nil {
+	if _, _, err := b.h.IpsetProtocol(); errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		b.h.Close()
+		return nil, fmt.Errorf("firewall ipt: ipset: %w: needs CAP_NET_ADMIN", err)
+	} else if err != nil {
 		b.h.Close()
 		return nil, fmt.Errorf("firewall ipt: ipset is not available (needs CONFIG_IP_SET, module ip_set, and CAP_NET_ADMIN): %w", err)
 	}

@@ -133,7 +133,7 @@ func New(opts Options) (*Backend, error) {
 func startupError(err error) error {
 	switch {
 	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
-		return fmt.Errorf("firewall nft: permission denied talking to nf_tables (needs root or CAP_NET_ADMIN): %w", err)
+		return fmt.Errorf("firewall nft: talking to nf_tables: %w: needs CAP_NET_ADMIN", err)
 	case errors.Is(err, syscall.EPROTONOSUPPORT), errors.Is(err, syscall.EAFNOSUPPORT):
 		return fmt.Errorf("firewall nft: the kernel has no nfnetlink (CONFIG_NETFILTER_NETLINK); nf_tables is unavailable, use firewall %q: %w", firewall.Iptables, err)
 	case errors.Is(err, syscall.EOPNOTSUPP), errors.Is(err, syscall.EINVAL), errors.Is(err, syscall.ENOENT):
