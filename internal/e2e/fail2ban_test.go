@@ -495,10 +495,11 @@ func startFail2ban(t *testing.T, bed *netnsbed.Bed, logPath string) *f2bServer {
 
 // TestIntegrationFail2banJail: the example jail, in a real fail2ban server reading the real
 // daemon's log, bans a source that sends SPA garbage, with the nftables action, on the
-// protected port: a grant it earned by knocking no longer lets it through, a new knock opens
-// the door in sesame (its packet socket sees knocks before the firewall) but not the port, and
-// an unban lets it through again. The legitimate client, who mistyped a knock, is not banned
-// and keeps its connection. Open and closed are judged by data both ways.
+// protected port and the SPA port: a grant it earned by knocking no longer lets it through, its
+// SPA packets no longer reach the SPA socket, a new knock opens the door in sesame (its packet
+// socket sees knocks before the firewall) but not the port, and an unban lets it through again.
+// The legitimate client, who mistyped a knock, is not banned and keeps its connection. Open and
+// closed are judged by data both ways.
 func TestIntegrationFail2banJail(t *testing.T) {
 	bed := skipUnlessRoot(t)
 	extra, err := bed.AddClientAddrs(t.Context(), 1, false)
@@ -529,6 +530,16 @@ func TestIntegrationFail2banJail(t *testing.T) {
 	}
 	if !eventually(t, bed, attacker, svc, false) {
 		t.Fatal("the banned source still reaches the protected port")
+	}
+	// Its SPA packets no longer reach the SPA socket.
+	refused := func() int { return strings.Count(d.output(), `msg="spa refused" src=`+attacker.String()+" ") }
+	before := refused()
+	for range 3 {
+		sendUDP(t, bed, attacker, netip.AddrPortFrom(netnsbed.Server4, spaPort), garbage[:])
+	}
+	time.Sleep(time.Second)
+	if n := refused(); n != before {
+		t.Fatalf("the banned source's SPA packets still reach sesame: %d refusals, %d before the ban took effect", n, before)
 	}
 	knockFrom(t, bed, attacker, netnsbed.Server4, "7000/tcp", "8000/udp", "9000/tcp")
 	if !waitFor(2*time.Second, func() bool {
