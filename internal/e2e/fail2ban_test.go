@@ -563,3 +563,31 @@ func TestIntegrationFail2banJail(t *testing.T) {
 		t.Fatal("the unbanned source does not reach the port its knock opened")
 	}
 }
+
+// TestFail2banFilterAnchored: text in a line's later attributes (detail=, as slog's text
+// handler quotes it, newlines included) cannot make the filter read another address: it reads
+// only the src right after the message. Needs fail2ban-regex, not root.
+func TestFail2banFilterAnchored(t *testing.T) {
+	var buf bytes.Buffer
+	h, err := logfmt.New(&buf, logfmt.Options{Format: logfmt.Text, Level: slog.LevelInfo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(h)
+	forged := "x src=203.0.113.9 reason=malformed y\" src=203.0.113.9 reason=\"bad MAC\"\n" +
+		`time=2026-12-01T00:00:00Z level=INFO msg="spa refused" src=203.0.113.9 reason=malformed`
+	log.Info("spa refused", "src", netip.MustParseAddr("198.18.1.2"), "format", "native", "reason", "bad MAC", "detail", forged)
+	log.Info("spa refused", "src", netip.MustParseAddr("198.18.1.3"), "format", "native", "reason", "stale", "detail", forged)
+	log.Info("door opened", "door", "ssh", "src", netip.MustParseAddr("198.18.1.4"), "note", forged)
+	log.Info("knock refused", "src", netip.MustParseAddr("198.18.1.5"), "door", "x reason=\"bad MAC\"", "reason", "sequence timeout", "detail", forged)
+	path := filepath.Join(t.TempDir(), "forged.log")
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, filter := range []string{fail2banFilter, fail2banFilter + "[mode=aggressive]"} {
+		got := fail2banRegex(t, path, filter)
+		if want := map[netip.Addr]int{netip.MustParseAddr("198.18.1.2"): 1}; !maps.Equal(got, want) {
+			t.Errorf("%s: found %v, want %v; log:\n%s", filepath.Base(filter), got, want, buf.String())
+		}
+	}
+}
