@@ -10,8 +10,9 @@ export DEBIAN_FRONTEND=noninteractive
 # man-db and groff-base: man --warnings and lexgrog check the man pages; bash-completion and zsh:
 # the completion tests; the package test (dist/) also needs dpkg, adduser and systemd's
 # systemd-sysusers and systemd-tmpfiles, which Debian has.
+# fail2ban: fail2ban-regex and fail2ban-client -t check dist/fail2ban against the daemon's log.
 pkgs=(iproute2 nftables iptables knockd fwknop-client fwknop-server tcpdump procps nmap gcc libc6-dev prometheus strace
-  man-db groff-base bash-completion zsh)
+  man-db groff-base bash-completion zsh fail2ban)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,9 +22,14 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The Debian packages enable their daemons; the tests start their own copies in namespaces.
-for svc in knockd fwknop-server prometheus; do
+for svc in knockd fwknop-server prometheus fail2ban; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
+# A fail2ban server that an init other than systemd started would ban addresses on this
+# machine (Debian enables its sshd jail): stop it too.
+if command -v fail2ban-client >/dev/null && fail2ban-client ping >/dev/null 2>&1; then
+  fail2ban-client stop >/dev/null 2>&1 || true
+fi
 if ! command -v go >/dev/null; then
   export PATH=$PATH:/usr/local/go/bin
 fi

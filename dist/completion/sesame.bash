@@ -5,7 +5,7 @@ _sesame() {
     local cur prev words cword
     _init_completion || return
 
-    local commands="demo doctor grant help keygen knock open revoke server status version"
+    local commands="demo doctor grant help keygen knock migrate open revoke server status version"
     if ((cword == 1)); then
         COMPREPLY=($(compgen -W "$commands -h --help -V --version" -- "$cur"))
         return
@@ -34,6 +34,18 @@ _sesame() {
         -i) _available_interfaces; return ;;
         --timeout | --probe-timeout) return ;;
         esac
+        ;;
+    migrate)
+        opts="-o --output --keys-dir --firewall --force -h"
+        case $prev in
+        -o | --output) _filedir; return ;;
+        --keys-dir) _filedir -d; return ;;
+        --firewall) COMPREPLY=($(compgen -W "nftables iptables none" -- "$cur")); return ;;
+        esac
+        if ((cword == 2)); then
+            COMPREPLY=($(compgen -W "knockd fwknop" -- "$cur"))
+            return
+        fi
         ;;
     knock)
         opts="-u --udp -d --delay -4 --ipv4 -6 --ipv6 -v --verbose -h --help"

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 
 	"github.com/sesame-knock/sesame/internal/config"
@@ -13,6 +14,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/firewall/none"
 	"github.com/sesame-knock/sesame/internal/fwknopconf"
 	"github.com/sesame-knock/sesame/internal/knockdconf"
+	"github.com/sesame-knock/sesame/internal/logfmt"
 )
 
 func loadServerConfig(f serverFlags) (*config.Config, error) {
@@ -55,19 +57,22 @@ func loadServerConfig(f serverFlags) (*config.Config, error) {
 	return cfg, nil
 }
 
+// newLogger builds the daemon's logger on w. When w is the journal stream systemd connected
+// ($JOURNAL_STREAM names it), lines carry no timestamp and start with their priority.
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
 	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	if format != logfmt.Text && format != logfmt.JSON {
+		return nil, usagef("--log-format %q: want text or json", format)
 	}
-	return nil, usagef("--log-format %q: want text or json", format)
+	f, _ := w.(*os.File)
+	h, err := logfmt.New(w, logfmt.Options{Format: format, Level: lvl, Journal: logfmt.OnJournal(os.Getenv("JOURNAL_STREAM"), f)})
+	if err != nil {
+		return nil, err
+	}
+	return slog.New(h), nil
 }
 
 func newFirewall(kind firewall.Kind) (firewall.Backend, error) {

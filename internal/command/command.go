@@ -175,7 +175,7 @@ func (r *Runner) Run(ctx context.Context, j Job) error {
 	if r.starts.len() >= r.opts.Queue {
 		d.Overflowed++
 		if ok, suppressed := r.limiter.Allow(netip.Addr{}); ok {
-			r.log.WarnContext(ctx, "command not run: too many commands waiting", "door", j.Door, "src", j.Addr,
+			r.log.WarnContext(ctx, "command not run: too many commands waiting", "src", j.Addr, "door", j.Door,
 				"queue", r.opts.Queue, "overflowed", d.Overflowed, "suppressed", suppressed)
 		}
 		return ErrQueueFull
@@ -370,7 +370,7 @@ func (r *Runner) schedule(j Job) {
 		ed := r.door(early.job.Door)
 		ed.StoppedEarly++
 		if ok, suppressed := r.limiter.Allow(netip.Addr{}); ok {
-			r.log.Warn("stop command run early: too many stop commands pending", "door", early.job.Door, "src", early.job.Addr,
+			r.log.Warn("stop command run early: too many stop commands pending", "src", early.job.Addr, "door", early.job.Door,
 				"max_pending", r.opts.MaxPending, "early_by", early.due.Sub(r.opts.Clock.Now()).Round(time.Millisecond), "suppressed", suppressed)
 		}
 		r.due(early)

@@ -278,7 +278,7 @@ func TestRunnerOverflow(t *testing.T) {
 	if s.Doors["a"].Overflowed != 1 || s.Doors["b"].Overflowed != 2 || s.Total.Overflowed != 3 || s.Total.Queued != 3 {
 		t.Errorf("stats %+v", s)
 	}
-	if l := b.log.String(); !strings.Contains(l, "too many commands waiting") || !strings.Contains(l, "door=b src=198.18.0.5") {
+	if l := b.log.String(); !strings.Contains(l, "too many commands waiting") || !strings.Contains(l, "src=198.18.0.5 door=b") {
 		t.Errorf("log lacks the overflow line with door and source:\n%s", l)
 	}
 	// A flood of refusals is logged at most burst (10) times while the clock stands still.
@@ -334,7 +334,7 @@ func TestRunnerPendingStops(t *testing.T) {
 			if s.StoppedEarly != tc.early || s.PendingStops != len(tc.delays)+len(tc.delays)-len(tc.want) {
 				t.Errorf("stats %+v", s)
 			}
-			if tc.early > 0 && !strings.Contains(b.log.String(), "stop command run early") {
+			if tc.early > 0 && !strings.Contains(b.log.String(), "stop command run early: too many stop commands pending\" src=198.18.0.1 door=d") {
 				t.Errorf("no early-stop line in the log:\n%s", b.log.String())
 			}
 		})
