@@ -57,7 +57,9 @@ type daemon = netnsbed.Daemon
 // shared by every namespace, and a second daemon on it would refuse to start.
 func startDaemon(t testing.TB, ns, ready string, name string, args ...string) *daemon {
 	t.Helper()
-	if i := slices.Index(append([]string{name}, args...), sesameBin); sesameBin != "" && i >= 0 && i < len(args) && args[i] == "server" &&
+	// (Not with SESAME_BIN: an A/B benchmark may run an older build without the flag, one daemon
+	// at a time, so the default path serves.)
+	if i := slices.Index(append([]string{name}, args...), sesameBin); sesameBin != "" && os.Getenv("SESAME_BIN") == "" && i >= 0 && i < len(args) && args[i] == "server" &&
 		!slices.Contains(args, "--control-socket") && !slices.Contains(args, "--check") {
 		args = append(slices.Clone(args), "--control-socket", filepath.Join(t.TempDir(), "control.sock"))
 	}
