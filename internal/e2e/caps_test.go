@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,6 +76,11 @@ func setprivArgs(dir, caps string, env []string, args ...string) []string {
 		"env"}
 	argv = append(argv, env...)
 	argv = append(argv, filepath.Join(dir, "sesame"))
+	if len(args) > 0 && args[0] == "server" && !slices.Contains(args, "--check") && !slices.Contains(args, "--control-socket") {
+		// The control socket in the user's directory: /run/sesame is the unit's RuntimeDirectory,
+		// which only systemd makes for the service user.
+		args = append(slices.Clone(args), "--control-socket", filepath.Join(dir, "control.sock"))
+	}
 	return append(argv, args...)
 }
 
@@ -209,6 +215,15 @@ func TestIntegrationUnprivilegedDaemon(t *testing.T) {
 		return strings.Contains(string(b), "open "+netnsbed.Client4.String())
 	}) {
 		t.Errorf("the door's command did not write %s", events)
+	}
+	// The control socket works for the unprivileged daemon: status (as root, the socket's
+	// owner's group being root's) lists the door and the grant the knock earned.
+	out, err := sesameCtl(filepath.Join(dir, "control.sock"), nil, "status")
+	if err != nil {
+		t.Fatalf("sesame status: %v\n%s\ndaemon:\n%s", err, out, d.Output())
+	}
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(netnsbed.Client4.String()) + `\s+tcp/2222\s+ssh\s+door\s`).MatchString(out) {
+		t.Errorf("status of the unprivileged daemon has no grant row for the knock:\n%s", out)
 	}
 	// The iptables door: iptables, run by the door's command, holds the ambient capabilities.
 	knockFrom(t, bed, netnsbed.Client4, netnsbed.Server4, "7100/tcp", "8100/udp", "9100/tcp")
