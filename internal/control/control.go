@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"os/user"
 	"strconv"
 	"time"
@@ -28,7 +29,8 @@ type Config struct {
 	// Socket is the unix socket's path; empty means DefaultSocket.
 	Socket string
 	// Group may read (status, grants, stats, metrics): a group name or a numeric gid. The
-	// socket file is owned by it, mode 0660. Empty means gid 0 (only root and its group).
+	// socket file is owned by it, mode 0660. Empty means the daemon's own group: gid 0 (only
+	// root and its group) for a daemon running as root, its primary group otherwise.
 	Group string
 	// AdminGroup may also change (grant, revoke): a group name or a numeric gid. Empty means
 	// only root. Its members must be able to open the socket too (be members of Group).
@@ -75,9 +77,18 @@ func (c Config) resolve() (rights, error) {
 		return rights{}, fmt.Errorf("control: max_grant: %v is negative", c.MaxGrant)
 	}
 	var r rights
-	if c.Group == "" {
+	switch {
+	case c.Group == "" && os.Geteuid() == 0:
 		r.read = group{gid: 0, name: "root"}
-	} else {
+	case c.Group == "":
+		// A daemon that is not root (the unit's User=sesame) owns the socket with its own
+		// group: it could not give it to root's group.
+		gid := os.Getegid()
+		r.read = group{gid: gid, name: strconv.Itoa(gid)}
+		if g, err := user.LookupGroupId(r.read.name); err == nil {
+			r.read.name = g.Name
+		}
+	default:
 		g, err := lookupGroup(c.Group)
 		if err != nil {
 			return rights{}, fmt.Errorf("control: group: %w", err)

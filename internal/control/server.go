@@ -171,7 +171,7 @@ func listen(path string, uid, gid int) (*net.UnixListener, os.FileInfo, error) {
 		os.Remove(tmp)
 		return nil, nil, err
 	}
-	if err := os.Chown(tmp, uid, gid); err != nil {
+	if err := chownIfNeeded(tmp, uid, gid); err != nil {
 		return fail(fmt.Errorf("control: socket %s: owner %d:%d: %w", path, uid, gid, err))
 	}
 	if err := os.Chmod(tmp, SocketMode); err != nil {
@@ -203,7 +203,7 @@ func makeDir(dir string, uid, gid int) error {
 	if err := os.Mkdir(dir, DirMode); err != nil {
 		return fmt.Errorf("control: socket directory: %w", err)
 	}
-	if err := os.Chown(dir, uid, gid); err != nil {
+	if err := chownIfNeeded(dir, uid, gid); err != nil {
 		return fmt.Errorf("control: socket directory %s: owner %d:%d: %w", dir, uid, gid, err)
 	}
 	if err := os.Chmod(dir, DirMode); err != nil { // the umask may have taken bits off

@@ -61,7 +61,7 @@ func startDaemon(t testing.TB, ns, ready string, name string, args ...string) *d
 	// at a time, so the default path serves.)
 	if i := slices.Index(append([]string{name}, args...), sesameBin); sesameBin != "" && os.Getenv("SESAME_BIN") == "" && i >= 0 && i < len(args) && args[i] == "server" &&
 		!slices.Contains(args, "--control-socket") && !slices.Contains(args, "--check") {
-		args = append(slices.Clone(args), "--control-socket", filepath.Join(t.TempDir(), "control.sock"))
+		args = append(slices.Clone(args), "--control-socket", filepath.Join(shortTempDir(t), "control.sock"))
 	}
 	d, err := netnsbed.StartDaemon(ns, name, args...)
 	if err != nil {
@@ -182,4 +182,16 @@ func mustAddr(t *testing.T, s string) netip.Addr {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// shortTempDir is a temporary directory with a short path, removed when the test ends: a unix
+// socket's path must fit in 108 bytes, which t.TempDir's (named after the test) may not.
+func shortTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "se")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
