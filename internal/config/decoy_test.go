@@ -72,7 +72,7 @@ ban_for = ["1m", "10m"]
 
 	for _, tc := range []struct {
 		name, text, want string
-		line           int
+		line             int
 	}{
 		{"no ports", "[[decoy]]\nban_for = \"1h\"\n", "ports: at least one port is required", 1},
 		{"bad port", "[[decoy]]\nports = [\"icmp\"]\n", "ports", 2},
