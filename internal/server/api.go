@@ -104,8 +104,8 @@ type RevokeRequest struct {
 
 // RevokeResult says what a revoke removed.
 type RevokeResult struct {
-	Grants int `json:"grants"` // grants removed from the kernel
-	Killed int `json:"killed"` // connections ended (with Kill)
+	Grants int `json:"grants"`         // grants removed from the kernel
+	Killed int `json:"killed"`         // connections ended (with Kill)
 	Bans   int `json:"bans,omitempty"` // bans lifted (with Ban)
 }
 
