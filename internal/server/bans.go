@@ -36,10 +36,21 @@ type banEntry struct {
 	reason string
 }
 
-// banner is the firewall's ban primitive, or nil when the backend has none (firewall none).
+// banner is the firewall's ban primitive, or nil when the backend has none (firewall none). A
+// wrapping backend exposes the one it wraps with Unwrap.
 func (s *Server) banner() firewall.Banner {
-	b, _ := s.deps.Firewall.(firewall.Banner)
-	return b
+	fw := s.deps.Firewall
+	for range 8 {
+		if b, ok := fw.(firewall.Banner); ok {
+			return b
+		}
+		u, ok := fw.(interface{ Unwrap() firewall.Backend })
+		if !ok {
+			return nil
+		}
+		fw = u.Unwrap()
+	}
+	return nil
 }
 
 // startBans loads the live bans from the kernel (they outlive the daemon), and starts the
