@@ -188,6 +188,9 @@ func (s *Server) Unban(ctx context.Context, src netip.Addr, reason string) (bool
 		s.bans.scan.Forgive(src)
 	}
 	s.bans.mu.Unlock()
+	s.mu.Lock()
+	s.cur.machine.Forget(src)
+	s.mu.Unlock()
 	if was {
 		s.log.Warn("ban lifted", "src", src, "reason", reason)
 	}
