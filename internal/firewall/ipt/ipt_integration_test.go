@@ -156,3 +156,8 @@ func TestIntegrationIptLayout(t *testing.T) {
 		t.Error("ipset sesame4 still exists after Close(true)")
 	}
 }
+
+func TestIntegrationIptBans(t *testing.T) {
+	skipUnlessIptables(t)
+	fwtest.RunBans(t, func(t *testing.T, bed *netnsbed.Bed) fwtest.BanBackend { return newInBed(t, bed) })
+}
