@@ -9,9 +9,13 @@
 //		set grants4   { type ipv4_addr . inet_proto . inet_service; flags timeout; }
 //		set grants6   { type ipv6_addr . inet_proto . inet_service; flags timeout; }
 //		set protected { type inet_proto . inet_service; elements = { tcp . 2222 } }
+//		set bans4     { type ipv4_addr; flags timeout; }
+//		set bans6     { type ipv6_addr; flags timeout; }
 //		chain gate {
 //			type filter hook input priority -10; policy accept;
 //			meta l4proto tcp ct direction reply meta l4proto . th dport @protected drop
+//			ip saddr @bans4 meta l4proto . th dport @protected drop
+//			ip6 saddr @bans6 meta l4proto . th dport @protected drop
 //			ct state established,related accept
 //			meta nfproto ipv4 ip saddr . meta l4proto . th dport @grants4 ct mark set ct mark | 0x20000000 accept
 //			meta nfproto ipv6 ip6 saddr . meta l4proto . th dport @grants6 ct mark set ct mark | 0x20000000 accept
