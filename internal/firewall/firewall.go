@@ -127,3 +127,32 @@ type Backend interface {
 	// longer gated by sesame.
 	Close(ctx context.Context, removeRules bool) error
 }
+
+// LiveBan is a ban as the kernel holds it now, with the time it has left.
+type LiveBan struct {
+	Src       netip.Addr
+	Remaining time.Duration
+}
+
+// Banner keeps bans in the kernel: a banned source's packets to every protected port are
+// dropped, granted or not, until the ban times out. Bans expire in the kernel, so they end on
+// time even when the daemon is dead, and Apply keeps the live ones as it keeps grants.
+type Banner interface {
+	// Ban adds or refreshes a ban of src for dur (at least 1 ms); a refreshed ban gets dur.
+	Ban(ctx context.Context, src netip.Addr, dur time.Duration) error
+	// Unban removes the ban of src; removing an absent ban is not an error.
+	Unban(ctx context.Context, src netip.Addr) error
+	// ListBans returns the live bans.
+	ListBans(ctx context.Context) ([]LiveBan, error)
+}
+
+// CheckBan checks a ban before a backend applies it.
+func CheckBan(src netip.Addr, dur time.Duration, add bool) error {
+	if !src.IsValid() {
+		return fmt.Errorf("ban: no source address")
+	}
+	if add && dur < time.Millisecond {
+		return fmt.Errorf("ban %s: duration must be at least 1ms", src)
+	}
+	return nil
+}
