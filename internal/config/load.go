@@ -117,6 +117,8 @@ type (
 		LogFile    field[string]   `toml:"log_file"`
 		UseSyslog  field[bool]     `toml:"use_syslog"`
 		PidFile    field[string]   `toml:"pid_file"`
+		Stealth    field[string]   `toml:"stealth"`
+		Allow      field[[]string] `toml:"allow"`
 	}
 	tomlControl struct {
 		Socket     field[string]   `toml:"socket"`
@@ -323,6 +325,17 @@ func (d *decoder) server(v toml.Primitive, srv *Server) error {
 	srv.LogFile = f.LogFile.or(srv.LogFile)
 	srv.UseSyslog = f.UseSyslog.or(srv.UseSyslog)
 	srv.PidFile = f.PidFile.or(srv.PidFile)
+	srv.Stealth = firewall.Stealth(f.Stealth.or(string(srv.Stealth)))
+	if f.Allow.set {
+		srv.Allow = nil
+		for _, e := range f.Allow.v {
+			a, err := firewall.ParseAllow(e)
+			if err != nil {
+				return problem(atServer, "server", "allow", "%w", err)
+			}
+			srv.Allow = append(srv.Allow, a)
+		}
+	}
 	return nil
 }
 

@@ -78,6 +78,10 @@ type Server struct {
 	PidFile string
 	// StateDir holds persistent state (replay cache).
 	StateDir string
+	// Stealth is how the gate refuses ([server] stealth, one of firewall.Stealths; default
+	// closed): see docs/SECURITY.md. Allow is [server] allow, what a dark gate lets in.
+	Stealth firewall.Stealth
+	Allow   []firewall.Allow
 }
 
 // DefaultServer returns the [server] settings of a configuration that sets none.
@@ -87,6 +91,7 @@ func DefaultServer() Server {
 		OnStop:     OnStopClose,
 		MaxSources: DefaultMaxSources,
 		SweepGuard: DefaultSweepGuard,
+		Stealth:    firewall.StealthClosed,
 		StateDir:   DefaultStateDir,
 	}
 }
