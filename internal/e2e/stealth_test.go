@@ -235,10 +235,9 @@ func TestIntegrationStealthDark(t *testing.T) {
 	for _, fw := range []string{"nftables", "iptables"} {
 		t.Run(fw, func(t *testing.T) {
 			bed := skipUnlessRoot(t)
-			extra, err := bed.AddClientAddrs(context.Background(), 1, true)
-			if err != nil {
-				t.Fatal(err)
-			}
+			// The allowed sources are added to the client only after the scans and knocks:
+			// nmap and the knock client would pick them as their source address.
+			extra := []netip.Addr{netnsbed.ExtraClient4(1), netnsbed.ExtraClient6(1)}
 			var held []*netnsbed.Session
 			for _, fam := range families {
 				greetEcho(t, bed, netip.AddrPortFrom(fam.server, 8080))
@@ -267,7 +266,7 @@ func TestIntegrationStealthDark(t *testing.T) {
 					if out, err := netnsbed.Command(ctx, bed.Client, "ping", "-c", "2", "-W", "1", fam.server.String()).CombinedOutput(); err == nil {
 						t.Errorf("ping answered:\n%s", out)
 					}
-					sn := []string{"-n", "-sn", fam.server.String()}
+					sn := []string{"-n", "-sn", "--disable-arp-ping", fam.server.String()}
 					if fam.server.Is6() {
 						sn = append(sn, "-6")
 					}
@@ -275,6 +274,15 @@ func TestIntegrationStealthDark(t *testing.T) {
 					if err != nil || !strings.Contains(string(out), "0 hosts up") {
 						t.Errorf("nmap -sn: %v\n%s", err, out)
 					}
+					talk(t, held[i], "the held connection after the scans")
+					opensBoth(t, bed, k, fam)
+				})
+			}
+			if got, err := bed.AddClientAddrs(context.Background(), 1, true); err != nil || !slices.Equal(got, extra) {
+				t.Fatalf("extra client addresses %v, want %v: %v", got, extra, err)
+			}
+			for _, fam := range families {
+				t.Run(fam.name+"/allow", func(t *testing.T) {
 					// Allow entries: their source and port only, never the protected port.
 					ex := extra[0]
 					if fam.server.Is6() {
@@ -297,8 +305,6 @@ func TestIntegrationStealthDark(t *testing.T) {
 					if ok, err := netnsbed.CanConnect(bed.Server, netip.Addr{}, netip.AddrPortFrom(fam.server, 8080), time.Second); err != nil || !ok {
 						t.Errorf("loopback: the server cannot reach its own service: %v", err)
 					}
-					talk(t, held[i], "the held connection after the scans")
-					opensBoth(t, bed, k, fam)
 				})
 			}
 		})

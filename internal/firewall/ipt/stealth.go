@@ -22,6 +22,7 @@ import (
 //
 //	-A SESAME -i lo -j RETURN
 //	-A SESAME -p ipv6-icmp -m icmp6 --icmpv6-type 133..137 -j RETURN   (ip6tables, one per type)
+//	-A SESAME -p tcp ! --syn -m socket -j RETURN   (pick-up of running connections, see the nft backend)
 //	-A SESAME -s 198.51.100.0/24 -p tcp --dport 22 -j RETURN           (one per allow entry of the family)
 //	-A SESAME -j DROP
 func stealthRules(r [][]string, inet uint8, gate firewall.Gate) [][]string {
@@ -51,6 +52,7 @@ func stealthRules(r [][]string, inet uint8, gate firewall.Gate) [][]string {
 			r = append(r, []string{"-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", strconv.Itoa(t), "-j", "RETURN"})
 		}
 	}
+	r = append(r, []string{"-p", "tcp", "!", "--syn", "-m", "socket", "-j", "RETURN"})
 	for _, a := range gate.Allow {
 		if a.Prefix.Addr().Is6() != (inet == unix.AF_INET6) {
 			continue

@@ -49,8 +49,15 @@ func GateExprs(gate firewall.Gate, withDrop bool) [][]expr.Any {
 //
 //	meta iiftype loopback accept
 //	meta l4proto ipv6-icmp icmpv6 type 133-137 accept   (router and neighbour discovery)
+//	meta l4proto tcp tcp flags & syn == 0 socket wildcard 0 accept   (pick-up, see below)
 //	ip saddr 198.51.100.0/24 meta l4proto tcp th dport 22 accept   (one per allow entry)
 //	drop
+//
+// The pick-up rule keeps connections that were running before the gate loaded: on a host with
+// no firewall of its own conntrack only starts tracking when sesame's table appears, and the
+// next segment of such a connection (the admin's ssh session) is then "new". A TCP segment
+// without SYN that belongs to a socket bound to a specific address (an established connection,
+// or a listener on one address; socket wildcard 0) passes and conntrack picks the connection up.
 func darkExprs(allow []firewall.Allow) [][]expr.Any {
 	rules := [][]expr.Any{
 		{
@@ -64,6 +71,16 @@ func darkExprs(allow []firewall.Allow) [][]expr.Any {
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
 			&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: []byte{133}},
 			&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: []byte{137}},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		},
+		{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x02}, Xor: []byte{0}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
+			&expr.Socket{Key: expr.SocketKeyWildcard, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
 			&expr.Verdict{Kind: expr.VerdictAccept},
 		},
 	}
