@@ -41,7 +41,7 @@ func TestIntegrationOpenCLI(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg := fmt.Sprintf(`[server]
+			cfg := spaStealth(sniff, `[server]
 state_dir = %q
 
 [spa]

@@ -333,3 +333,14 @@ func TestIntegrationStealthOff(t *testing.T) {
 		})
 	}
 }
+
+// spaStealth formats an SPA test's configuration (fmt.Sprintf(format, args...)) and, for the
+// UDP-socket mode (sniff false), sets stealth = "off": only then does a socket listen on the
+// SPA port (with a stealth gate SPA is always sniffed), so those tests keep testing the socket.
+func spaStealth(sniff bool, format string, args ...any) string {
+	cfg := fmt.Sprintf(format, args...)
+	if !sniff {
+		cfg = strings.Replace(cfg, "[server]\n", "[server]\nstealth = \"off\"\n", 1)
+	}
+	return cfg
+}
