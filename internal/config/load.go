@@ -118,6 +118,8 @@ type (
 		UseSyslog  field[bool]     `toml:"use_syslog"`
 		PidFile    field[string]   `toml:"pid_file"`
 		NeverBan   field[[]source] `toml:"never_ban"`
+		Stealth    field[string]   `toml:"stealth"`
+		Allow      field[[]string] `toml:"allow"`
 	}
 	tomlControl struct {
 		Socket     field[string]   `toml:"socket"`
@@ -351,6 +353,17 @@ func (d *decoder) server(v toml.Primitive, srv *Server) error {
 	srv.UseSyslog = f.UseSyslog.or(srv.UseSyslog)
 	srv.PidFile = f.PidFile.or(srv.PidFile)
 	srv.NeverBan = convertList(f.NeverBan.v, func(s source) netip.Prefix { return netip.Prefix(s) })
+	srv.Stealth = firewall.Stealth(f.Stealth.or(string(srv.Stealth)))
+	if f.Allow.set {
+		srv.Allow = nil
+		for _, e := range f.Allow.v {
+			a, err := firewall.ParseAllow(e)
+			if err != nil {
+				return problem(atServer, "server", "allow", "%w", err)
+			}
+			srv.Allow = append(srv.Allow, a)
+		}
+	}
 	return nil
 }
 

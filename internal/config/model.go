@@ -86,6 +86,10 @@ type Server struct {
 	StateDir string
 	// NeverBan lists sources that decoys and scan detection never ban ([server] never_ban).
 	NeverBan []netip.Prefix
+	// Stealth is how the gate refuses ([server] stealth, one of firewall.Stealths; default
+	// closed): see docs/SECURITY.md. Allow is [server] allow, what a dark gate lets in.
+	Stealth firewall.Stealth
+	Allow   []firewall.Allow
 }
 
 // DefaultServer returns the [server] settings of a configuration that sets none.
@@ -95,6 +99,7 @@ func DefaultServer() Server {
 		OnStop:     OnStopClose,
 		MaxSources: DefaultMaxSources,
 		SweepGuard: DefaultSweepGuard,
+		Stealth:    firewall.StealthClosed,
 		StateDir:   DefaultStateDir,
 	}
 }

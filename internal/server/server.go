@@ -238,9 +238,10 @@ func OpenPorts(cfg *config.Config) []netport.Port {
 	return out
 }
 
-// Gate is the firewall gate cfg needs: every port a door opens is protected.
+// Gate is the firewall gate cfg needs: every port a door opens is protected, refused as
+// [server] stealth says, and a dark gate lets in what [server] allow lists.
 func Gate(cfg *config.Config) firewall.Gate {
-	return firewall.Gate{Protected: spaProtected(cfg, OpenPorts(cfg))}
+	return firewall.Gate{Protected: spaProtected(cfg, OpenPorts(cfg)), Stealth: cfg.Server.Stealth, Allow: cfg.Server.Allow}
 }
 
 // Filter is the kernel capture filter cfg needs: the doors' knocks and the sweep guard ports.

@@ -295,7 +295,7 @@ func (b *Backend) applyChain(f family, gate firewall.Gate) error {
 			nold++
 		}
 	}
-	for _, r := range b.rules(f.set, gate) {
+	for _, r := range stealthRules(b.rules(f.set, gate), f.inet, gate) {
 		if err := f.ipt.Append(table, b.chain, r...); err != nil {
 			return fmt.Errorf("firewall ipt: %s -A %s %s: %w", f.name, b.chain, strings.Join(r, " "), err)
 		}

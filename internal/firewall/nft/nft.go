@@ -335,7 +335,7 @@ func queueApply(c *nftables.Conn, name string, gate firewall.Gate, live4, live6,
 		Policy:   ptr(nftables.ChainPolicyAccept),
 	})
 	sets := map[string]*nftables.Set{Grants4Set: g4, Grants6Set: g6, ProtectedSet: prot, Bans4Set: b4, Bans6Set: b6}
-	for _, exprs := range RuleExprs(len(pe) > 0) {
+	for _, exprs := range GateExprs(gate, len(pe) > 0) {
 		for _, e := range exprs {
 			if l, ok := e.(*expr.Lookup); ok {
 				l.SetID = sets[l.SetName].ID
