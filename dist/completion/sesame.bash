@@ -93,7 +93,7 @@ _sesame() {
         esac
         ;;
     revoke)
-        opts="--all --kill --socket -h"
+        opts="--all --ban --kill --socket -h"
         case $prev in
         --socket) _filedir; return ;;
         esac

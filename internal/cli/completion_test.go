@@ -92,7 +92,7 @@ func TestBashCompletion(t *testing.T) {
 		{"sesame server --log-", "--log-format --log-level"},
 		{"sesame server --firewall ip", "iptables"},
 		{"sesame open host --hmac-digest-type sha3", "sha384 sha3_256 sha3_512"},
-		{"sesame revoke --", "--all --kill --socket"},
+		{"sesame revoke --", "--all --ban --kill --socket"},
 		{"sesame help st", "status"},
 		{"sesame version ", ""},
 	}

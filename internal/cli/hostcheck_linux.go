@@ -57,3 +57,6 @@ func (c checkedFirewall) Apply(ctx context.Context, g firewall.Gate) error {
 	c.log.Debug("host firewall checked", "findings", len(fs))
 	return nil
 }
+
+// Unwrap returns the wrapped backend, so its other primitives (firewall.Banner) stay reachable.
+func (c checkedFirewall) Unwrap() firewall.Backend { return c.Backend }

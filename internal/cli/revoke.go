@@ -13,11 +13,13 @@ import (
 
 const revokeUsage = `sesame revoke [--kill] ADDR [PROTO/PORT]
 sesame revoke --all [--kill]
+sesame revoke --ban ADDR
 
 Remove live grants from the running daemon's firewall: ADDR's grant on one port,
 all of ADDR's grants, or (--all) every grant. Connections already open stay up
 unless --kill also ends them (their conntrack entries are deleted, so the gate
-drops their next packet).
+drops their next packet). With --ban, lift ADDR's ban (a decoy's or scan
+detection's) instead.
 
 Changing needs root or membership of [control] admin_group; every revoke is
 logged with the caller's uid.
@@ -28,6 +30,7 @@ Examples:
   sesame revoke 198.51.100.7 tcp/22
   sesame revoke --kill 2001:db8::7
   sesame revoke --all
+  sesame revoke --ban 198.51.100.9
 `
 
 func revokeCommand() *command {
@@ -37,9 +40,13 @@ func revokeCommand() *command {
 		socket := socketFlag(fs)
 		all := fs.Bool("all", false, "revoke every grant")
 		kill := fs.Bool("kill", false, "also end the revoked grants' established connections")
+		ban := fs.Bool("ban", false, "lift ADDR's ban instead of revoking grants")
 		pos, err := parseArgs(fs, args)
 		if err != nil {
 			return err
+		}
+		if *ban {
+			return revokeBan(ctx, *socket, pos, *all || *kill, stdout)
 		}
 		req := server.RevokeRequest{All: *all, Kill: *kill}
 		switch {
@@ -99,4 +106,30 @@ func plural(n int, what string) string {
 		return "1 " + what
 	}
 	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// revokeBan lifts one address's ban.
+func revokeBan(ctx context.Context, socket string, pos []string, other bool, stdout io.Writer) error {
+	switch {
+	case other:
+		return usagef("--ban lifts one address's ban; it goes without --all and --kill")
+	case len(pos) == 0:
+		return usagef("missing ADDR")
+	case len(pos) > 1:
+		return usagef("unexpected argument %q", pos[1])
+	}
+	src, err := parseAddr(pos[0])
+	if err != nil {
+		return err
+	}
+	res, err := control.NewClient(socket).Revoke(ctx, server.RevokeRequest{Src: src, Ban: true})
+	if err != nil {
+		return err
+	}
+	if res.Bans == 0 {
+		fmt.Fprintf(stdout, "nothing to lift: %s is not banned\n", src)
+	} else {
+		fmt.Fprintf(stdout, "lifted the ban of %s\n", src)
+	}
+	return nil
 }

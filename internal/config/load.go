@@ -117,6 +117,9 @@ type (
 		LogFile    field[string]   `toml:"log_file"`
 		UseSyslog  field[bool]     `toml:"use_syslog"`
 		PidFile    field[string]   `toml:"pid_file"`
+		NeverBan   field[[]source] `toml:"never_ban"`
+		Stealth    field[string]   `toml:"stealth"`
+		Allow      field[[]string] `toml:"allow"`
 	}
 	tomlControl struct {
 		Socket     field[string]   `toml:"socket"`
@@ -247,12 +250,12 @@ func unknownKey(at place, section, key, fileKey string) *Error {
 func (d *decoder) config(top map[string]toml.Primitive, cfg *Config) error {
 	var other []string
 	for k := range top {
-		if !slices.Contains([]string{"server", "door", "spa", "control", "metrics"}, k) {
+		if !slices.Contains([]string{"server", "door", "spa", "control", "metrics", "decoy", "alert", "scan"}, k) {
 			other = append(other, k)
 		}
 	}
 	if k := d.first(toml.Key{""}, other); k != "" {
-		return &Error{Err: fmt.Errorf("unknown key %q (want [server], [[door]], [spa], [control] or [metrics])", k), at: place{index: -1, key: toml.Key{k}}}
+		return &Error{Err: fmt.Errorf("unknown key %q (want [server], [[door]], [spa], [control], [metrics], [[decoy]], [alert] or [scan])", k), at: place{index: -1, key: toml.Key{k}}}
 	}
 	if v, ok := top["control"]; ok {
 		if err := d.control(v, &cfg.Control); err != nil {
@@ -298,6 +301,32 @@ func (d *decoder) config(top map[string]toml.Primitive, cfg *Config) error {
 		}
 		cfg.SPA = s
 	}
+	return d.banSections(top, cfg)
+}
+
+// banSections decodes [[decoy]], [alert] and [scan].
+func (d *decoder) banSections(top map[string]toml.Primitive, cfg *Config) error {
+	if v, ok := top["decoy"]; ok {
+		ds, err := d.decoys(v)
+		if err != nil {
+			return err
+		}
+		cfg.Decoys = ds
+	}
+	if v, ok := top["alert"]; ok {
+		a, err := d.alert(v)
+		if err != nil {
+			return err
+		}
+		cfg.Alert = a
+	}
+	if v, ok := top["scan"]; ok {
+		s, err := d.scan(v)
+		if err != nil {
+			return err
+		}
+		cfg.Scan = s
+	}
 	return nil
 }
 
@@ -323,6 +352,18 @@ func (d *decoder) server(v toml.Primitive, srv *Server) error {
 	srv.LogFile = f.LogFile.or(srv.LogFile)
 	srv.UseSyslog = f.UseSyslog.or(srv.UseSyslog)
 	srv.PidFile = f.PidFile.or(srv.PidFile)
+	srv.NeverBan = convertList(f.NeverBan.v, func(s source) netip.Prefix { return netip.Prefix(s) })
+	srv.Stealth = firewall.Stealth(f.Stealth.or(string(srv.Stealth)))
+	if f.Allow.set {
+		srv.Allow = nil
+		for _, e := range f.Allow.v {
+			a, err := firewall.ParseAllow(e)
+			if err != nil {
+				return problem(atServer, "server", "allow", "%w", err)
+			}
+			srv.Allow = append(srv.Allow, a)
+		}
+	}
 	return nil
 }
 

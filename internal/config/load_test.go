@@ -12,6 +12,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/knock"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
@@ -44,6 +45,7 @@ func TestLoadFiles(t *testing.T) {
 				MaxSources: 65536,
 				SweepGuard: 32,
 				StateDir:   "/var/lib/sesame",
+				Stealth:    firewall.StealthClosed,
 			},
 			Doors: []Door{{
 				Door: knock.Door{
@@ -68,6 +70,7 @@ func TestLoadFiles(t *testing.T) {
 				MaxSources: 1000,
 				SweepGuard: 0,
 				StateDir:   "/srv/sesame",
+				Stealth:    firewall.StealthClosed,
 				LogFile:    "/var/log/sesame.log",
 				UseSyslog:  true,
 				PidFile:    "/run/sesame.pid",
@@ -250,13 +253,21 @@ func TestParseErrors(t *testing.T) {
 		{"metrics listen port 0", "[metrics]\nlisten = \"127.0.0.1:0\"\n", `s.toml:2: metrics: listen: "127.0.0.1:0": the port must be a number in 1-65535`},
 		{"metrics listen port name", "[metrics]\nlisten = \"localhost:http\"\n", `the port must be a number in 1-65535`},
 		{"metrics allow_remote type", "[metrics]\nallow_remote = \"yes\"\n", `s.toml:2: metrics: allow_remote: want true or false, got a string`},
-		{"unknown top key", "[server]\n[spq]\nkey = 1\n", `s.toml:2: unknown key "spq" (want [server], [[door]], [spa], [control] or [metrics])`},
+		{"unknown top key", "[server]\n[spq]\nkey = 1\n", `s.toml:2: unknown key "spq" (want [server], [[door]], [spa], [control], [metrics], [[decoy]], [alert] or [scan])`},
 		{"unknown top value", "x = 1\n", `s.toml:1: unknown key "x"`},
 		{"server not table", "server = 1\n", `s.toml:1: server: want a table, got an integer`},
 		{"door not array", "[door]\nname = \"x\"\n", `s.toml:1: door: want [[door]] tables, got a table`},
 		{"unknown server key", "[server]\nfirewall = \"none\"\nfirwall = \"none\"\n", `s.toml:3: server: unknown key "firwall"`},
 		{"first unknown key", "[server]\nzz = 1\naa = 2\n", `s.toml:2: server: unknown key "zz"`},
 		{"firewall", "[server]\nfirewall = \"pf\"\n", `s.toml:2: server: firewall: "pf" is not a firewall (want nftables, iptables or none)`},
+		{"stealth", "[server]\nstealth = \"hidden\"\n", `s.toml:2: server: stealth: "hidden" is not a stealth mode (want closed, dark or off)`},
+		{"stealth dark none", "[server]\nfirewall = \"none\"\nstealth = \"dark\"\n", `s.toml:3: server: stealth: dark needs a firewall (nftables, iptables), not "none"`},
+		{"allow not dark", "[server]\nallow = [\"10.0.0.0/8\"]\n", `s.toml:2: server: allow: only a dark gate has an allow list (stealth is "closed")`},
+		{"allow bad cidr", "[server]\nstealth = \"dark\"\nallow = [\"10.0.0.0/33\"]\n", `s.toml:3: server: allow: "10.0.0.0/33": "10.0.0.0/33" is not a CIDR`},
+		{"allow host bits", "[server]\nstealth = \"dark\"\nallow = [\"10.0.0.1/8\"]\n", `s.toml:3: server: allow: "10.0.0.1/8": 10.0.0.1/8 has host bits set (the network is 10.0.0.0/8)`},
+		{"allow bad port", "[server]\nstealth = \"dark\"\nallow = [\"10.0.0.0/8 icmp\"]\n", `s.toml:3: server: allow: "10.0.0.0/8 icmp": port "icmp": want PROTO/PORT`},
+		{"allow extra word", "[server]\nstealth = \"dark\"\nallow = [\"10.0.0.0/8 tcp/22 x\"]\n", `s.toml:3: server: allow: "10.0.0.0/8 tcp/22 x": want "CIDR" or "CIDR tcp/PORT" or "CIDR udp/PORT"`},
+		{"allow type", "[server]\nstealth = \"dark\"\nallow = \"10.0.0.0/8\"\n", `s.toml:3: server: allow: want`},
 		{"firewall type", "[server]\nfirewall = 1\n", `s.toml:2: server: firewall: want a string, got an integer`},
 		{"on_stop", "[server]\non_stop = \"keep\"\n", `s.toml:2: server: on_stop: "keep" is not valid (want close or remove)`},
 		{"max_sources", "[server]\nmax_sources = 0\n", `s.toml:2: server: max_sources: 0 is out of range 1-2147483647`},

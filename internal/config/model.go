@@ -2,6 +2,7 @@
 package config
 
 import (
+	"net/netip"
 	"slices"
 	"time"
 
@@ -34,6 +35,11 @@ type Config struct {
 	// Control is the operator's control socket; Metrics the Prometheus listener.
 	Control Control
 	Metrics Metrics
+	// Decoys are the [[decoy]] sections, Alert the [alert] webhook (URL empty: log lines
+	// only), Scan the [scan] section (nil: scan detection off).
+	Decoys []Decoy
+	Alert  Alert
+	Scan   *Scan
 }
 
 // Control is the [control] section: the control socket sesame status, grant and revoke use
@@ -78,6 +84,12 @@ type Server struct {
 	PidFile string
 	// StateDir holds persistent state (replay cache).
 	StateDir string
+	// NeverBan lists sources that decoys and scan detection never ban ([server] never_ban).
+	NeverBan []netip.Prefix
+	// Stealth is how the gate refuses ([server] stealth, one of firewall.Stealths; default
+	// closed): see docs/SECURITY.md. Allow is [server] allow, what a dark gate lets in.
+	Stealth firewall.Stealth
+	Allow   []firewall.Allow
 }
 
 // DefaultServer returns the [server] settings of a configuration that sets none.
@@ -87,6 +99,7 @@ func DefaultServer() Server {
 		OnStop:     OnStopClose,
 		MaxSources: DefaultMaxSources,
 		SweepGuard: DefaultSweepGuard,
+		Stealth:    firewall.StealthClosed,
 		StateDir:   DefaultStateDir,
 	}
 }

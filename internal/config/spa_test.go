@@ -60,7 +60,8 @@ max_open_for = "1h"
 func TestSPAConfigIssueExample(t *testing.T) {
 	dir, pub := spaKeys(t)
 	pubText, _ := pub.MarshalText()
-	src := strings.ReplaceAll(issueSPA, "DIR", dir) + `
+	// stealth = "off": with a stealth gate every SPA port is sniffed (TestStealthSniffsSPA).
+	src := "[server]\nstealth = \"off\"\n" + strings.ReplaceAll(issueSPA, "DIR", dir) + `
 [[spa.client]]
 name = "bob"
 public_key = "` + string(pubText) + `"
@@ -332,6 +333,30 @@ func TestSPAConfigWarnsWithoutHMAC(t *testing.T) {
 		got := strings.Join(cfg.SPA.Warnings, "\n")
 		if strings.Contains(got, `spa client "a": no HMAC key`) != tc.warn {
 			t.Errorf("key_file = %s: warnings %q, want a no-HMAC warning: %v", tc.key, got, tc.warn)
+		}
+	}
+}
+
+// TestStealthSniffsSPA: a stealth gate reads SPA from the capture, so the SPA port answers like
+// a closed one (closed) or not at all (dark) instead of open|filtered; off keeps the socket.
+func TestStealthSniffsSPA(t *testing.T) {
+	dir, _ := spaKeys(t)
+	for _, tc := range []struct {
+		server string
+		sniff  bool
+	}{
+		{"", true},
+		{"stealth = \"closed\"\n", true},
+		{"stealth = \"dark\"\n", true},
+		{"stealth = \"off\"\n", false},
+	} {
+		src := "[server]\n" + tc.server + strings.ReplaceAll(issueSPA, "DIR", dir)
+		cfg, err := Parse(filepath.Join(dir, "sesame.toml"), []byte(src))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.server, err)
+		}
+		if cfg.SPA.Sniff != tc.sniff {
+			t.Errorf("%q: sniff = %v, want %v", tc.server, cfg.SPA.Sniff, tc.sniff)
 		}
 	}
 }

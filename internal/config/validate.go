@@ -107,6 +107,15 @@ func (c *Config) Validate() error {
 	if s.SweepGuard < 0 || s.SweepGuard > MaxSweepGuard {
 		return problem(atServer, "server", "sweep_guard", "%d is out of range 0-%d", s.SweepGuard, MaxSweepGuard)
 	}
+	if !slices.Contains(firewall.Stealths(), s.Stealth) {
+		return problem(atServer, "server", "stealth", "%q is not a stealth mode (want closed, dark or off)", s.Stealth)
+	}
+	if s.Stealth == firewall.StealthDark && s.Firewall == firewall.None {
+		return problem(atServer, "server", "stealth", "dark needs a firewall (nftables, iptables), not %q", s.Firewall)
+	}
+	if len(s.Allow) > 0 && s.Stealth != firewall.StealthDark {
+		return problem(atServer, "server", "allow", "only a dark gate has an allow list (stealth is %q)", s.Stealth)
+	}
 	if s.StateDir == "" {
 		return problem(atServer, "server", "state_dir", "must not be empty")
 	}
@@ -130,7 +139,15 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.SPA != nil {
-		return c.SPA.Validate(s.Firewall)
+		if err := c.SPA.Validate(s.Firewall); err != nil {
+			return err
+		}
+		// With a stealth gate the SPA port must look like the other ports: the gate refuses or
+		// drops it and the capture reads SPA packets, as in sniff mode (a bound socket would
+		// make it open|filtered).
+		if s.Stealth != firewall.StealthOff && s.Firewall != firewall.None {
+			c.SPA.Sniff = true
+		}
 	}
 	return nil
 }

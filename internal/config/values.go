@@ -70,6 +70,18 @@ func decodeValue(dst, data any) error {
 		*dst = out
 	case *duration:
 		return dst.decode(data)
+	case *[]duration:
+		arr, ok := data.([]any)
+		if !ok {
+			return fmt.Errorf("want a list of durations, got %s", typeName(data))
+		}
+		out := make([]duration, len(arr))
+		for i, e := range arr {
+			if err := out[i].decode(e); err != nil {
+				return fmt.Errorf("element %d: %w", i+1, err)
+			}
+		}
+		*dst = out
 	case *date:
 		return dst.decode(data)
 	case *[]element:

@@ -306,6 +306,17 @@ func checkNote(s string) error {
 
 // checkRevoke checks a revoke request: every grant (all) or one source's, optionally on one port.
 func checkRevoke(req server.RevokeRequest) (server.RevokeRequest, error) {
+	if req.Ban {
+		if req.All || !req.Port.IsZero() || req.Kill {
+			return req, errors.New("ban: lifts one source's ban; it goes without all, port and kill")
+		}
+		if !req.Src.IsValid() {
+			return req, errors.New("src: missing (the banned address)")
+		}
+		var err error
+		req.Src, err = checkAddr(req.Src)
+		return req, err
+	}
 	if req.All {
 		if req.Src.IsValid() || !req.Port.IsZero() {
 			return req, errors.New("all: revokes every grant; it goes without src and port")

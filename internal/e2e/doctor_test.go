@@ -151,7 +151,7 @@ func TestDoctorTutorialDrop(t *testing.T) {
 		}
 		for _, want := range []string{
 			"ok   tcp/2222 granted client: reaches the service",
-			"ok   tcp/2222 granted client, later packets: a connection opened during the grant keeps working after it (accepted by ip filter SESAME rule 2: ct mark and 0x20000000 == 0x20000000 accept)",
+			"ok   tcp/2222 granted client, later packets: a connection opened during the grant keeps working after it (accepted by ip filter SESAME rule 3: ct mark and 0x20000000 == 0x20000000 accept)",
 			"ok   tcp/2222 ungranted client: refused: dropped by ip filter SESAME",
 		} {
 			if !r.has(want) {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 import (
@@ -41,7 +43,7 @@ func TestIntegrationOpenCLI(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg := fmt.Sprintf(`[server]
+			cfg := spaStealth(sniff, `[server]
 state_dir = %q
 
 [spa]

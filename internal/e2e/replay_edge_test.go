@@ -25,7 +25,7 @@ import (
 func noHMACConfig(t *testing.T, k *spaKeys, sniff bool) string {
 	t.Helper()
 	writeSecret(t, filepath.Join(k.dir, "nohmac.key"), []byte("KEY_BASE64 "+fwknopKey+"\n"))
-	return fmt.Sprintf(`[server]
+	return spaStealth(sniff, `[server]
 state_dir = %q
 
 [spa]

@@ -5,7 +5,6 @@ package e2e
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -95,7 +94,7 @@ func measureSPALatency(b *testing.B, name string) []time.Duration {
 			"-d", filepath.Join(run, "digest.cache"), "-p", filepath.Join(run, "fwknopd.pid"))
 		time.Sleep(100 * time.Millisecond)
 	default:
-		cfg := fmt.Sprintf(`[server]
+		cfg := spaStealth(strings.HasSuffix(name, "-sniff"), `[server]
 state_dir = %q
 
 [spa]

@@ -72,7 +72,7 @@ func newSPAKeys(t *testing.T) *spaKeys {
 // from anywhere in the bed.
 func (k *spaKeys) config(sniff bool, stateDir string) string {
 	pub, _ := k.bob.Public().MarshalText()
-	return fmt.Sprintf(`[server]
+	return spaStealth(sniff, `[server]
 state_dir = %q
 
 [spa]

@@ -47,10 +47,20 @@ func KindList() string {
 const ConnMark uint32 = 0x20000000
 
 // Gate is what sesame's own firewall table enforces: new connections to a protected port are
-// dropped unless their (source, protocol, port) has a live grant; established traffic passes.
+// refused unless their (source, protocol, port) has a live grant; established traffic passes.
+// Stealth says how they are refused (empty: StealthOff, a drop); in StealthDark every other new
+// inbound packet is dropped too unless it is loopback, IPv6 neighbour discovery or in Allow.
 type Gate struct {
 	Protected []netport.Port
+	Stealth   Stealth
+	Allow     []Allow
 }
+
+// Rejects reports whether g refuses with a reset or port unreachable rather than a drop.
+func (g Gate) Rejects() bool { return g.Stealth == StealthClosed }
+
+// Dark reports whether g drops every new inbound packet it does not allow.
+func (g Gate) Dark() bool { return g.Stealth == StealthDark }
 
 // Grant opens one protected port for one source address until Timeout has passed.
 type Grant struct {
@@ -77,6 +87,19 @@ func CheckPort(p netport.Port) error {
 
 // CheckGate checks every protected port of g.
 func CheckGate(g Gate) error {
+	if g.Stealth != "" && g.Stealth != StealthClosed && g.Stealth != StealthDark && g.Stealth != StealthOff {
+		return fmt.Errorf("gate: %q is not a stealth mode", g.Stealth)
+	}
+	for _, a := range g.Allow {
+		if !a.Prefix.IsValid() {
+			return fmt.Errorf("gate: allow entry without a network")
+		}
+		if a.Port.Num != 0 {
+			if err := CheckPort(a.Port); err != nil {
+				return err
+			}
+		}
+	}
 	for _, p := range g.Protected {
 		if err := CheckPort(p); err != nil {
 			return err
@@ -126,4 +149,33 @@ type Backend interface {
 	// kernel (fail closed); with true sesame's rules are removed and protected ports are no
 	// longer gated by sesame.
 	Close(ctx context.Context, removeRules bool) error
+}
+
+// LiveBan is a ban as the kernel holds it now, with the time it has left.
+type LiveBan struct {
+	Src       netip.Addr
+	Remaining time.Duration
+}
+
+// Banner keeps bans in the kernel: a banned source's packets to every protected port are
+// dropped, granted or not, until the ban times out. Bans expire in the kernel, so they end on
+// time even when the daemon is dead, and Apply keeps the live ones as it keeps grants.
+type Banner interface {
+	// Ban adds or refreshes a ban of src for dur (at least 1 ms); a refreshed ban gets dur.
+	Ban(ctx context.Context, src netip.Addr, dur time.Duration) error
+	// Unban removes the ban of src; removing an absent ban is not an error.
+	Unban(ctx context.Context, src netip.Addr) error
+	// ListBans returns the live bans.
+	ListBans(ctx context.Context) ([]LiveBan, error)
+}
+
+// CheckBan checks a ban before a backend applies it.
+func CheckBan(src netip.Addr, dur time.Duration, add bool) error {
+	if !src.IsValid() {
+		return fmt.Errorf("ban: no source address")
+	}
+	if add && dur < time.Millisecond {
+		return fmt.Errorf("ban %s: duration must be at least 1ms", src)
+	}
+	return nil
 }

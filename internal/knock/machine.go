@@ -607,3 +607,11 @@ func (m *Machine) unindex(si int32) {
 	}
 	m.index[i] = 0
 }
+
+// Forget drops everything the machine knows of src: its knocks in progress and its sweep guard
+// penalty (an operator lifted its ban, or it proved a key).
+func (m *Machine) Forget(src netip.Addr) {
+	if si := m.lookup(src.Unmap()); si != none {
+		m.remove(si)
+	}
+}

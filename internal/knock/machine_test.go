@@ -733,3 +733,25 @@ func (m *refMachine) unlink(s *refSource) {
 	}
 	s.prev, s.next = nil, nil
 }
+
+func TestForgetLiftsGuard(t *testing.T) {
+	d := Door{Name: "d", Sequence: []Element{{Proto: netport.TCP, Num: 7000}, {Proto: netport.TCP, Num: 8000}}, Timeout: 10 * time.Second}
+	m := New([]Door{d}, Options{MaxSources: 16, GuardWidth: 4})
+	src := netip.MustParseAddr("198.18.0.2")
+	t0 := time.Unix(1000, 0)
+	var got []EventKind
+	emit := func(e Event) { got = append(got, e.Kind) }
+	m.Observe(Knock{Time: t0, Src: src, Element: Element{Proto: netport.TCP, Num: 7001}}, emit)
+	for _, forget := range []bool{false, true} {
+		got = nil
+		if forget {
+			m.Forget(src)
+		}
+		m.Observe(Knock{Time: t0.Add(time.Second), Src: src, Element: d.Sequence[0]}, emit)
+		m.Observe(Knock{Time: t0.Add(2 * time.Second), Src: src, Element: d.Sequence[1]}, emit)
+		opened := slices.Contains(got, Opened)
+		if opened != forget {
+			t.Fatalf("forget=%v: events %v, opened %v", forget, got, opened)
+		}
+	}
+}

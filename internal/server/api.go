@@ -97,13 +97,16 @@ type RevokeRequest struct {
 	Port netport.Port `json:"port,omitzero"`
 	All  bool         `json:"all,omitempty"`
 	Kill bool         `json:"kill,omitempty"`
-	UID  int          `json:"-"`
+	// Ban lifts Src's ban (sesame revoke --ban) instead of revoking grants.
+	Ban bool `json:"ban,omitempty"`
+	UID int  `json:"-"`
 }
 
 // RevokeResult says what a revoke removed.
 type RevokeResult struct {
-	Grants int `json:"grants"` // grants removed from the kernel
-	Killed int `json:"killed"` // connections ended (with Kill)
+	Grants int `json:"grants"`         // grants removed from the kernel
+	Killed int `json:"killed"`         // connections ended (with Kill)
+	Bans   int `json:"bans,omitempty"` // bans lifted (with Ban)
 }
 
 // Millis is a duration encoded as whole milliseconds.

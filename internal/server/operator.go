@@ -72,6 +72,9 @@ func (s *Server) Status(ctx context.Context) (Status, error) {
 		return out, err
 	}
 	out.Grants = grants
+	if out.Bans, err = s.Bans(ctx); err != nil {
+		return out, err
+	}
 	return out, nil
 }
 
@@ -128,6 +131,19 @@ func (s *Server) Grant(ctx context.Context, req GrantRequest) error {
 func (s *Server) Revoke(ctx context.Context, req RevokeRequest) (RevokeResult, error) {
 	const op = "server: revoke"
 	var res RevokeResult
+	if req.Ban {
+		if !req.Src.IsValid() || req.All || !req.Port.IsZero() || req.Kill {
+			return res, fmt.Errorf("%s: %w: a ban is lifted for one source, without all, port or kill", op, ErrBadRequest)
+		}
+		was, err := s.Unban(ctx, req.Src, fmt.Sprintf("operator (uid %d)", req.UID))
+		if err != nil {
+			return res, fmt.Errorf("%s: %w", op, err)
+		}
+		if was {
+			res.Bans = 1
+		}
+		return res, nil
+	}
 	switch {
 	case req.All && (req.Src.IsValid() || !req.Port.IsZero()):
 		return res, fmt.Errorf("%s: %w: all excludes a source and a port", op, ErrBadRequest)

@@ -123,6 +123,7 @@ type Server struct {
 	reloadMu sync.Mutex
 	spa      spaParts
 	run      *runScope // nil unless Run is running
+	bans     banParts
 }
 
 // state is one configuration and the knock machine built for it; a reload or a one-time
@@ -237,9 +238,10 @@ func OpenPorts(cfg *config.Config) []netport.Port {
 	return out
 }
 
-// Gate is the firewall gate cfg needs: every port a door opens is protected.
+// Gate is the firewall gate cfg needs: every port a door opens is protected, refused as
+// [server] stealth says, and a dark gate lets in what [server] allow lists.
 func Gate(cfg *config.Config) firewall.Gate {
-	return firewall.Gate{Protected: spaProtected(cfg, OpenPorts(cfg))}
+	return firewall.Gate{Protected: spaProtected(cfg, OpenPorts(cfg)), Stealth: cfg.Server.Stealth, Allow: cfg.Server.Allow}
 }
 
 // Filter is the kernel capture filter cfg needs: the doors' knocks and the sweep guard ports.
@@ -299,6 +301,12 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.reloadMu.Unlock()
 		s.closeFirewall(cfg)
 		return fmt.Errorf("server: set capture filter: %w", err)
+	}
+	if err := s.startBans(ctx, &wg, cfg); err != nil {
+		s.reloadMu.Unlock()
+		cancel()
+		s.closeFirewall(cfg)
+		return fmt.Errorf("server: %w", err)
 	}
 	s.run = &runScope{ctx: ctx, wg: &wg}
 	s.reloadMu.Unlock()
@@ -382,6 +390,13 @@ func (s *Server) handle(ctx context.Context, p *capture.Packet) {
 	s.Counters.Packets.Add(1)
 	s.mu.Lock()
 	st := s.cur
+	isSPA := st.cfg.SPA != nil && st.cfg.SPA.Sniff && p.Proto == netport.UDP && p.DstPort == st.cfg.SPA.Port
+	s.mu.Unlock()
+	if s.screen(ctx, st.cfg, p, isSPA) {
+		return
+	}
+	s.mu.Lock()
+	st = s.cur
 	if spa := st.cfg.SPA; spa != nil && spa.Sniff && p.Proto == netport.UDP && p.DstPort == spa.Port {
 		s.mu.Unlock()
 		s.handleSPA(ctx, p)

@@ -238,5 +238,6 @@ func (s *Server) handleSPA(ctx context.Context, p *capture.Packet) {
 	})
 	if len(grants) > 0 {
 		s.Counters.Opened.Add(1) // a failed grant is logged by the policy, with the request
+		s.spaProved(ctx, p.Src)
 	}
 }

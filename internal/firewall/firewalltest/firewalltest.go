@@ -23,6 +23,9 @@ const (
 	OpRevoke
 	OpList
 	OpClose
+	OpBan
+	OpUnban
+	OpListBans
 	numOps
 )
 
@@ -43,6 +46,7 @@ type Backend struct {
 	gate    firewall.Gate
 	applied int
 	grants  map[key]time.Time // expiry
+	bans    map[netip.Addr]time.Time
 	fail    [numOps]error
 	calls   [numOps]int
 	closed  bool
@@ -54,7 +58,7 @@ func New(now func() time.Time) *Backend {
 	if now == nil {
 		now = time.Now
 	}
-	return &Backend{now: now, grants: map[key]time.Time{}}
+	return &Backend{now: now, grants: map[key]time.Time{}, bans: map[netip.Addr]time.Time{}}
 }
 
 // Fail makes every later call of op return err (nil: succeed again), changing nothing.
@@ -190,7 +194,7 @@ func (b *Backend) Close(_ context.Context, removeRules bool) error {
 	}
 	b.closed, b.removed = true, removeRules
 	if removeRules {
-		b.gate, b.grants = firewall.Gate{}, map[key]time.Time{}
+		b.gate, b.grants, b.bans = firewall.Gate{}, map[key]time.Time{}, map[netip.Addr]time.Time{}
 	}
 	return nil
 }
@@ -200,6 +204,64 @@ func (b *Backend) Closed() (closed, removed bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.closed, b.removed
+}
+
+var _ firewall.Banner = (*Backend)(nil)
+
+// Ban implements firewall.Banner.
+func (b *Backend) Ban(_ context.Context, src netip.Addr, dur time.Duration) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(OpBan); err != nil {
+		return err
+	}
+	if err := firewall.CheckBan(src, dur, true); err != nil {
+		return err
+	}
+	b.bans[src.Unmap()] = b.now().Add(dur)
+	return nil
+}
+
+// Unban implements firewall.Banner.
+func (b *Backend) Unban(_ context.Context, src netip.Addr) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(OpUnban); err != nil {
+		return err
+	}
+	if err := firewall.CheckBan(src, 0, false); err != nil {
+		return err
+	}
+	delete(b.bans, src.Unmap())
+	return nil
+}
+
+// ListBans implements firewall.Banner: the live bans sorted by source.
+func (b *Backend) ListBans(context.Context) ([]firewall.LiveBan, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(OpListBans); err != nil {
+		return nil, err
+	}
+	now := b.now()
+	out := make([]firewall.LiveBan, 0, len(b.bans))
+	for a, exp := range b.bans {
+		if !now.Before(exp) {
+			delete(b.bans, a)
+			continue
+		}
+		out = append(out, firewall.LiveBan{Src: a, Remaining: exp.Sub(now)})
+	}
+	slices.SortFunc(out, func(x, y firewall.LiveBan) int { return x.Src.Compare(y.Src) })
+	return out, nil
+}
+
+// Banned reports whether src has a live ban.
+func (b *Backend) Banned(src netip.Addr) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	exp, ok := b.bans[src.Unmap()]
+	return ok && b.now().Before(exp)
 }
 
 // Clock is a manual clock for tests: it moves only when told.

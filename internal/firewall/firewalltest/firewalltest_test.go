@@ -54,3 +54,32 @@ func TestBackend(t *testing.T) {
 		t.Fatalf("grant after close: %v", err)
 	}
 }
+
+func TestBans(t *testing.T) {
+	clk := NewClock(time.Unix(1000, 0))
+	b := New(clk.Now)
+	ctx := context.Background()
+	a := netip.MustParseAddr("198.18.0.2")
+	if err := b.Ban(ctx, a, 0); err == nil {
+		t.Fatal("Ban with 0 duration: no error")
+	}
+	if err := b.Ban(ctx, a, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if !b.Banned(a) || !b.Banned(netip.MustParseAddr("::ffff:198.18.0.2")) {
+		t.Fatal("not banned")
+	}
+	clk.Advance(30 * time.Second)
+	l, _ := b.ListBans(ctx)
+	if len(l) != 1 || l[0].Remaining != 30*time.Second {
+		t.Fatalf("ListBans = %v", l)
+	}
+	if err := b.Unban(ctx, a); err != nil || b.Banned(a) {
+		t.Fatalf("Unban: %v, banned %v", err, b.Banned(a))
+	}
+	b.Ban(ctx, a, time.Second)
+	clk.Advance(time.Second)
+	if l, _ := b.ListBans(ctx); len(l) != 0 || b.Banned(a) {
+		t.Fatalf("expired ban still listed: %v", l)
+	}
+}

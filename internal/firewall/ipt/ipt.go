@@ -196,7 +196,7 @@ func (b *Backend) families() []family {
 func (b *Backend) rules(set string, gate firewall.Gate) [][]string {
 	mark := fmt.Sprintf("%#x/%#x", firewall.ConnMark, firewall.ConnMark)
 	seen := map[netport.Port]bool{}
-	var r [][]string
+	r := banRules(set, gate)
 	// A TCP packet to a protected port in the reply direction belongs to a connection conntrack
 	// picked up from the server's side (after sesame revoke --kill deleted its entry): drop it,
 	// so the killed connection cannot come back as established (see the nft backend).
@@ -264,6 +264,9 @@ func (b *Backend) Apply(ctx context.Context, gate firewall.Gate) error {
 		if err := b.ensureSet(f.set, f.inet); err != nil {
 			return err
 		}
+		if err := b.ensureBanSet(banSet(f.set), f.inet); err != nil {
+			return err
+		}
 		err := b.inNS(func() error { return b.applyChain(f, gate) })
 		if err != nil {
 			return err
@@ -292,7 +295,7 @@ func (b *Backend) applyChain(f family, gate firewall.Gate) error {
 			nold++
 		}
 	}
-	for _, r := range b.rules(f.set, gate) {
+	for _, r := range stealthRules(b.rules(f.set, gate), f.inet, gate) {
 		if err := f.ipt.Append(table, b.chain, r...); err != nil {
 			return fmt.Errorf("firewall ipt: %s -A %s %s: %w", f.name, b.chain, strings.Join(r, " "), err)
 		}
@@ -518,8 +521,10 @@ func (b *Backend) Close(ctx context.Context, removeRules bool) error {
 			errs = append(errs, fmt.Errorf("firewall ipt: %s: remove chain %s: %w", f.name, b.chain, err))
 			continue
 		}
-		if err := b.h.IpsetDestroy(f.set); err != nil && !isAbsent(err) {
-			errs = append(errs, fmt.Errorf("firewall ipt: destroy ipset %s: %w", f.set, err))
+		for _, set := range []string{f.set, banSet(f.set)} {
+			if err := b.h.IpsetDestroy(set); err != nil && !isAbsent(err) {
+				errs = append(errs, fmt.Errorf("firewall ipt: destroy ipset %s: %w", set, err))
+			}
 		}
 	}
 	return errors.Join(errs...)

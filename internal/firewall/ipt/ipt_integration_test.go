@@ -92,6 +92,8 @@ func TestIntegrationIptLayout(t *testing.T) {
 			t.Errorf("%s INPUT: want exactly one jump, first:\n%s", c.cmd, in)
 		}
 		want := "-N SESAME\n" +
+			"-A SESAME -p tcp -m tcp --dport 2222 -m set --match-set " + c.set + "_ban src -j DROP\n" +
+			"-A SESAME -p udp -m udp --dport 53 -m set --match-set " + c.set + "_ban src -j DROP\n" +
 			"-A SESAME -p tcp -m tcp --dport 2222 -m conntrack --ctdir REPLY -j DROP\n" +
 			"-A SESAME -m connmark --mark 0x20000000/0x20000000 -j ACCEPT\n" +
 			"-A SESAME -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN\n" +
@@ -152,7 +154,14 @@ func TestIntegrationIptLayout(t *testing.T) {
 		}
 	}
 	b2 := newInBed(t, bed)
-	if _, err := b2.h.IpsetList(DefaultSet4); err == nil {
-		t.Error("ipset sesame4 still exists after Close(true)")
+	for _, set := range []string{DefaultSet4, DefaultSet4 + "_ban", DefaultSet6 + "_ban"} {
+		if _, err := b2.h.IpsetList(set); err == nil {
+			t.Errorf("ipset %s still exists after Close(true)", set)
+		}
 	}
+}
+
+func TestIntegrationIptBans(t *testing.T) {
+	skipUnlessIptables(t)
+	fwtest.RunBans(t, func(t *testing.T, bed *netnsbed.Bed) fwtest.BanBackend { return newInBed(t, bed) })
 }

@@ -21,6 +21,8 @@ func TestRules(t *testing.T) {
 		lines = append(lines, strings.Join(r, " "))
 	}
 	want := []string{
+		"-p tcp --dport 2222 -m set --match-set sesame4_ban src -j DROP",
+		"-p udp --dport 53 -m set --match-set sesame4_ban src -j DROP",
 		"-p tcp --dport 2222 -m conntrack --ctdir REPLY -j DROP",
 		"-m connmark --mark 0x20000000/0x20000000 -j ACCEPT",
 		"-m conntrack --ctstate ESTABLISHED,RELATED -j RETURN",

@@ -9,9 +9,13 @@
 //		set grants4   { type ipv4_addr . inet_proto . inet_service; flags timeout; }
 //		set grants6   { type ipv6_addr . inet_proto . inet_service; flags timeout; }
 //		set protected { type inet_proto . inet_service; elements = { tcp . 2222 } }
+//		set bans4     { type ipv4_addr; flags timeout; }
+//		set bans6     { type ipv6_addr; flags timeout; }
 //		chain gate {
 //			type filter hook input priority -10; policy accept;
 //			meta l4proto tcp ct direction reply meta l4proto . th dport @protected drop
+//			ip saddr @bans4 meta l4proto . th dport @protected drop
+//			ip6 saddr @bans6 meta l4proto . th dport @protected drop
 //			ct state established,related accept
 //			meta nfproto ipv4 ip saddr . meta l4proto . th dport @grants4 ct mark set ct mark | 0x20000000 accept
 //			meta nfproto ipv6 ip6 saddr . meta l4proto . th dport @grants6 ct mark set ct mark | 0x20000000 accept
@@ -62,6 +66,8 @@ const (
 	Grants4Set    = "grants4"
 	Grants6Set    = "grants6"
 	ProtectedSet  = "protected"
+	Bans4Set      = "bans4"
+	Bans6Set      = "bans6"
 	ChainPriority = -10
 )
 
@@ -98,10 +104,15 @@ type Backend struct {
 	grants4   *nftables.Set
 	grants6   *nftables.Set
 	protected *nftables.Set
+	bans4     *nftables.Set
+	bans6     *nftables.Set
 	closed    bool
 }
 
-var _ firewall.Backend = (*Backend)(nil)
+var (
+	_ firewall.Backend = (*Backend)(nil)
+	_ firewall.Banner  = (*Backend)(nil)
+)
 
 // New connects to nf_tables and checks that it is usable. It does not change the ruleset; call
 // Apply for that.
@@ -127,6 +138,7 @@ func New(opts Options) (*Backend, error) {
 	}
 	b := &Backend{conn: conn}
 	b.table, b.grants4, b.grants6, b.protected = objects(name)
+	b.bans4, b.bans6 = banObjects(b.table)
 	return b, nil
 }
 
@@ -237,6 +249,9 @@ func RuleExprs(withDrop bool) [][]expr.Any {
 			&expr.Verdict{Kind: expr.VerdictDrop},
 		})
 	}
+	if withDrop {
+		rules = append(rules, BanRuleExprs()...)
+	}
 	rules = append(rules, [][]expr.Any{
 		{ // ct state established,related accept
 			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
@@ -279,7 +294,7 @@ func RuleExprs(withDrop bool) [][]expr.Any {
 
 // queueApply queues the atomic replacement of the whole table: gate rules, sets, and the live
 // elements to carry over. It sends nothing.
-func queueApply(c *nftables.Conn, name string, gate firewall.Gate, live4, live6 []nftables.SetElement) error {
+func queueApply(c *nftables.Conn, name string, gate firewall.Gate, live4, live6, bans4, bans6 []nftables.SetElement) error {
 	t, g4, g6, prot := objects(name)
 	// AddTable makes the table exist so that DelTable cannot fail with ENOENT; the second
 	// AddTable starts it afresh. All in one batch: the kernel commits all of it or nothing.
@@ -304,6 +319,13 @@ func queueApply(c *nftables.Conn, name string, gate firewall.Gate, live4, live6 
 	if err := c.AddSet(prot, pe); err != nil {
 		return err
 	}
+	b4, b6 := banObjects(t)
+	if err := c.AddSet(b4, bans4); err != nil {
+		return err
+	}
+	if err := c.AddSet(b6, bans6); err != nil {
+		return err
+	}
 	ch := c.AddChain(&nftables.Chain{
 		Name:     ChainName,
 		Table:    t,
@@ -312,8 +334,8 @@ func queueApply(c *nftables.Conn, name string, gate firewall.Gate, live4, live6 
 		Priority: nftables.ChainPriorityRef(ChainPriority),
 		Policy:   ptr(nftables.ChainPolicyAccept),
 	})
-	sets := map[string]*nftables.Set{Grants4Set: g4, Grants6Set: g6, ProtectedSet: prot}
-	for _, exprs := range RuleExprs(len(pe) > 0) {
+	sets := map[string]*nftables.Set{Grants4Set: g4, Grants6Set: g6, ProtectedSet: prot, Bans4Set: b4, Bans6Set: b6}
+	for _, exprs := range GateExprs(gate, len(pe) > 0) {
 		for _, e := range exprs {
 			if l, ok := e.(*expr.Lookup); ok {
 				l.SetID = sets[l.SetName].ID
@@ -388,7 +410,15 @@ func (b *Backend) Apply(ctx context.Context, gate firewall.Gate) error {
 		if live6, err = b.readLive(b.grants6); err != nil {
 			return fmt.Errorf("firewall nft: read live grants: %w", err)
 		}
-		if err = queueApply(b.conn, b.table.Name, gate, carryOver(live4, key4Len), carryOver(live6, key6Len)); err != nil {
+		var ban4, ban6 []nftables.SetElement
+		if ban4, err = b.readLive(b.bans4); err != nil {
+			return fmt.Errorf("firewall nft: read live bans: %w", err)
+		}
+		if ban6, err = b.readLive(b.bans6); err != nil {
+			return fmt.Errorf("firewall nft: read live bans: %w", err)
+		}
+		if err = queueApply(b.conn, b.table.Name, gate, carryOver(live4, key4Len), carryOver(live6, key6Len),
+			carryOver(ban4, 4), carryOver(ban6, 16)); err != nil {
 			b.conn.Flush() // drops the queued messages; returns the queued error
 			return fmt.Errorf("firewall nft: build table: %w", err)
 		}

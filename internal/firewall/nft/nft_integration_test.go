@@ -96,3 +96,7 @@ func BenchmarkGrant(b *testing.B) {
 		}
 	}
 }
+
+func TestIntegrationNftBans(t *testing.T) {
+	fwtest.RunBans(t, func(t *testing.T, bed *netnsbed.Bed) fwtest.BanBackend { return newInBed(t, bed) })
+}

@@ -100,7 +100,7 @@ func TestRuleLayout(t *testing.T) {
 	}
 	gate := firewall.Gate{Protected: []netport.Port{tcp2222, tcp2222, {Proto: netport.UDP, Num: 53}}}
 	live4 := []nftables.SetElement{{Key: GrantKey(netip.MustParseAddr("127.0.0.1"), tcp2222), Timeout: 1500 * time.Millisecond}}
-	if err := queueApply(c, "sesame", gate, live4, nil); err != nil {
+	if err := queueApply(c, "sesame", gate, live4, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Flush(); err != nil {
@@ -128,7 +128,7 @@ func TestRuleLayout(t *testing.T) {
 			rules = append(rules, decodeRule(t, m.Data[4:]))
 		}
 	}
-	if got, want := strings.Join(kinds, " "), "newtable deltable newtable newset newset newset newchain newrule newrule newrule newrule newrule"; got != want {
+	if got, want := strings.Join(kinds, " "), "newtable deltable newtable newset newset newset newset newset newchain newrule newrule newrule newrule newrule newrule newrule"; got != want {
 		t.Errorf("batch = %s\nwant      %s", got, want)
 	}
 	want := []string{`
@@ -136,6 +136,22 @@ func TestRuleLayout(t *testing.T) {
   [ cmp eq reg 1 0x00000006 ]
   [ ct load direction => reg 1 ]
   [ cmp eq reg 1 0x00000001 ]
+  [ meta load l4proto => reg 1 ]
+  [ payload load 2b @ transport header + 2 => reg 9 ]
+  [ lookup reg 1 set protected ]
+  [ immediate reg 0 drop ]`, `
+  [ meta load nfproto => reg 1 ]
+  [ cmp eq reg 1 0x00000002 ]
+  [ payload load 4b @ network header + 12 => reg 1 ]
+  [ lookup reg 1 set bans4 ]
+  [ meta load l4proto => reg 1 ]
+  [ payload load 2b @ transport header + 2 => reg 9 ]
+  [ lookup reg 1 set protected ]
+  [ immediate reg 0 drop ]`, `
+  [ meta load nfproto => reg 1 ]
+  [ cmp eq reg 1 0x0000000a ]
+  [ payload load 16b @ network header + 8 => reg 1 ]
+  [ lookup reg 1 set bans6 ]
   [ meta load l4proto => reg 1 ]
   [ payload load 2b @ transport header + 2 => reg 9 ]
   [ lookup reg 1 set protected ]
@@ -188,7 +204,7 @@ func TestRuleLayout(t *testing.T) {
 func TestEmptyGateHasNoDrop(t *testing.T) {
 	rec := &recorder{}
 	c, _ := nftables.New(nftables.WithTestDial(rec.dial))
-	if err := queueApply(c, "sesame", firewall.Gate{}, nil, nil); err != nil {
+	if err := queueApply(c, "sesame", firewall.Gate{}, nil, nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Flush(); err != nil {
