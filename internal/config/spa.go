@@ -40,6 +40,9 @@ type SPA struct {
 	// Sniff: packets to Port are seen by the kernel-filtered capture while the gate drops the
 	// port and nothing listens on it. Otherwise a UDP socket listens on Port.
 	Sniff bool
+	// SniffForStealth: the configuration asked for a socket, and Sniff was set because a
+	// stealth gate must keep the SPA port looking like one where nothing runs.
+	SniffForStealth bool
 	// MaxAge is the largest accepted difference between a packet's timestamp and the clock.
 	MaxAge time.Duration
 	// ServerKeyFile and ServerKey are the server's own key pair, for key-pair clients.

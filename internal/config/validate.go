@@ -145,8 +145,8 @@ func (c *Config) Validate() error {
 		// With a stealth gate the SPA port must look like the other ports: the gate refuses or
 		// drops it and the capture reads SPA packets, as in sniff mode (a bound socket would
 		// make it open|filtered).
-		if s.Stealth != firewall.StealthOff && s.Firewall != firewall.None {
-			c.SPA.Sniff = true
+		if s.Stealth != firewall.StealthOff && s.Firewall != firewall.None && !c.SPA.Sniff {
+			c.SPA.Sniff, c.SPA.SniffForStealth = true, true
 		}
 	}
 	return nil

@@ -363,7 +363,12 @@ func TestIntegrationMissingCapability(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			bed := skipUnlessRoot(t)
 			dir := userDir(t)
-			cfg := fmt.Sprintf("[server]\nfirewall = %q\nstate_dir = %q\n\n[[door]]\nname = \"ssh\"\nsequence = [\"7000/tcp\", \"8000/udp\"]\nopen = [\"tcp/2222\"]\n",
+			// stealth = "off": with a stealth gate the SPA port is sniffed and nothing binds it.
+			stealth := ""
+			if tc.spaPort != 0 {
+				stealth = "stealth = \"off\"\n"
+			}
+			cfg := fmt.Sprintf("[server]\nfirewall = %q\nstate_dir = %q\n"+stealth+"\n[[door]]\nname = \"ssh\"\nsequence = [\"7000/tcp\", \"8000/udp\"]\nopen = [\"tcp/2222\"]\n",
 				tc.firewall, filepath.Join(dir, "state"))
 			if tc.spaPort != 0 {
 				key, err := spa.GenerateSharedKey(rand.Reader)

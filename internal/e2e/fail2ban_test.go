@@ -214,7 +214,9 @@ func startSesameToFile(t *testing.T, bed *netnsbed.Bed, k *spaKeys, journal bool
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	cmd := netnsbed.Command(context.Background(), bed.Server, sesameBin, "server", "-c", cfgPath)
+	// A control socket of its own: the default one may be another daemon's.
+	sock := filepath.Join(shortTempDir(t), "control.sock")
+	cmd := netnsbed.Command(context.Background(), bed.Server, sesameBin, "server", "-c", cfgPath, "--control-socket", sock)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = slices.DeleteFunc(os.Environ(), func(e string) bool { return strings.HasPrefix(e, "JOURNAL_STREAM=") })
 	if journal {

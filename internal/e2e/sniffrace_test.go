@@ -79,8 +79,10 @@ func TestIntegrationSniffRace(t *testing.T) {
 		ports = append(ports, fmt.Sprintf("%q", fmt.Sprintf("tcp/%d", c.port)))
 	}
 	open := strings.Join(ports, ", ")
+	// stealth = "off": the race is the UDP socket's (a stealth gate sniffs the SPA port).
 	cfg := fmt.Sprintf(`[server]
 state_dir = "STATE_DIR"
+stealth = "off"
 
 [spa]
 listen = "udp/%d"

@@ -71,7 +71,7 @@ func TestFwknopConfLive(t *testing.T) {
 				t.Fatal(err)
 			}
 			s := cfg.SPA
-			if cfg.Server.Firewall != config.FirewallIptables || s == nil || s.Port != 62201 || s.Sniff != tc.sniff ||
+			if cfg.Server.Firewall != config.FirewallIptables || s == nil || s.Port != 62201 || !s.Sniff || s.SniffForStealth == tc.sniff ||
 				s.MaxAge != 120*time.Second || len(cfg.Doors) != 0 {
 				t.Fatalf("config %+v spa %+v", cfg.Server, s)
 			}
@@ -109,11 +109,10 @@ func TestFwknopConfLive(t *testing.T) {
 					t.Errorf("warning reveals a key: %q", w)
 				}
 			}
-			// Protected: only the sniffed SPA port (the stanza allows any port).
-			want := []netport.Port(nil)
-			if tc.sniff {
-				want = []netport.Port{{Proto: netport.UDP, Num: 62201}}
-			}
+			// Protected: only the SPA port (the stanza allows any port). fwknopd's UDP server mode
+			// (tc.sniff false) is sniffed too: the default stealth = "closed" gate keeps the SPA
+			// port looking like a port where nothing runs, and the capture reads the packets.
+			want := []netport.Port{{Proto: netport.UDP, Num: 62201}}
 			if got := s.Protected(); !slices.Equal(got, want) {
 				t.Errorf("Protected %v, want %v", got, want)
 			}
@@ -134,7 +133,7 @@ func TestFwknopConfOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := cfg.SPA
-	if s.Sniff || s.Port != 4000 || s.MaxAge != 30*time.Second || cfg.Server.StateDir != config.DefaultStateDir || len(s.Clients) != 2 {
+	if !s.Sniff || !s.SniffForStealth || s.Port != 4000 || s.MaxAge != 30*time.Second || cfg.Server.StateDir != config.DefaultStateDir || len(s.Clients) != 2 {
 		t.Fatalf("spa %+v", s)
 	}
 	c := s.Clients[0]
@@ -147,6 +146,8 @@ func TestFwknopConfOptions(t *testing.T) {
 	if c2 := s.Clients[1]; string(c2.Fwknop.Key) != "secret pass" || c2.Fwknop.HMACKey != nil || !hasWarning(s, "no HMAC key") {
 		t.Errorf("stanza 2 %+v, warnings %q", c2, s.Warnings)
 	}
+	// The sniffed SPA port is protected too.
+	want = append([]netport.Port{{Proto: netport.UDP, Num: 4000}}, want...)
 	if got := s.Protected(); !slices.Equal(got, want) {
 		t.Errorf("Protected %v, want %v", got, want)
 	}

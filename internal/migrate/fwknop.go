@@ -66,13 +66,15 @@ func Fwknop(dir string, srvData, accData []byte, keysDir string, ov config.Overr
 	}
 	w.line("")
 	w.line("[spa]")
-	if s.Sniff {
+	sniff := s.Sniff && !s.SniffForStealth
+	if sniff {
 		w.comment("%s: PCAP_FILTER (no ENABLE_UDP_SERVER): packets are sniffed, nothing listens on the port", srvName)
 	} else {
-		w.comment("%s: ENABLE_UDP_SERVER, UDPSERV_PORT", srvName)
+		w.comment("%s: ENABLE_UDP_SERVER, UDPSERV_PORT. With stealth = \"closed\" (the default) sesame", srvName)
+		w.comment("sniffs the port anyway, so that it looks like a port where nothing runs.")
 	}
 	w.str("listen", fmt.Sprintf("udp/%d", s.Port))
-	w.bool("sniff", s.Sniff)
+	w.bool("sniff", sniff)
 	w.comment("MAX_SPA_PACKET_AGE")
 	w.duration("max_age", s.MaxAge)
 
