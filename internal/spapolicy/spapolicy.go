@@ -2,6 +2,7 @@
 package spapolicy
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -474,28 +475,9 @@ func (h *Policy) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []b
 		d.err = err
 		return d
 	}
-	var (
-		msg     *fwknop.Message
-		c       *config.SPAClient
-		matched bool
-		// authErr is a failure after a stanza's HMAC matched: the packet is that client's.
-		authErr    error
-		authClient string
-	)
-	for _, cand := range r.fwknop {
-		if !sourceAllowed(src, cand.Sources) {
-			continue
-		}
-		matched = true
-		m, err := fwknop.Decode(wire, cand.Fwknop)
-		if err == nil {
-			msg, c = m, cand
-			break
-		}
-		if cand.Fwknop.HMACKey != nil && !errors.Is(err, fwknop.ErrBadHMAC) && authErr == nil {
-			authErr, authClient = err, cand.Name
-		}
-	}
+	// Stanzas are tried in order, as fwknopd does: the first whose SOURCE admits src and whose
+	// keys decode the packet is its first candidate.
+	first, msg, authErr, authClient, matched := decodeNext(r.fwknop, 0, src, wire)
 	if !matched {
 		d.reason = ReasonSourceNotAllowed
 		return d
@@ -511,42 +493,87 @@ func (h *Policy) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []b
 		}
 		return d
 	}
-	d.client, d.authed = c.Name, true
+	d.client, d.authed = r.fwknop[first].Name, true
 	if d.reason, d.detail = r.win.age(msg.Timestamp, now); d.reason != 0 {
 		return d
 	}
-	// The digest of the decrypted plaintext: one key for every spelling of the packet.
+	// The digest of the decrypted plaintext: one key for every spelling of the packet, recorded
+	// once, before any stanza's policy: a refused packet burns its key too (as under fwknopd),
+	// and a replay is refused before another stanza is tried.
 	key := append([]byte{prefixFwknop}, msg.ReplayDigest...)
 	if !h.fresh(ctx, &d, key, now, r.win.expiry(msg.Timestamp)) {
 		return d
 	}
+	h.fwknopPolicy(&d, r.fwknop[first], msg, src, now)
+	// When the first candidate refuses, the next stanzas whose keys decode the packet to the
+	// same plaintext (so to the key just recorded) are asked in order, as fwknopd does; the
+	// first that accepts grants. None accepting, the first candidate's refusal stands.
+	for i := first + 1; d.reason != ReasonAccepted; i++ {
+		var m *fwknop.Message
+		if i, m, _, _, _ = decodeNext(r.fwknop, i, src, wire); m == nil {
+			break
+		}
+		if !bytes.Equal(m.ReplayDigest, msg.ReplayDigest) {
+			continue // another plaintext: it would need a replay key of its own
+		}
+		alt := decision{format: FormatFwknop, client: r.fwknop[i].Name, authed: true, inserted: d.inserted}
+		if h.fwknopPolicy(&alt, r.fwknop[i], m, src, now); alt.reason == ReasonAccepted {
+			d = alt
+		}
+	}
+	return d
+}
+
+// decodeNext finds the first of stanzas from index from on whose sources admit src and whose
+// keys decode wire. matched reports whether any of them admits src; authErr is the first
+// failure after a stanza's HMAC matched (the packet is that stanza's, authClient's).
+func decodeNext(stanzas []*config.SPAClient, from int, src netip.Addr, wire []byte) (i int, msg *fwknop.Message, authErr error, authClient string, matched bool) {
+	for i = from; i < len(stanzas); i++ {
+		c := stanzas[i]
+		if !sourceAllowed(src, c.Sources) {
+			continue
+		}
+		matched = true
+		m, err := fwknop.Decode(wire, c.Fwknop)
+		if err == nil {
+			return i, m, authErr, authClient, true
+		}
+		if c.Fwknop.HMACKey != nil && !errors.Is(err, fwknop.ErrBadHMAC) && authErr == nil {
+			authErr, authClient = err, c.Name
+		}
+	}
+	return i, nil, authErr, authClient, matched
+}
+
+// fwknopPolicy applies stanza c's policy to msg, an authenticated, fresh fwknop request from
+// src, and sets d's reason and grants.
+func (h *Policy) fwknopPolicy(d *decision, c *config.SPAClient, msg *fwknop.Message, src netip.Addr, now time.Time) {
 	switch {
 	case msg.Type == fwknop.TypeCommand:
 		d.reason, d.detail = ReasonCommandRefused, "command messages are not enabled"
-		return d
+		return
 	case msg.Type.HasNAT():
 		d.reason, d.detail = ReasonNATRefused, "NAT access requests are not enabled"
-		return d
+		return
 	case c.RequireUsername != "" && msg.User != c.RequireUsername:
 		d.reason, d.detail = ReasonUserNotAllowed, fmt.Sprintf("username %q", msg.User)
-		return d
+		return
 	}
 	addr := src
 	if !msg.FromSource() {
 		addr = msg.AllowIP
-		if !h.requested(&d, c, addr) {
-			return d
+		if !h.requested(d, c, addr) {
+			return
 		}
 	} else if c.RequireSourceAddress {
 		d.reason, d.detail = ReasonSourceAddrNeeded, "allow IP 0.0.0.0 with REQUIRE_SOURCE_ADDRESS"
-		return d
+		return
 	}
 	dur := msg.ClientTimeout
 	if !msg.Type.HasTimeout() {
 		dur = 0
 	}
-	h.policy(&d, c, src, addr, msg.Ports, dur, now)
-	return d
+	h.policy(d, c, src, addr, msg.Ports, dur, now)
 }
 
 // fresh records key in the replay store, live at now until expiry; false (with the reason set)
