@@ -138,6 +138,9 @@ var fwdCases = []fwdCase{
 	{name: "MAX_FW_TIMEOUT below FW_ACCESS_TIMEOUT, no -f", access: st("FW_ACCESS_TIMEOUT 30", "MAX_FW_TIMEOUT 3"), packets: [][]string{fk()},
 		fwknopd: "src/2222", sesame: "src/2222", sesameCloses: 3 * time.Second, diff: "FW_ACCESS_TIMEOUT above MAX_FW_TIMEOUT"},
 
+	{name: "two stanzas: the timeout of the one that grants", access: st("OPEN_PORTS tcp/2222", "FW_ACCESS_TIMEOUT 30") + st("OPEN_PORTS tcp/2223", "FW_ACCESS_TIMEOUT 3"),
+		packets: [][]string{fk("-A", "tcp/2223")}, fwknopd: "src/2223", sesame: "src/2223", closes: 3 * time.Second},
+
 	{name: "sha256 digest, sha256 HMAC, base64 keys", access: st(), packets: [][]string{fk()}, fwknopd: "src/2222", sesame: "src/2222"},
 	{name: "md5 digest", access: st(), packets: [][]string{fk("-m", "md5")}, fwknopd: "src/2222", sesame: "src/2222"},
 	{name: "sha1 digest", access: st(), packets: [][]string{fk("-m", "sha1")}, fwknopd: "src/2222", sesame: "src/2222"},
@@ -204,11 +207,30 @@ var fwdCases = []fwdCase{
 		fwLog: fwl("time difference is too great"), sesLog: sesl("future")},
 	{name: "-B file sent with its newline", access: st(), packets: [][]string{fk()}, mangle: func(p []byte) []byte { return append(p, '\n') },
 		fwLog: fwl("Data is not an SPA message"), sesLog: sesl("malformed")},
-	// A defect of sesame, not an improvement (reported, documented until fixed): fwknopd tries
-	// the next stanza whose keys fit when one refuses the request; sesame refuses.
+	// Stanzas that share keys: a packet refused by one stanza whose keys fit goes on to the
+	// next; the first that accepts grants, and the packet's digest is recorded once.
 	{name: "two stanzas, the port only in the second", access: st("OPEN_PORTS tcp/2222") + st("OPEN_PORTS tcp/2223"),
-		packets: [][]string{fk("-A", "tcp/2223")}, fwknopd: "src/2223", sesame: "",
-		diff: "Stanzas that share keys", fwLog: fwl("was denied per access.conf"), sesLog: sesl("port not allowed")},
+		packets: [][]string{fk("-A", "tcp/2223")}, fwknopd: "src/2223", sesame: "src/2223",
+		fwLog: fwl("was denied per access.conf"), sesLog: append(sesl("accepted"), "open=tcp/2223")},
+	{name: "two stanzas, the first's SOURCE without the sender", access: stSrc("{oth}") + st("OPEN_PORTS tcp/2223"),
+		packets: [][]string{fk("-A", "tcp/2223")}, fwknopd: "src/2223", sesame: "src/2223"},
+	{name: "two stanzas, REQUIRE_USERNAME only in the first", access: st("REQUIRE_USERNAME alice") + st("OPEN_PORTS tcp/2223"),
+		packets: [][]string{fk("-U", "bob", "-A", "tcp/2223")}, fwknopd: "src/2223", sesame: "src/2223"},
+	{name: "two stanzas, the first expired", access: st("ACCESS_EXPIRE 01/01/2020") + st("OPEN_PORTS tcp/2223"),
+		packets: [][]string{fk("-A", "tcp/2223")}, fwknopd: "src/2223", sesame: "src/2223"},
+	{name: "two stanzas, REQUIRE_SOURCE_ADDRESS only in the first", access: st("REQUIRE_SOURCE_ADDRESS Y") + st("OPEN_PORTS tcp/2223"),
+		packets: [][]string{fk("-s", "-A", "tcp/2223")}, fwknopd: "src/2223", sesame: "src/2223"},
+	{name: "two stanzas, -a in the second's SOURCE only", access: st() + stSrc("{src}, {alt}", "OPEN_PORTS tcp/2223"),
+		packets: [][]string{fk("-a", "{alt}", "-A", "tcp/2223")}, fwknopd: "alt/2223", sesame: "alt/2223"},
+	{name: "three stanzas, other keys in the first", access: st("KEY "+fwdPass, "HMAC_KEY "+fwdHMACPass) + st("OPEN_PORTS tcp/2222") + st("OPEN_PORTS tcp/2223"),
+		packets: [][]string{fk("-A", "tcp/2223")}, fwknopd: "src/2223", sesame: "src/2223"},
+	{name: "two stanzas refusing, the packet resent", access: stSrc("{src}, {alt}", "OPEN_PORTS tcp/2222") + stSrc("{src}, {alt}", "OPEN_PORTS tcp/2222"),
+		packets: [][]string{fk("-s", "-A", "tcp/2223"), fk("-s")},
+		sends:   []fwdSend{{0, "src"}, {0, "alt"}, {1, "alt"}}, fwknopd: "alt/2222", sesame: "alt/2222",
+		fwLog: []string{"Replay detected from source IP: {alt},"}, sesLog: []string{"src={alt} ", "reason=replay"}},
+	{name: "two stanzas, the second grants, the packet resent", access: stSrc("{src}, {alt}", "OPEN_PORTS tcp/2222") + stSrc("{src}, {alt}", "OPEN_PORTS tcp/2223"),
+		packets: [][]string{fk("-s", "-A", "tcp/2223")}, sends: []fwdSend{{0, "src"}, {0, "alt"}}, fwknopd: "src/2223", sesame: "src/2223",
+		fwLog: []string{"Replay detected from source IP: {alt},"}, sesLog: []string{"src={alt} ", "reason=replay"}},
 }
 
 // TestFwknopdDifferential runs the same fwknopd.conf and access.conf under the real fwknopd and
