@@ -16,8 +16,8 @@ func (s *Server) applyForwarding(ctx context.Context, cfg *config.Config) error 
 	if !cfg.SPA.HasForwards() {
 		return nil
 	}
-	fw, ok := s.deps.Firewall.(firewall.Forwarder)
-	if !ok {
+	fw := s.forwarder()
+	if fw == nil {
 		return errors.New("SPA clients have forwards, and this firewall backend cannot forward (use firewall = \"nftables\")")
 	}
 	if err := fw.ApplyForwarding(ctx, cfg.SPA.Destinations()); err != nil {
@@ -39,8 +39,8 @@ func (s *Server) grantAll(ctx context.Context, grants []firewall.Grant) error {
 	if len(fwds) == 0 {
 		return s.deps.Firewall.Grant(ctx, grants...)
 	}
-	fw, ok := s.deps.Firewall.(firewall.Forwarder)
-	if !ok {
+	fw := s.forwarder()
+	if fw == nil {
 		return errors.New("grant: a forward, and this firewall backend cannot forward")
 	}
 	if err := fw.Forward(ctx, fwds...); err != nil {
@@ -50,4 +50,21 @@ func (s *Server) grantAll(ctx context.Context, grants []firewall.Grant) error {
 		return nil
 	}
 	return s.deps.Firewall.Grant(ctx, plain...)
+}
+
+// forwarder returns the firewall's Forwarder, or nil when it cannot forward; a wrapping
+// backend exposes the one it wraps with Unwrap (as for banner).
+func (s *Server) forwarder() firewall.Forwarder {
+	fw := s.deps.Firewall
+	for range 8 {
+		if f, ok := fw.(firewall.Forwarder); ok {
+			return f
+		}
+		u, ok := fw.(interface{ Unwrap() firewall.Backend })
+		if !ok {
+			return nil
+		}
+		fw = u.Unwrap()
+	}
+	return nil
 }
