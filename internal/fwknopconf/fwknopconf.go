@@ -114,6 +114,12 @@ func Parse(source, srvName string, srvData []byte, accName string, accData []byt
 	return parse(source, srvName, srvData, accName, accData, config.Overrides{})
 }
 
+// ParseOverrides is Parse with the overrides sesame server would run the configuration with
+// (a FORCE_NAT configuration validates only with firewall nftables).
+func ParseOverrides(source, srvName string, srvData []byte, accName string, accData []byte, ov config.Overrides) (*config.Config, error) {
+	return parse(source, srvName, srvData, accName, accData, ov)
+}
+
 func parse(source, srvName string, srvData []byte, accName string, accData []byte, ov config.Overrides) (*config.Config, error) {
 	srv, err := fwknop.ParseServerConf(srvName, srvData)
 	if err != nil {
