@@ -11,9 +11,11 @@ import (
 
 // applyForwarding puts cfg's forwarding rules in place when any SPA client may be granted a
 // forward (its destinations, and the table the forwards live in); a backend that cannot
-// forward is an error then. Without forwards it changes nothing.
-func (s *Server) applyForwarding(ctx context.Context, cfg *config.Config) error {
-	if !cfg.SPA.HasForwards() {
+// forward is an error then. Without forwards it changes nothing, unless the running
+// configuration (prev, nil at start) had them: then the destinations are cleared and live
+// forwards run out their time.
+func (s *Server) applyForwarding(ctx context.Context, cfg, prev *config.Config) error {
+	if !cfg.SPA.HasForwards() && (prev == nil || !prev.SPA.HasForwards()) {
 		return nil
 	}
 	fw := s.forwarder()

@@ -297,7 +297,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.reloadMu.Unlock()
 		return fmt.Errorf("server: apply firewall gate: %w", err)
 	}
-	if err := s.applyForwarding(ctx, cfg); err != nil {
+	if err := s.applyForwarding(ctx, cfg, nil); err != nil {
 		s.reloadMu.Unlock()
 		s.closeFirewall(cfg)
 		return fmt.Errorf("server: %w", err)
