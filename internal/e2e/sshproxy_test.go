@@ -207,7 +207,13 @@ open_for = "3s"
 			if _, stderr, err := s.ssh(t, bed.Client, fam.server, spa("alice.key"), "true"); err != nil {
 				t.Fatalf("ssh true: %v\n%s", err, stderr)
 			}
-			t.Logf("%s: ssh true through SPA + ssh-proxy took %v", fam.name, time.Since(start))
+			took := time.Since(start)
+			// For comparison: the same ssh without a proxy, straight to the port the grant still opens.
+			start = time.Now()
+			if _, stderr, err := s.ssh(t, bed.Client, fam.server, "none", "true"); err != nil {
+				t.Fatalf("ssh true without a proxy, port open: %v\n%s", err, stderr)
+			}
+			t.Logf("%s: ssh true through SPA + ssh-proxy took %v; straight to the open port %v", fam.name, took, time.Since(start))
 			// Data both ways: the remote echo prints hello, and stdin reaches the remote cat.
 			out, stderr, err := s.ssh(t, bed.Client, fam.server, spa("alice.key"), "echo hello")
 			if err != nil || out != "hello\n" {
