@@ -5,7 +5,7 @@ _sesame() {
     local cur prev words cword
     _init_completion || return
 
-    local commands="demo doctor grant help keygen knock migrate open revoke server status version"
+    local commands="demo doctor grant help keygen knock migrate open revoke server ssh-proxy status version"
     if ((cword == 1)); then
         COMPREPLY=($(compgen -W "$commands -h --help -V --version" -- "$cur"))
         return
@@ -65,6 +65,13 @@ _sesame() {
         -A | --access | -a | --allow-ip | -f | --open-for | -n | --profile | --id | -p | --port) return ;;
         esac
         ;;
+    ssh-proxy)
+        opts="--knock --knock-delay --wait -A --access -a --allow-ip -s --source-ip -f --open-for -n --profile --id --key-file --server-key --fwknop --hmac-key-file --hmac-digest-type -m --digest-type -p --port -4 -6 -v --verbose --config --rc-file -h --help"
+        case $prev in
+        --key-file | --server-key | --hmac-key-file | --config | --rc-file) _filedir; return ;;
+        --knock | --knock-delay | --wait | -A | --access | -a | --allow-ip | -f | --open-for | -n | --profile | --id | -p | --port) return ;;
+        esac
+        ;;
     keygen)
         opts="-o --output --pair --server --fwknop --id --force -h"
         case $prev in
@@ -109,7 +116,7 @@ _sesame() {
 
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
-    elif [[ ${words[1]} == knock || ${words[1]} == open ]]; then
+    elif [[ ${words[1]} == knock || ${words[1]} == open || ${words[1]} == ssh-proxy ]]; then
         _known_hosts_real -- "$cur"
     fi
 } &&

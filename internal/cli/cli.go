@@ -33,18 +33,19 @@ func usagef(format string, args ...any) error { return usageError{fmt.Errorf(for
 
 func commands() map[string]*command {
 	return map[string]*command{
-		"server":  serverCommand(),
-		"knock":   knockCommand(),
-		"open":    openCommand(),
-		"keygen":  keygenCommand(),
-		"migrate": migrateCommand(),
-		"demo":    demoCommand(),
-		"status":  statusCommand(),
-		"grant":   grantCommand(),
-		"revoke":  revokeCommand(),
-		"doctor":  doctorCommand(),
-		"version": {summary: "print the version", usage: "sesame version\n\nExample:\n  sesame version\n", run: runVersion},
-		"help":    {summary: "show help for a command", usage: "sesame help [COMMAND]\n\nExamples:\n  sesame help\n  sesame help server\n"},
+		"server":    serverCommand(),
+		"knock":     knockCommand(),
+		"open":      openCommand(),
+		"keygen":    keygenCommand(),
+		"migrate":   migrateCommand(),
+		"demo":      demoCommand(),
+		"status":    statusCommand(),
+		"grant":     grantCommand(),
+		"revoke":    revokeCommand(),
+		"doctor":    doctorCommand(),
+		"ssh-proxy": sshProxyCommand(),
+		"version":   {summary: "print the version", usage: "sesame version\n\nExample:\n  sesame version\n", run: runVersion},
+		"help":      {summary: "show help for a command", usage: "sesame help [COMMAND]\n\nExamples:\n  sesame help\n  sesame help server\n"},
 	}
 }
 

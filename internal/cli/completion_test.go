@@ -31,11 +31,11 @@ func TestCompletions(t *testing.T) {
 		t.Fatal(err)
 	}
 	bashOpts := map[string]string{}
-	for _, m := range regexp.MustCompile(`(?m)^    ([a-z]+)\)\n        opts="([^"]*)"`).FindAllStringSubmatch(string(bash), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^    ([a-z-]+)\)\n        opts="([^"]*)"`).FindAllStringSubmatch(string(bash), -1) {
 		bashOpts[m[1]] = " " + m[2] + " "
 	}
 	zshCases := map[string]string{}
-	for _, m := range regexp.MustCompile(`(?ms)^    \(([a-z]+)\)\n(.*?)^      ;;`).FindAllStringSubmatch(string(zsh), -1) {
+	for _, m := range regexp.MustCompile(`(?ms)^    \(([a-z-]+)\)\n(.*?)^      ;;`).FindAllStringSubmatch(string(zsh), -1) {
 		zshCases[m[1]] = m[2]
 	}
 	cmds := commands()

@@ -110,6 +110,9 @@ func printSPA(w io.Writer, cfg *config.Config) {
 		if c.AnyPort {
 			open = "any port"
 		}
+		for _, f := range c.Forward {
+			open += ", forward " + f.String()
+		}
 		fmt.Fprintf(w, "  spa client %q (%s): open %s from %v, for %s (at most %s)\n", c.Name, c.Format, open, c.Sources, c.DefaultOpenFor, c.MaxOpenFor)
 	}
 	for _, warn := range s.Warnings {

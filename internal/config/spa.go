@@ -90,6 +90,9 @@ type SPAClient struct {
 	Sources []netip.Prefix
 	// DefaultOpenFor is used when a packet asks for no duration; MaxOpenFor caps what it asks.
 	DefaultOpenFor, MaxOpenFor time.Duration
+	// Forward lists the forwards the client may ask for (forward.go): a request for one of
+	// their ports is granted as a forward, not as a grant of the port.
+	Forward []Forward
 }
 
 // AnySource is the sources of a client that sets none: every IPv4 and IPv6 address.
@@ -111,6 +114,14 @@ func (s *SPA) Protected() []netport.Port {
 				out = append(out, p)
 			}
 		}
+		// A forward's port on this host, and a local forward's target, open only by grant.
+		for _, f := range c.Forward {
+			for _, p := range []netport.Port{f.Port, {Proto: f.Port.Proto, Num: f.To.Port()}} {
+				if p.Num != 0 && (f.Local || p == f.Port) && !slices.Contains(out, p) {
+					out = append(out, p)
+				}
+			}
+		}
 	}
 	return out
 }
@@ -128,21 +139,22 @@ type (
 		Client         toml.Primitive  `toml:"client"`
 	}
 	tomlClient struct {
-		Name                 field[string]     `toml:"name"`
-		Format               field[string]     `toml:"format"`
-		Open                 field[[]openPort] `toml:"open"`
-		Sources              field[[]source]   `toml:"sources"`
-		MaxOpenFor           field[duration]   `toml:"max_open_for"`
-		DefaultOpenFor       field[duration]   `toml:"default_open_for"`
-		AccessExpire         field[date]       `toml:"access_expire"`
-		KeyFile              field[string]     `toml:"key_file"`
-		RequireAddress       field[bool]       `toml:"require_address"`
-		PublicKey            field[string]     `toml:"public_key"`
-		HMACKeyFile          field[string]     `toml:"hmac_key_file"`
-		HMACDigest           field[digest]     `toml:"hmac_digest"`
-		EncryptionMode       field[mode]       `toml:"encryption_mode"`
-		RequireUsername      field[string]     `toml:"require_username"`
-		RequireSourceAddress field[bool]       `toml:"require_source_address"`
+		Name                 field[string]         `toml:"name"`
+		Format               field[string]         `toml:"format"`
+		Open                 field[[]openPort]     `toml:"open"`
+		Forward              field[[]forwardEntry] `toml:"forward"`
+		Sources              field[[]source]       `toml:"sources"`
+		MaxOpenFor           field[duration]       `toml:"max_open_for"`
+		DefaultOpenFor       field[duration]       `toml:"default_open_for"`
+		AccessExpire         field[date]           `toml:"access_expire"`
+		KeyFile              field[string]         `toml:"key_file"`
+		RequireAddress       field[bool]           `toml:"require_address"`
+		PublicKey            field[string]         `toml:"public_key"`
+		HMACKeyFile          field[string]         `toml:"hmac_key_file"`
+		HMACDigest           field[digest]         `toml:"hmac_digest"`
+		EncryptionMode       field[mode]           `toml:"encryption_mode"`
+		RequireUsername      field[string]         `toml:"require_username"`
+		RequireSourceAddress field[bool]           `toml:"require_source_address"`
 	}
 )
 
@@ -227,6 +239,7 @@ func (d *decoder) spaClient(i int, v toml.Primitive, s *SPA) (SPAClient, error) 
 		Format:         f.Format.or(SPAFormatNative),
 		KeyFile:        f.KeyFile.v,
 		Open:           convertList(f.Open.v, func(p openPort) netport.Port { return netport.Port(p) }),
+		Forward:        convertList(f.Forward.v, func(e forwardEntry) Forward { return Forward(e) }),
 		Sources:        slices.Clone(AnySource),
 		DefaultOpenFor: time.Duration(f.DefaultOpenFor.or(duration(DefaultSPAOpenFor))),
 		MaxOpenFor:     time.Duration(f.MaxOpenFor.or(duration(DefaultSPAMaxOpenFor))),
@@ -420,6 +433,10 @@ func (s *SPA) Validate(fw firewall.Kind) error {
 	if fw == firewall.None {
 		return problem(atSPA, "spa", "", "firewall %s cannot open ports for SPA clients", firewall.None)
 	}
+	if s.HasForwards() && fw != firewall.Nftables {
+		i := slices.IndexFunc(s.Clients, func(c SPAClient) bool { return len(c.Forward) > 0 })
+		return problem(atClient(i), clientSection(i, s.Clients[i].Name), "forward", "forwards need firewall %q (the %s backend does not forward)", firewall.Nftables, fw)
+	}
 	for i := range s.Clients {
 		c := &s.Clients[i]
 		if err := c.validate(i, s); err != nil {
@@ -458,8 +475,11 @@ func (c *SPAClient) validate(i int, s *SPA) error {
 	default:
 		return problem(at, sec, "format", "%q is not a format (want %s or %s)", c.Format, SPAFormatNative, SPAFormatFwknop)
 	}
-	if len(c.Open) == 0 && !c.AnyPort {
+	if len(c.Open) == 0 && !c.AnyPort && len(c.Forward) == 0 {
 		return problem(at, sec, "open", "open is required: the ports this client may ask for")
+	}
+	if err := checkForwards(c.Forward, c.Open); err != nil {
+		return problem(at, sec, "forward", "%w", err)
 	}
 	if err := checkPorts(c.Open); err != nil {
 		return problem(at, sec, "open", "%w", err)

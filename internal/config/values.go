@@ -90,6 +90,8 @@ func decodeValue(dst, data any) error {
 		return decodeList(dst, data, nil)
 	case *[]source:
 		return decodeList(dst, data, nil)
+	case *[]forwardEntry:
+		return decodeList(dst, data, nil)
 	case encoding.TextUnmarshaler:
 		s, ok := data.(string)
 		if !ok {

@@ -63,14 +63,26 @@ func (g Gate) Rejects() bool { return g.Stealth == StealthClosed }
 func (g Gate) Dark() bool { return g.Stealth == StealthDark }
 
 // Grant opens one protected port for one source address until Timeout has passed.
+//
+// With To valid it is a forward instead: new connections from Src to Port are translated to To
+// (destination NAT) until Timeout has passed; an unspecified To address (0.0.0.0, ::) means this
+// host (a redirect to port To.Port(), fwknop's local NAT). Backends only take forwards through
+// the optional Forwarder interface; Backend.Grant refuses them (CheckGrants).
 type Grant struct {
 	Src     netip.Addr
 	Port    netport.Port
 	Timeout time.Duration
+	To      netip.AddrPort
 }
+
+// IsForward reports whether g is a forward (To is set).
+func (g Grant) IsForward() bool { return g.To.IsValid() }
 
 // String is the log form of a grant.
 func (g Grant) String() string {
+	if g.IsForward() {
+		return fmt.Sprintf("%s %s -> %s for %s", g.Src, g.Port, g.To, g.Timeout)
+	}
 	return fmt.Sprintf("%s %s for %s", g.Src, g.Port, g.Timeout)
 }
 
@@ -121,6 +133,9 @@ func CheckGrants(grants []Grant, add bool) error {
 		}
 		if add && g.Timeout < time.Millisecond {
 			return fmt.Errorf("grant %s: timeout must be at least 1ms", g)
+		}
+		if g.IsForward() {
+			return fmt.Errorf("grant %s: a forward, which this backend does not take as a grant", g)
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ package fwknopconf
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,9 +61,9 @@ var serverIgnored = map[string]string{
 
 // access.conf options (kept in AccessStanza.Other) that sesame refuses.
 var accessErrors = map[string]string{
-	"FORCE_NAT":        "NAT is not supported",
-	"FORCE_SNAT":       "NAT is not supported",
-	"FORCE_MASQUERADE": "NAT is not supported",
+	"FORCE_SNAT":       "source NAT is not supported (the inner host needs a route back through this one)",
+	"FORCE_MASQUERADE": "source NAT is not supported (the inner host needs a route back through this one)",
+	"DISABLE_DNAT":     "forwarding without destination NAT is not supported",
 	"FORWARD_ALL":      "forwarding is not supported",
 }
 
@@ -111,6 +112,12 @@ func Load(dir string, ov config.Overrides) (*config.Config, error) {
 // the configuration in messages.
 func Parse(source, srvName string, srvData []byte, accName string, accData []byte) (*config.Config, error) {
 	return parse(source, srvName, srvData, accName, accData, config.Overrides{})
+}
+
+// ParseOverrides is Parse with the overrides sesame server would run the configuration with
+// (a FORCE_NAT configuration validates only with firewall nftables).
+func ParseOverrides(source, srvName string, srvData []byte, accName string, accData []byte, ov config.Overrides) (*config.Config, error) {
+	return parse(source, srvName, srvData, accName, accData, ov)
 }
 
 func parse(source, srvName string, srvData []byte, accName string, accData []byte, ov config.Overrides) (*config.Config, error) {
@@ -166,8 +173,11 @@ func parse(source, srvName string, srvData []byte, accName string, accData []byt
 	if srv.DigestFile != "" {
 		warn("%s: DIGEST_FILE is not read: sesame keeps its own replay cache in %s", srvName, filepath.Join(cfg.Server.StateDir, "replay.db"))
 	}
-	if srv.EnableIPTForwarding || srv.EnableIPTLocalNAT {
-		warn("%s: ENABLE_IPT_FORWARDING and ENABLE_IPT_LOCAL_NAT are not supported: NAT requests are refused", srvName)
+	if srv.EnableIPTLocalNAT {
+		warn("%s: ENABLE_IPT_LOCAL_NAT is not translated: local NAT requests (--nat-local) are refused; a native configuration (sesame migrate) can allow them with forward = [\"tcp/55000 -> local:22\"]", srvName)
+	}
+	if srv.EnableIPTForwarding && !slices.ContainsFunc(stanzas, func(st fwknop.AccessStanza) bool { return st.Other["FORCE_NAT"] != "" }) {
+		warn("%s: ENABLE_IPT_FORWARDING without FORCE_NAT in any stanza: NAT requests (-N) are refused (forward not allowed): sesame forwards only to destinations the configuration names (FORCE_NAT, or a native forward list)", srvName)
 	}
 	if srv.AccessFile != "" && filepath.Clean(srv.AccessFile) != filepath.Clean(accName) {
 		warn("%s: ACCESS_FILE %s is not read: sesame reads %s", srvName, srv.AccessFile, accName)
@@ -262,7 +272,15 @@ func client(accName string, i int, st fwknop.AccessStanza, srv *fwknop.ServerCon
 	if st.CmdCycleOpen != "" || st.CmdCycleClose != "" {
 		warn("%s: CMD_CYCLE_OPEN/CMD_CYCLE_CLOSE are not supported yet: sesame opens the ports with its firewall instead", where)
 	}
+	if v := st.Other["FORCE_NAT"]; v != "" {
+		if err := forceNAT(&c, v, srv); err != nil {
+			return c, fmt.Errorf("%s: FORCE_NAT: %w", where, err)
+		}
+	}
 	for _, k := range sortedKeys(st.Other) {
+		if k == "FORCE_NAT" {
+			continue
+		}
 		if why, bad := accessErrors[k]; bad {
 			return c, fmt.Errorf("%s: %s: %s", where, k, why)
 		}
@@ -299,4 +317,30 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// forceNAT turns a stanza's FORCE_NAT IP PORT into forwards: each port of OPEN_PORTS a packet asks
+// for (-A, or -N naming this destination) is forwarded to IP:PORT, as fwknopd does, instead of
+// being opened here.
+func forceNAT(c *config.SPAClient, v string, srv *fwknop.ServerConf) error {
+	f := strings.Fields(v)
+	if len(f) != 2 {
+		return fmt.Errorf("%q: want IP PORT", v)
+	}
+	if !srv.EnableIPTForwarding {
+		return errors.New("needs ENABLE_IPT_FORWARDING Y in fwknopd.conf")
+	}
+	if c.AnyPort {
+		return errors.New("needs OPEN_PORTS: the ports forwarded")
+	}
+	c.Forward = nil
+	for _, p := range c.Open {
+		fw, err := config.ParseForward(fmt.Sprintf("%s -> %s", p, net.JoinHostPort(f[0], f[1])))
+		if err != nil {
+			return err
+		}
+		c.Forward = append(c.Forward, fw)
+	}
+	c.Open = nil
+	return nil
 }

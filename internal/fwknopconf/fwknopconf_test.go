@@ -48,7 +48,7 @@ func TestFwknopConfLive(t *testing.T) {
 		{"pcap", "fwknopd.conf", "access.conf", true, []string{"veth-fs"},
 			[]string{"FLUSH_IPT_AT_INIT is ignored", "FLUSH_IPT_AT_EXIT is ignored", "no OPEN_PORTS"}, nil},
 		{"udp", "fwknopd-udp.conf", "access.conf", false, nil, []string{"no OPEN_PORTS"}, nil},
-		{"nat", "fwknopd-nat.conf", "access.conf", true, []string{"veth-fs"}, []string{"NAT requests are refused"}, nil},
+		{"nat", "fwknopd-nat.conf", "access.conf", true, []string{"veth-fs"}, []string{"NAT requests (-N) are refused"}, nil},
 		{"cmd", "fwknopd-udp.conf", "access-cmd.conf", false, nil, []string{"ENABLE_CMD_EXEC is not supported"},
 			func(t *testing.T, c config.SPAClient) {
 				if c.DefaultOpenFor != 10*time.Second || c.MaxOpenFor != fwknop.DefaultMaxFWTimeout {
@@ -161,7 +161,11 @@ func TestFwknopConfErrors(t *testing.T) {
 		{"tcp server", "ENABLE_TCP_SERVER Y;\n", acc, `fwknopd.conf: ENABLE_TCP_SERVER: SPA over TCP is not supported`},
 		{"http", "ENABLE_SPA_OVER_HTTP Y;\n", acc, `SPA over HTTP is not supported`},
 		{"destination", "", acc + "DESTINATION 10.0.0.1\n", `access.conf:1: stanza #1: DESTINATION is not supported`},
-		{"force nat", "", acc + "FORCE_NAT 192.168.1.2 22\n", `stanza #1: FORCE_NAT: NAT is not supported`},
+		{"force nat", "", acc + "FORCE_NAT 192.168.1.2 22\n", `stanza #1: FORCE_NAT: needs ENABLE_IPT_FORWARDING Y`},
+		{"force nat on iptables", "ENABLE_IPT_FORWARDING Y;\n", acc + "OPEN_PORTS tcp/22\nFORCE_NAT 198.19.0.2 22\n", `forwards need firewall "nftables" (the iptables backend does not forward)`},
+		{"force nat any port", "ENABLE_IPT_FORWARDING Y;\n", acc + "FORCE_NAT 192.168.1.2 22\n", `stanza #1: FORCE_NAT: needs OPEN_PORTS`},
+		{"force snat", "ENABLE_IPT_FORWARDING Y;\n", acc + "OPEN_PORTS tcp/22\nFORCE_NAT 192.168.1.2 22\nFORCE_SNAT 10.0.0.1\n", `FORCE_SNAT: source NAT is not supported`},
+		{"force nat bad", "ENABLE_IPT_FORWARDING Y;\n", acc + "OPEN_PORTS tcp/22\nFORCE_NAT 127.0.0.1 22\n", `FORCE_NAT: "tcp/22 -> 127.0.0.1:22": 127.0.0.1 is not a unicast address of another host`},
 		{"gpg", "", "SOURCE ANY\nGPG_DECRYPT_ID ABCD\n", `stanza #1: GPG keys are not supported`},
 		{"bad access", "", "KEY x\n", `option before the first SOURCE`},
 		{"timeout too long", "", acc + "MAX_FW_TIMEOUT 100000\n", `may be at most 24h0m0s`},

@@ -21,7 +21,7 @@ import (
 // sesame server --fwknop-conf would run it with.
 func Fwknop(dir string, srvData, accData []byte, keysDir string, ov config.Overrides) (*Result, error) {
 	srvName, accName := filepath.Join(dir, "fwknopd.conf"), filepath.Join(dir, "access.conf")
-	legacy, err := fwknopconf.Parse(dir, srvName, srvData, accName, accData)
+	legacy, err := fwknopconf.ParseOverrides(dir, srvName, srvData, accName, accData, ov)
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
@@ -111,8 +111,17 @@ func Fwknop(dir string, srvData, accData []byte, keysDir string, ov config.Overr
 		if c.Fwknop.EncryptionMode != 0 {
 			w.str("encryption_mode", c.Fwknop.EncryptionMode.String())
 		}
-		w.comment("OPEN_PORTS")
-		w.list("open", ports(c.Open))
+		if len(c.Forward) > 0 {
+			w.comment("FORCE_NAT: OPEN_PORTS forwarded (ENABLE_IPT_FORWARDING Y)")
+			fs := make([]string, len(c.Forward))
+			for i, f := range c.Forward {
+				fs[i] = f.String()
+			}
+			w.list("forward", fs)
+		} else {
+			w.comment("OPEN_PORTS")
+			w.list("open", ports(c.Open))
+		}
 		if len(c.Restrict) > 0 {
 			w.comment("RESTRICT_PORTS %s is left out: none of them is in OPEN_PORTS, so it refuses nothing more", joinPorts(c.Restrict))
 		}

@@ -363,3 +363,24 @@ func TestDoorName(t *testing.T) {
 		}
 	}
 }
+
+// TestRoundTripForceNAT: a FORCE_NAT stanza migrates to a forward list that loads into the
+// same forwards (and only with firewall nftables, which forwards).
+func TestRoundTripForceNAT(t *testing.T) {
+	dir := t.TempDir()
+	srv := []byte("ENABLE_IPT_FORWARDING Y;\n")
+	acc := []byte("SOURCE ANY\nKEY_BASE64 " + key32 + "\nHMAC_KEY_BASE64 " + hmac64 + "\nOPEN_PORTS tcp/8022,udp/5353\nFORCE_NAT 198.19.0.2 22\n")
+	if _, err := Fwknop(dir, srv, acc, t.TempDir(), config.Overrides{}); err == nil || !strings.Contains(err.Error(), `forwards need firewall "nftables"`) {
+		t.Fatalf("with iptables: err = %v", err)
+	}
+	res, err := Fwknop(dir, srv, acc, t.TempDir(), config.Overrides{Firewall: config.FirewallNftables})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(res.TOML), `forward = ["tcp/8022 -> 198.19.0.2:22", "udp/5353 -> 198.19.0.2:22"]`) {
+		t.Errorf("no forward list:\n%s", res.TOML)
+	}
+	if err := res.Check(load(t, res)); err != nil {
+		t.Fatalf("%v\n%s", err, res.TOML)
+	}
+}

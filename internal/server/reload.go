@@ -90,6 +90,13 @@ func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 		undo()
 		return fmt.Errorf("server: reload: apply firewall gate: %w", err)
 	}
+	if err := s.applyForwarding(ctx, cfg, running); err != nil { // forward.go
+		undo()
+		if rerr := s.deps.Firewall.Apply(ctx, Gate(running)); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("restore the running gate: %w", rerr))
+		}
+		return fmt.Errorf("server: reload: %w", err)
+	}
 	if err := s.deps.Intake.SetFilter(Filter(cfg)); err != nil {
 		undo()
 		if rerr := s.deps.Firewall.Apply(ctx, Gate(running)); rerr != nil {

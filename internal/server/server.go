@@ -297,6 +297,11 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.reloadMu.Unlock()
 		return fmt.Errorf("server: apply firewall gate: %w", err)
 	}
+	if err := s.applyForwarding(ctx, cfg, nil); err != nil {
+		s.reloadMu.Unlock()
+		s.closeFirewall(cfg)
+		return fmt.Errorf("server: %w", err)
+	}
 	if err := s.deps.Intake.SetFilter(Filter(cfg)); err != nil {
 		s.reloadMu.Unlock()
 		s.closeFirewall(cfg)
@@ -546,7 +551,7 @@ func (s *Server) open(ctx context.Context, st *state, d *config.Door, src netip.
 // grant applies grants made by (kind, by), records them for attribution and counts them; seen,
 // when known, is when the packet that earned them arrived (for the latency histogram).
 func (s *Server) grant(ctx context.Context, kind GrantKind, by, note string, grants []firewall.Grant, seen time.Time) error {
-	err := s.deps.Firewall.Grant(ctx, grants...)
+	err := s.grantAll(ctx, grants) // forward.go
 	now := s.deps.Now()
 	s.grants.record(kind, by, note, grants, now, err)
 	if err != nil {

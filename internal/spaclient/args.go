@@ -169,21 +169,27 @@ func ParseArgs(args []string) (Options, error) {
 	case len(pos) == 1:
 		o.Host = pos[0]
 	}
+	return o, o.Check()
+}
+
+// Check reports the errors of a parsed command line that no single flag shows: conflicting
+// or unsupported flags and values out of range.
+func (o *Options) Check() error {
 	if o.ResolveIP || o.ResolveURL != "" {
-		return o, ErrResolveIP
+		return ErrResolveIP
 	}
 	if o.Allow != "" && o.Source {
-		return o, errors.New("-a and -s are mutually exclusive")
+		return errors.New("-a and -s are mutually exclusive")
 	}
 	if o.Port > 65535 {
-		return o, fmt.Errorf("-p %d: port out of range 1-65535", o.Port)
+		return fmt.Errorf("-p %d: port out of range 1-65535", o.Port)
 	}
 	if o.OpenFor != "" {
 		if _, err := ParseOpenFor(o.OpenFor); err != nil {
-			return o, fmt.Errorf("-f: %w", err)
+			return fmt.Errorf("-f: %w", err)
 		}
 	}
-	return o, nil
+	return nil
 }
 
 // ParseInterspersed parses args with fs, allowing flags after positional

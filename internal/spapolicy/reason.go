@@ -25,6 +25,7 @@ const (
 	ReasonUserNotAllowed
 	ReasonAccessExpired
 	ReasonNATRefused
+	ReasonForwardNotAllowed // a forward (fwknop -N, --nat-local) the client's forward list lacks
 	ReasonCommandRefused
 	ReasonBadSource
 	ReasonMalformed
@@ -36,25 +37,26 @@ const (
 )
 
 var reasonNames = [NumReasons]string{
-	ReasonAccepted:         "accepted",
-	ReasonReplay:           "replay",
-	ReasonStale:            "stale",
-	ReasonFuture:           "future",
-	ReasonBadMAC:           "bad MAC",
-	ReasonUnknownClient:    "unknown client",
-	ReasonPortNotAllowed:   "port not allowed",
-	ReasonSourceNotAllowed: "source not allowed",
-	ReasonAddrNotAllowed:   "address not allowed",
-	ReasonSourceAddrNeeded: "source address required",
-	ReasonUserNotAllowed:   "username not allowed",
-	ReasonAccessExpired:    "access expired",
-	ReasonNATRefused:       "NAT not supported",
-	ReasonCommandRefused:   "command not supported",
-	ReasonBadSource:        "bad source",
-	ReasonMalformed:        "malformed",
-	ReasonTooShort:         "too short",
-	ReasonTooLong:          "too long",
-	ReasonInternal:         "internal error",
+	ReasonAccepted:          "accepted",
+	ReasonReplay:            "replay",
+	ReasonStale:             "stale",
+	ReasonFuture:            "future",
+	ReasonBadMAC:            "bad MAC",
+	ReasonUnknownClient:     "unknown client",
+	ReasonPortNotAllowed:    "port not allowed",
+	ReasonSourceNotAllowed:  "source not allowed",
+	ReasonAddrNotAllowed:    "address not allowed",
+	ReasonSourceAddrNeeded:  "source address required",
+	ReasonUserNotAllowed:    "username not allowed",
+	ReasonAccessExpired:     "access expired",
+	ReasonNATRefused:        "NAT not supported",
+	ReasonForwardNotAllowed: "forward not allowed",
+	ReasonCommandRefused:    "command not supported",
+	ReasonBadSource:         "bad source",
+	ReasonMalformed:         "malformed",
+	ReasonTooShort:          "too short",
+	ReasonTooLong:           "too long",
+	ReasonInternal:          "internal error",
 }
 
 // String is the reason's log name.

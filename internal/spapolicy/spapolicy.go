@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -552,8 +553,8 @@ func (h *Policy) fwknopPolicy(d *decision, c *config.SPAClient, msg *fwknop.Mess
 	case msg.Type == fwknop.TypeCommand:
 		d.reason, d.detail = ReasonCommandRefused, "command messages are not enabled"
 		return
-	case msg.Type.HasNAT():
-		d.reason, d.detail = ReasonNATRefused, "NAT access requests are not enabled"
+	case msg.Type.HasNAT() && len(c.Forward) == 0:
+		d.reason, d.detail = ReasonNATRefused, "NAT access requests are not enabled for this client (it has no forwards)"
 		return
 	case c.RequireUsername != "" && msg.User != c.RequireUsername:
 		d.reason, d.detail = ReasonUserNotAllowed, fmt.Sprintf("username %q", msg.User)
@@ -569,11 +570,59 @@ func (h *Policy) fwknopPolicy(d *decision, c *config.SPAClient, msg *fwknop.Mess
 		d.reason, d.detail = ReasonSourceAddrNeeded, "allow IP 0.0.0.0 with REQUIRE_SOURCE_ADDRESS"
 		return
 	}
+	if msg.Type.HasNAT() && !natRequested(d, c, msg, addr) {
+		return
+	}
 	dur := msg.ClientTimeout
 	if !msg.Type.HasTimeout() {
 		dur = 0
 	}
 	h.policy(d, c, src, addr, msg.Ports, dur, now)
+	if d.reason == ReasonAccepted && msg.Type.HasNAT() {
+		// Every port was checked against the forward list above: all of them are forwards.
+		for _, g := range d.grants {
+			if !g.IsForward() {
+				d.reason, d.detail, d.grants = ReasonForwardNotAllowed, g.Port.String()+" is not forwarded", nil
+				break
+			}
+		}
+	}
+}
+
+// natRequested checks an fwknop NAT request (-N ADDRESS:PORT, or --nat-local) against the
+// client's forwards: each port the request names (-A) must be forwarded, and forwarded to the
+// destination the request names (the address and port of -N; for --nat-local this host and the
+// port of the NAT field). fwknopd forwards where the client asks; sesame only where the
+// configuration says.
+func natRequested(d *decision, c *config.SPAClient, msg *fwknop.Message, addr netip.Addr) bool {
+	host, port, _ := strings.Cut(msg.NATAccess, ",")
+	n, err := strconv.ParseUint(port, 10, 16)
+	dst, aerr := netip.ParseAddr(host)
+	localNAT := msg.Type == fwknop.TypeLocalNATAccess || msg.Type == fwknop.TypeClientTimeoutLocalNATAccess
+	switch {
+	case err != nil || n == 0:
+		d.reason, d.detail = ReasonMalformed, fmt.Sprintf("NAT field %q: bad port", msg.NATAccess)
+		return false
+	case aerr != nil && !localNAT:
+		d.reason, d.detail = ReasonForwardNotAllowed, fmt.Sprintf("NAT destination %q is not an IP address (names are not resolved)", host)
+		return false
+	}
+	for _, p := range msg.Ports {
+		i := slices.IndexFunc(c.Forward, func(f config.Forward) bool { return f.Matches(p, addr) })
+		want := netip.AddrPortFrom(dst.Unmap(), uint16(n))
+		switch {
+		case i < 0:
+			d.reason, d.detail = ReasonForwardNotAllowed, fmt.Sprintf("%s: the client has no forward of this port", p)
+			return false
+		case localNAT && !c.Forward[i].Local, localNAT && c.Forward[i].To.Port() != want.Port():
+			d.reason, d.detail = ReasonForwardNotAllowed, fmt.Sprintf("local NAT %s -> port %d: the client's forward is %s", p, n, c.Forward[i])
+			return false
+		case !localNAT && (c.Forward[i].Local || c.Forward[i].To != want):
+			d.reason, d.detail = ReasonForwardNotAllowed, fmt.Sprintf("NAT %s -> %s: the client's forward is %s", p, want, c.Forward[i])
+			return false
+		}
+	}
+	return true
 }
 
 // fresh records key in the replay store, live at now until expiry; false (with the reason set)
@@ -619,8 +668,19 @@ func (h *Policy) policy(d *decision, c *config.SPAClient, src, addr netip.Addr, 
 		d.reason, d.detail = ReasonMalformed, "no ports"
 		return
 	}
-	for _, p := range ports {
-		if slices.Contains(c.Restrict, p) || (!c.AnyPort && !slices.Contains(c.Open, p)) {
+	// A port in the client's forward list is granted as that forward; the others must be open.
+	fwd := make([]int, len(ports))
+	for i, p := range ports {
+		fwd[i] = slices.IndexFunc(c.Forward, func(f config.Forward) bool { return f.Matches(p, addr) })
+		switch {
+		case fwd[i] >= 0 && slices.Contains(c.Restrict, p):
+			d.reason, d.detail = ReasonPortNotAllowed, p.String()
+			return
+		case fwd[i] >= 0:
+		case slices.ContainsFunc(c.Forward, func(f config.Forward) bool { return f.Port == p }):
+			d.reason, d.detail = ReasonForwardNotAllowed, fmt.Sprintf("%s: the client's forward of this port is not to an address of %s's family", p, addr)
+			return
+		case slices.Contains(c.Restrict, p) || (!c.AnyPort && !slices.Contains(c.Open, p)):
 			d.reason, d.detail = ReasonPortNotAllowed, p.String()
 			return
 		}
@@ -630,8 +690,11 @@ func (h *Policy) policy(d *decision, c *config.SPAClient, src, addr netip.Addr, 
 	}
 	dur = min(dur, c.MaxOpenFor)
 	d.grants = make([]firewall.Grant, 0, len(ports))
-	for _, p := range ports {
+	for i, p := range ports {
 		g := firewall.Grant{Src: addr, Port: p, Timeout: dur}
+		if fwd[i] >= 0 {
+			g.To = c.Forward[fwd[i]].Target(addr)
+		}
 		if !slices.Contains(d.grants, g) {
 			d.grants = append(d.grants, g)
 		}
@@ -693,6 +756,9 @@ func (h *Policy) record(r *rules, src netip.Addr, d *decision, grantErr error) {
 		ports := make([]string, len(d.grants))
 		for i, g := range d.grants {
 			ports[i] = g.Port.String()
+			if g.IsForward() {
+				ports[i] += " -> " + g.To.String()
+			}
 		}
 		args = append(args, "addr", d.grants[0].Src, "open", strings.Join(ports, ","), "open_for", d.grants[0].Timeout)
 		if grantErr != nil {

@@ -594,6 +594,7 @@ func (b *Backend) Close(ctx context.Context, removeRules bool) error {
 		// AddTable first so that deleting an absent table is not an error.
 		b.conn.AddTable(b.table)
 		b.conn.DelTable(b.table)
+		removeForwarding(b.conn, b.table.Name) // nat.go
 		if err := b.conn.Flush(); err != nil {
 			errs = append(errs, fmt.Errorf("firewall nft: remove table inet %s: %w", b.table.Name, err))
 		}
