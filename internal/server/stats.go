@@ -15,6 +15,8 @@ const (
 	KnockWrong                             // not the next knock of the sequence in progress
 	KnockTooFast                           // sooner than the door's min_gap
 	KnockNotAllowed                        // the source may not knock on the door
+	KnockSpent                             // a rotating door's complete sequence, used already
+	KnockWindow                            // a rotating door's complete sequence, not of the current or previous window
 	numKnockReasons
 )
 
@@ -23,6 +25,8 @@ var knockReasonNames = [numKnockReasons]string{
 	KnockWrong:      "wrong knock",
 	KnockTooFast:    "knock sooner than min_gap",
 	KnockNotAllowed: "source not allowed",
+	KnockSpent:      "sequence already used",
+	KnockWindow:     "sequence not of this window",
 }
 
 // String is the reason's log name.
