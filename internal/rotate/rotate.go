@@ -1,4 +1,4 @@
-// Package rotate derives the knock sequences of rotating doors from a secret and the time window (docs/PROTOCOL.md §10).
+// Package rotate derives the knock sequences of rotating doors from a secret and the time window (docs/PROTOCOL.md, "Rotating knock sequences").
 package rotate
 
 import (
@@ -16,7 +16,7 @@ import (
 // Label starts every HMAC input, so a rotation secret never authenticates anything else.
 const Label = "sesame-rotate-v1"
 
-// Limits of the parameters (docs/PROTOCOL.md §10.1).
+// Limits of the parameters (docs/PROTOCOL.md, "Rotating knock sequences").
 const (
 	MinPeriod    = 2 * time.Second
 	MaxPeriod    = 24 * time.Hour
@@ -82,7 +82,7 @@ var ErrExhausted = errors.New("rotate: no sequence within the draw limit")
 
 // Sequence derives the knock sequence of counter c in window w: Length distinct ports of the
 // range, drawn without bias from HMAC-SHA256(secret, Label || 0x00 || len(door) || door ||
-// uint64be(w) || uint32be(c) || uint32be(block)) for block = 0, 1, ... (docs/PROTOCOL.md §10.2).
+// uint64be(w) || uint32be(c) || uint32be(block)) for block = 0, 1, ... (docs/PROTOCOL.md, "Rotating knock sequences").
 func Sequence(secret []byte, p Params, w int64, c uint32) ([]netport.Port, error) {
 	if err := p.Check(); err != nil {
 		return nil, err

@@ -14,7 +14,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/rotate"
 )
 
-// Rotating doors (docs/PROTOCOL.md §10). Each rotating door of a configuration has, in the
+// Rotating doors (docs/PROTOCOL.md, "Rotating knock sequences"). Each rotating door of a configuration has, in the
 // state's knock machine, 3 × Uses doors after the configuration's own: slot s = window mod 3
 // holds the Uses sequences of one window. At any time the slots hold the previous, the current
 // and the next window, so the capture filter passes the next window's knocks before its
