@@ -53,7 +53,7 @@ func TestRotatingDoorConfig(t *testing.T) {
 		{name: "no uses", text: rotDoor("rotate_uses = 0"), wantErr: "rotate_uses"},
 		{name: "icmp", text: rotDoor(`rotate_proto = "icmp"`), wantErr: "want tcp or udp"},
 		{name: "range holds an opened port", text: strings.Replace(rotDoor(""), `"tcp/22"`, `"tcp/22", "tcp/30000"`, 1), wantErr: "holds a port a door opens (tcp/30000)"},
-		{name: "udp range holds the SPA port", text: rotDoor(`rotate_proto = "udp"` + "\nrotate_ports = \"60000-65000\"") + "[spa]\nlisten = \"udp/62201\"\n[[spa.client]]\nname = \"a\"\nkey_file = \"DIR/alice.key\"\nopen = [\"tcp/443\"]\n",
+		{name: "udp range holds the SPA port", text: rotDoor(`rotate_proto = "udp"`+"\nrotate_ports = \"60000-65000\"") + "[spa]\nlisten = \"udp/62201\"\n[[spa.client]]\nname = \"a\"\nkey_file = \"DIR/alice.key\"\nopen = [\"tcp/443\"]\n",
 			wantErr: "holds the SPA port (udp/62201)"},
 		{name: "tcp range may hold the SPA port number", text: rotDoor(`rotate_ports = "60000-65000"`) + "[spa]\nlisten = \"udp/62201\"\n[[spa.client]]\nname = \"a\"\nkey_file = \"DIR/alice.key\"\nopen = [\"tcp/443\"]\n"},
 		{name: "range holds a decoy", text: rotDoor("") + "[[decoy]]\nports = [\"tcp/23000\"]\n", wantErr: "holds a decoy port (tcp/23000)"},
