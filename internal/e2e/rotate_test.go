@@ -1,0 +1,237 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sesame-knock/sesame/internal/knockclient"
+	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netport"
+	"github.com/sesame-knock/sesame/internal/rotate"
+	"github.com/sesame-knock/sesame/internal/spa"
+)
+
+const rotateConfig = `[server]
+firewall = "nftables"
+state_dir = "STATE_DIR"
+
+[[door]]
+name = "rot"
+secret_file = "KEY_FILE"
+rotate = "3s"
+rotate_ports = "20000-29999"
+open = ["tcp/2222"]
+open_for = "1s"
+`
+
+// rotateParams are rotateConfig's door, as the client and the test derive it.
+var rotateParams = rotate.Params{Door: "rot", Period: 3 * time.Second, Lo: 20000, Hi: 29999, Length: 4, Uses: 3, Proto: netport.TCP}
+
+// TestIntegrationRotatingKnock: `sesame knock --door --secret-file` against the real daemon, for
+// IPv4 and IPv6. The first knocks of the coming sequence, sent by another address, use nothing
+// up; the client's knock opens the protected port (data both ways); the complete sequence the
+// client sent (its -v output), replayed from other addresses in the same window and in the
+// next (where it is still the previous window's), opens nothing; and after the boundary the
+// client's next knock opens again.
+func TestIntegrationRotatingKnock(t *testing.T) {
+	bed := skipUnlessRoot(t)
+	dir := t.TempDir()
+	key, err := spa.GenerateSharedKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := key.MarshalText()
+	keyFile := filepath.Join(dir, "rot.key")
+	if err := os.WriteFile(keyFile, append(text, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	extra, err := bed.AddClientAddrs(context.Background(), 3, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range families {
+		listen(t, bed, fam)
+	}
+	d, _ := startSesame(t, bed, strings.ReplaceAll(rotateConfig, "KEY_FILE", keyFile))
+	state := filepath.Join(dir, "state")
+	used := 0
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			svc := netip.AddrPortFrom(fam.server, 2222)
+			// sesame knock sends from the address the kernel picks for the route; the others
+			// of the family are the observer's and the replayers'.
+			owner := routeSource(t, bed, fam.server)
+			var others []netip.Addr
+			for _, a := range append([]netip.Addr{fam.client}, extra...) {
+				if a.Is6() == fam.server.Is6() && a != owner {
+					others = append(others, a)
+				}
+			}
+			if len(others) < 3 {
+				t.Fatalf("addresses %v: want 3 besides the owner's %v", others, owner)
+			}
+			if canConnect(t, bed, owner, svc) {
+				t.Fatal("protected port open before any knock")
+			}
+			// Start early in a window, so that the steps up to the replay fit in it.
+			w := freshWindow(t)
+			pw, pc := nextKnock(t, state)
+			if pw != w {
+				t.Fatalf("the client would use window %d in window %d", pw, w)
+			}
+			coming, err := rotate.Sequence(key[:], rotateParams, pw, uint32(pc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// An observer who saw the first three knocks sends them: nothing is used up.
+			partial := others[0]
+			for _, p := range coming[:3] {
+				sendOne(t, bed, partial, fam.server, fmt.Sprintf("%d/tcp", p.Num))
+			}
+			sent := rotatingKnock(t, bed, keyFile, state, fam.server)
+			if !slices.Equal(sent, coming) {
+				t.Fatalf("the client sent %v, the test expected %v (window %d, counter %d)", sent, coming, pw, pc)
+			}
+			if !eventually(t, bed, owner, svc, true) {
+				t.Fatalf("the protected port did not open after sesame knock --door; log:\n%s", d.Output())
+			}
+			used++
+			if canConnect(t, bed, partial, svc) {
+				t.Error("the observer of the first knocks got in")
+			}
+			// The captured complete sequence, from another address, in the same window.
+			replayer := others[1]
+			replay(t, bed, replayer, fam.server, sent)
+			if rotateParams.Window(time.Now()) != w {
+				t.Fatal("the window ended before the first replay was checked: the machine is too slow for this test")
+			}
+			if canConnect(t, bed, replayer, svc) {
+				t.Fatal("a replay in the same window opened the port")
+			}
+			// The next window, where the sequence is still valid as the previous window's.
+			sleepUntil(rotateParams.Start(w + 1).Add(100 * time.Millisecond))
+			late := others[2]
+			replay(t, bed, late, fam.server, sent)
+			if rotateParams.Window(time.Now()) != w+1 {
+				t.Fatal("not in the next window for the second replay")
+			}
+			if canConnect(t, bed, late, svc) {
+				t.Fatal("a replay in the next window opened the port")
+			}
+			// The owner's grant (open_for 1s) has ended; its next knock, in the new window, opens.
+			if !eventually(t, bed, owner, svc, false) {
+				t.Fatal("the first grant did not end")
+			}
+			rotatingKnock(t, bed, keyFile, state, fam.server)
+			if !eventually(t, bed, owner, svc, true) {
+				t.Fatalf("the owner's knock in the next window did not open; log:\n%s", d.Output())
+			}
+			used++
+		})
+	}
+	if n := strings.Count(d.Output(), "reason=\"sequence already used\""); n != 2*len(families) {
+		t.Errorf("%d refusals as already used logged, want %d:\n%s", n, 2*len(families), d.Output())
+	}
+	if n := strings.Count(d.Output(), "door opened"); n != used {
+		t.Errorf("%d openings logged, want %d", n, used)
+	}
+	if strings.Contains(d.Output(), strings.TrimSpace(string(text))[len("sesame-shared-v1 "):]) {
+		t.Error("the daemon logged the door's key")
+	}
+}
+
+// routeSource is the source address the client namespace uses towards dst.
+func routeSource(t *testing.T, bed *netnsbed.Bed, dst netip.Addr) netip.Addr {
+	t.Helper()
+	var src netip.Addr
+	err := netnsbed.Do(bed.Client, func() error {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 9)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		src = c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+// freshWindow waits, if need be, until at least 2 s of the current window are left, and
+// returns the window.
+func freshWindow(t *testing.T) int64 {
+	t.Helper()
+	now := time.Now()
+	w := rotateParams.Window(now)
+	if rotateParams.Start(w+1).Sub(now) < 2*time.Second {
+		w++
+		sleepUntil(rotateParams.Start(w).Add(50 * time.Millisecond))
+	}
+	return w
+}
+
+func sleepUntil(t time.Time) { time.Sleep(time.Until(t)) }
+
+// nextKnock is the window and counter the client's next knock will use, from its state file.
+func nextKnock(t *testing.T, state string) (int64, int) {
+	t.Helper()
+	lw, lc := int64(-1), 0
+	if data, err := os.ReadFile(state); err == nil {
+		f := strings.Fields(string(data))
+		if len(f) != 2 {
+			t.Fatalf("state file %q", data)
+		}
+		lw, _ = strconv.ParseInt(f[0], 10, 64)
+		lc, _ = strconv.Atoi(f[1])
+	}
+	w, c, _ := knockclient.Next(rotateParams, time.Now(), lw, lc)
+	return w, c
+}
+
+// rotatingKnock runs `sesame knock -v --door rot` in the client namespace and returns the
+// knocks it sent, from its output.
+func rotatingKnock(t *testing.T, bed *netnsbed.Bed, keyFile, state string, server netip.Addr) []netport.Port {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := netnsbed.Command(ctx, bed.Client, sesameBin, "knock", "-v", server.String(), "--door", "rot",
+		"--secret-file", keyFile, "--rotate", "3s", "--rotate-ports", "20000-29999", "--state-file", state).CombinedOutput()
+	if err != nil {
+		t.Fatalf("sesame knock --door: %v\n%s", err, out)
+	}
+	var sent []netport.Port
+	for _, l := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(l, "hitting tcp "); ok {
+			ap, err := netip.ParseAddrPort(rest)
+			if err != nil || ap.Addr() != server {
+				t.Fatalf("knock line %q", l)
+			}
+			sent = append(sent, netport.Port{Proto: netport.TCP, Num: ap.Port()})
+		}
+	}
+	if len(sent) != rotateParams.Length {
+		t.Fatalf("sesame knock sent %d knocks, want %d:\n%s", len(sent), rotateParams.Length, out)
+	}
+	return sent
+}
+
+// replay sends seq from src, then leaves the daemon a moment to act on it.
+func replay(t *testing.T, bed *netnsbed.Bed, src, dst netip.Addr, seq []netport.Port) {
+	t.Helper()
+	for _, p := range seq {
+		sendOne(t, bed, src, dst, fmt.Sprintf("%d/tcp", p.Num))
+	}
+	time.Sleep(200 * time.Millisecond)
+}
