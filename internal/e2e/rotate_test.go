@@ -63,6 +63,9 @@ func TestIntegrationRotatingKnock(t *testing.T) {
 		listen(t, bed, fam)
 	}
 	d, _ := startSesame(t, bed, strings.ReplaceAll(rotateConfig, "KEY_FILE", keyFile))
+	// The daemon refuses sequences of the window it started in (it keeps no record of use
+	// across restarts): the test knocks from the next one on.
+	startWindow := rotateParams.Window(time.Now())
 	state := filepath.Join(dir, "state")
 	used := 0
 	for _, fam := range families {
@@ -84,7 +87,7 @@ func TestIntegrationRotatingKnock(t *testing.T) {
 				t.Fatal("protected port open before any knock")
 			}
 			// Start early in a window, so that the steps up to the replay fit in it.
-			w := freshWindow(t)
+			w := freshWindow(t, startWindow)
 			pw, pc := nextKnock(t, state)
 			if pw != w {
 				t.Fatalf("the client would use window %d in window %d", pw, w)
@@ -169,13 +172,13 @@ func routeSource(t *testing.T, bed *netnsbed.Bed, dst netip.Addr) netip.Addr {
 	return src
 }
 
-// freshWindow waits, if need be, until at least 2 s of the current window are left, and
-// returns the window.
-func freshWindow(t *testing.T) int64 {
+// freshWindow waits, if need be, until a window after window after in which at least 2 s are
+// left, and returns it.
+func freshWindow(t *testing.T, after int64) int64 {
 	t.Helper()
 	now := time.Now()
 	w := rotateParams.Window(now)
-	if rotateParams.Start(w+1).Sub(now) < 2*time.Second {
+	if w <= after || rotateParams.Start(w+1).Sub(now) < 2*time.Second {
 		w++
 		sleepUntil(rotateParams.Start(w).Add(50 * time.Millisecond))
 	}
@@ -234,4 +237,73 @@ func replay(t *testing.T, bed *netnsbed.Bed, src, dst netip.Addr, seq []netport.
 		sendOne(t, bed, src, dst, fmt.Sprintf("%d/tcp", p.Num))
 	}
 	time.Sleep(200 * time.Millisecond)
+}
+
+// TestIntegrationRotatingBoundary: the kernel filter follows the rotation without losing a
+// knock, IPv4 and IPv6. A knock begun 150 ms before a window boundary and ended 1.2 s after it
+// opens (the daemon's move to the new window, within a second of the boundary, keeps it); a knock of the new window sent 30 ms after its
+// boundary opens (the filter passed the next window's ports before the boundary, whenever the
+// daemon's once-a-second tick comes).
+func TestIntegrationRotatingBoundary(t *testing.T) {
+	bed := skipUnlessRoot(t)
+	dir := t.TempDir()
+	key, err := spa.GenerateSharedKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := key.MarshalText()
+	keyFile := filepath.Join(dir, "rot.key")
+	if err := os.WriteFile(keyFile, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	extra, err := bed.AddClientAddrs(context.Background(), 2, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range families {
+		listen(t, bed, fam)
+	}
+	cfg := strings.Replace(strings.ReplaceAll(rotateConfig, "KEY_FILE", keyFile), `open_for = "1s"`, `open_for = "30s"`, 1)
+	d, _ := startSesame(t, bed, cfg)
+	w := rotateParams.Window(time.Now()) + 1
+	// Counter 0 for IPv4, 1 for IPv6: each sequence opens once.
+	seq := func(w int64, fam family) []netport.Port {
+		c := uint32(0)
+		if fam.server.Is6() {
+			c = 1
+		}
+		s, err := rotate.Sequence(key[:], rotateParams, w, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	send := func(src, dst netip.Addr, ps []netport.Port) {
+		for _, p := range ps {
+			sendOne(t, bed, src, dst, fmt.Sprintf("%d/tcp", p.Num))
+		}
+	}
+	// In flight across the boundary w | w+1, with a sequence of w.
+	sleepUntil(rotateParams.Start(w + 1).Add(-150 * time.Millisecond))
+	for _, fam := range families {
+		send(pick(extra, 0, fam), fam.server, seq(w, fam)[:2])
+	}
+	// The daemon moves on at its first tick after the boundary, within a second.
+	sleepUntil(rotateParams.Start(w + 1).Add(1200 * time.Millisecond))
+	for _, fam := range families {
+		send(pick(extra, 0, fam), fam.server, seq(w, fam)[2:])
+	}
+	// Just after the boundary w+1 | w+2, a sequence of w+2.
+	sleepUntil(rotateParams.Start(w + 2).Add(30 * time.Millisecond))
+	for _, fam := range families {
+		send(pick(extra, 1, fam), fam.server, seq(w+2, fam))
+	}
+	for _, fam := range families {
+		for i, what := range []string{"the knock in flight across the boundary", "the knock right after the boundary"} {
+			src := pick(extra, i, fam)
+			if !eventually(t, bed, src, netip.AddrPortFrom(fam.server, 2222), true) {
+				t.Errorf("%s: %s from %s did not open; log:\n%s", fam.name, what, src, d.Output())
+			}
+		}
+	}
 }

@@ -177,11 +177,14 @@ const (
 	burnOK     = iota
 	burnSpent  // used already
 	burnWindow // its window is not the current or the previous one
+	burnStart  // its window began before the server started
 )
 
 // use decides whether the complete sequence (door, w, c), seen at window cur, opens: it must
-// be of window cur or cur-1 and not used before; then it is used.
-func (b *burns) use(door string, w, cur int64, c int) int {
+// be of window cur or cur-1, of a window after floor (the one the server started in: which
+// sequences were used before is not kept across restarts, so none that could have been is
+// taken), and not used before; then it is used.
+func (b *burns) use(door string, w, cur, floor int64, c int) int {
 	if b.spent == nil {
 		b.spent, b.high = map[burnKey]struct{}{}, map[string]int64{}
 	}
@@ -197,6 +200,9 @@ func (b *burns) use(door string, w, cur int64, c int) int {
 	}
 	if w != cur && w != cur-1 || w < high-1 {
 		return burnWindow
+	}
+	if w <= floor {
+		return burnStart
 	}
 	k := burnKey{door, w, c}
 	if _, ok := b.spent[k]; ok {
@@ -229,12 +235,16 @@ func (s *Server) settleRotated(st *state, t time.Time, evs []knock.Event, refusa
 		}
 		e.Door = rd.cfg
 		if e.Kind == knock.Opened {
-			switch s.burns.use(rd.door.Name, w, rd.door.Rotate.Window(t), c) {
+			rot := rd.door.Rotate
+			switch s.burns.use(rd.door.Name, w, rot.Window(t), rot.Window(s.started), c) {
 			case burnSpent:
 				refusals = append(refusals, rotRefusal{rd.door.Name, e.Src, KnockSpent})
 				continue
 			case burnWindow:
 				refusals = append(refusals, rotRefusal{rd.door.Name, e.Src, KnockWindow})
+				continue
+			case burnStart:
+				refusals = append(refusals, rotRefusal{rd.door.Name, e.Src, KnockStartWindow})
 				continue
 			}
 		}

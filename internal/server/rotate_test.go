@@ -47,13 +47,47 @@ func window(cfg *config.Config, now time.Time) int64 { return cfg.Doors[1].Rotat
 
 var rot2222 = tcp(2222)
 
+// newRotBed is newBed moved on to the window after the one the server started in: sequences of
+// that one are refused (TestRotatingRefusesStartWindow).
+func newRotBed(t *testing.T, cfg *config.Config) *bed {
+	t.Helper()
+	b := newBed(t, cfg)
+	b.clock.Advance(rotPeriod)
+	b.srv.rotateNow(b.clock.Now())
+	return b
+}
+
+// TestRotatingRefusesStartWindow: which sequences were used is not kept across a restart, so
+// the server refuses every sequence of the window it started in and of the one before; the
+// next window's open.
+func TestRotatingRefusesStartWindow(t *testing.T) {
+	cfg := rotConfig(2)
+	b := newBed(t, cfg)
+	b.clock.Advance(rotPeriod / 2)
+	w := window(cfg, b.clock.Now())
+	b.knock(srcA, rotSeq(t, cfg, w, 0)...)
+	b.knock(srcB, rotSeq(t, cfg, w-1, 1)...)
+	if b.fw.Has(srcA, rot2222) || b.fw.Has(srcB, rot2222) {
+		t.Fatal("a sequence of the start window (or the one before) opened")
+	}
+	if n := b.srv.Stats().Knock.Refused["sequence of a window before the server started"]; n != 2 {
+		t.Errorf("%d refusals for the start window, want 2 (%v)", n, b.srv.Stats().Knock.Refused)
+	}
+	b.clock.Advance(rotPeriod)
+	b.srv.rotateNow(b.clock.Now())
+	b.knock(srcC, rotSeq(t, cfg, w+1, 0)...)
+	if !b.fw.Has(srcC, rot2222) {
+		t.Fatal("a sequence of the window after the start did not open")
+	}
+}
+
 // TestRotatingOpensOnce: a complete sequence opens once; its replay from another address is
 // refused later in the window, in the next window (where it is still the previous one) and
 // after; the next counter opens again in the same window.
 func TestRotatingOpensOnce(t *testing.T) {
 	for _, guard := range []int{0, 2} {
 		cfg := rotConfig(guard)
-		b := newBed(t, cfg)
+		b := newRotBed(t, cfg)
 		w := window(cfg, b.clock.Now())
 		seq := rotSeq(t, cfg, w, 0)
 		b.clock.Advance(time.Second)
@@ -121,7 +155,7 @@ func TestRotatingWindows(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := rotConfig(0)
-			b := newBed(t, cfg)
+			b := newRotBed(t, cfg)
 			b.clock.Advance(rotPeriod/2 + 3*rotPeriod)
 			b.srv.rotateNow(b.clock.Now())
 			w := window(cfg, b.clock.Now())
@@ -150,7 +184,7 @@ func TestRotatingWindows(t *testing.T) {
 // complete sequence still opens.
 func TestRotatingPartialBurnsNothing(t *testing.T) {
 	cfg := rotConfig(2)
-	b := newBed(t, cfg)
+	b := newRotBed(t, cfg)
 	w := window(cfg, b.clock.Now())
 	seq := rotSeq(t, cfg, w, 0)
 	partials := [][]netport.Port{seq[:1], seq[:3], seq[1:], {seq[0], seq[2], seq[1], seq[3]}, {seq[3]}}
@@ -177,7 +211,7 @@ func TestRotatingPartialBurnsNothing(t *testing.T) {
 // after it opens; the server's move to the new window keeps its progress.
 func TestRotatingInFlightAcrossBoundary(t *testing.T) {
 	cfg := rotConfig(2)
-	b := newBed(t, cfg)
+	b := newRotBed(t, cfg)
 	b.clock.Advance(rotPeriod - time.Second)
 	w := window(cfg, b.clock.Now())
 	seq := rotSeq(t, cfg, w, 0)
@@ -202,7 +236,7 @@ func filterHas(f capture.Filter, p netport.Port) bool {
 // clock; with the sweep guard, the range is guarded and the static door keeps its own.
 func TestRotatingFilterFollows(t *testing.T) {
 	cfg := rotConfig(0)
-	b := newBed(t, cfg)
+	b := newRotBed(t, cfg)
 	check := func(at string, valid []int64, gone int64) {
 		t.Helper()
 		f := b.cap.Filter()
@@ -254,7 +288,7 @@ func TestRotatingFilterFollows(t *testing.T) {
 // when it holds an ascending sequence of the current window.
 func TestRotatingSweepOpensNothing(t *testing.T) {
 	cfg := rotConfig(2)
-	b := newBed(t, cfg)
+	b := newRotBed(t, cfg)
 	w := window(cfg, b.clock.Now())
 	var ascending []netport.Port
 	for c := 0; ascending == nil; c++ {
@@ -291,7 +325,7 @@ func TestRotatingSweepOpensNothing(t *testing.T) {
 // sequences were used.
 func TestRotatingUsedSurvivesReload(t *testing.T) {
 	cfg := rotConfig(2)
-	b := newBed(t, cfg)
+	b := newRotBed(t, cfg)
 	seq := rotSeq(t, cfg, window(cfg, b.clock.Now()), 0)
 	b.knock(srcA, seq...)
 	if !b.fw.Has(srcA, rot2222) {
