@@ -339,3 +339,35 @@ func TestRotatingUsedSurvivesReload(t *testing.T) {
 		t.Fatal("the replay after a reload opened the door")
 	}
 }
+
+// TestRotatingClockStepsBack: while the server runs, its clock stepped back by windows opens
+// nothing (not a sequence used before, not one of the old windows) until it has caught up.
+func TestRotatingClockStepsBack(t *testing.T) {
+	cfg := rotConfig(0)
+	b := newRotBed(t, cfg)
+	b.clock.Advance(5 * rotPeriod)
+	b.srv.rotateNow(b.clock.Now())
+	w := window(cfg, b.clock.Now())
+	used := rotSeq(t, cfg, w, 0)
+	b.knock(srcA, used...)
+	if !b.fw.Has(srcA, rot2222) {
+		t.Fatal("no grant")
+	}
+	b.clock.Advance(-3 * rotPeriod)
+	b.srv.rotateNow(b.clock.Now())
+	b.knock(srcB, rotSeq(t, cfg, w-3, 0)...)
+	b.knock(srcC, rotSeq(t, cfg, w-3, 1)...)
+	if b.fw.Has(srcB, rot2222) || b.fw.Has(srcC, rot2222) {
+		t.Fatal("a sequence of a window older than the newest seen opened")
+	}
+	b.clock.Advance(3 * rotPeriod)
+	b.srv.rotateNow(b.clock.Now())
+	b.knock(srcB, used...)
+	if b.fw.Has(srcB, rot2222) {
+		t.Fatal("the used sequence opened again after the clock stepped back and forth")
+	}
+	b.knock(srcC, rotSeq(t, cfg, w, 1)...)
+	if !b.fw.Has(srcC, rot2222) {
+		t.Fatal("the door did not open again once the clock caught up")
+	}
+}
