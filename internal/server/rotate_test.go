@@ -338,6 +338,13 @@ func TestRotatingUsedSurvivesReload(t *testing.T) {
 	if b.fw.Has(srcB, rot2222) {
 		t.Fatal("the replay after a reload opened the door")
 	}
+	st, err := b.srv.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := st.Doors[1]; d.Name != "rot" || d.Rotate != "tcp/10000-60000 x4 every 10s" || len(d.Sequence) != 0 || d.Opened != 1 {
+		t.Errorf("status of the rotating door: %+v", d)
+	}
 }
 
 // TestRotatingClockStepsBack: while the server runs, its clock stepped back by windows opens
