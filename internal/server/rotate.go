@@ -36,6 +36,8 @@ type rotation struct {
 	doors []rotDoor
 	guard bool   // the sweep guard is on: the whole range of each door is guarded
 	gen   uint64 // counts changes of the armed sequences, for the capture filter
+	// failedGen is the generation whose filter the kernel last refused (0: none).
+	failedGen uint64
 }
 
 // newRotation lists cfg's rotating doors; machine doors base onward are theirs.
@@ -283,7 +285,11 @@ func (s *Server) rotateNow(now time.Time) {
 		return
 	}
 	if err := s.deps.Intake.SetFilter(st.filter()); err != nil {
-		s.log.Error("rotating door: set capture filter", "err", err)
+		// Tried again every tick; logged once per change of the sequences.
+		if st.rot.failedGen != st.rot.gen {
+			st.rot.failedGen = st.rot.gen
+			s.log.Error("rotating door: set capture filter (knocks of the new window are not seen until it succeeds)", "err", err)
+		}
 		return
 	}
 	st.filterGen = st.rot.gen
