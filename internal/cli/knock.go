@@ -49,7 +49,9 @@ sequence is derived from the door's key for the current time window (docs/PROTOC
 (their defaults are the server's). Each sequence opens once: a second knock in the same
 window takes the next counter, remembered in --state-file (default: your cache directory,
 sesame/rotate/HOST_DOOR); when the window's --rotate-uses sequences are used, it waits for
-the next window. The key is read from a file only you may read, never from a flag.
+the next window. Knock one at a time per door: two knocks at once may take the same counter,
+and the second then opens nothing. The key is read from a file only you may read, never from
+a flag.
 
 Options:
   -u, --udp          every knock without a suffix is UDP (rotating: the door's are UDP)

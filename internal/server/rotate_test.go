@@ -378,3 +378,30 @@ func TestRotatingClockStepsBack(t *testing.T) {
 		t.Fatal("the door did not open again once the clock caught up")
 	}
 }
+
+// TestRotatingUDP: a rotating door of UDP knocks opens on its UDP sequence, not on the same
+// ports knocked over TCP; with the sweep guard its UDP range is guarded.
+func TestRotatingUDP(t *testing.T) {
+	cfg := rotConfig(2)
+	cfg.Doors[1].Rotate.Proto = netport.UDP
+	b := newRotBed(t, cfg)
+	seq := rotSeq(t, cfg, window(cfg, b.clock.Now()), 0)
+	if seq[0].Proto != netport.UDP {
+		t.Fatalf("sequence %v is not UDP", seq)
+	}
+	var asTCP []netport.Port
+	for _, p := range seq {
+		asTCP = append(asTCP, tcp(p.Num))
+	}
+	b.knock(srcB, asTCP...)
+	if b.fw.Has(srcB, rot2222) {
+		t.Fatal("the ports knocked over TCP opened a UDP door")
+	}
+	b.knock(srcA, seq...)
+	if !b.fw.Has(srcA, rot2222) {
+		t.Fatalf("the UDP sequence opened nothing; log:\n%s", strings.Join(b.logs.all(), "\n"))
+	}
+	if f := b.cap.Filter(); !slices.Contains(f.Guards, capture.PortRange{Proto: netport.UDP, Lo: 10000, Hi: 60000}) || !filterHas(f, seq[0]) {
+		t.Errorf("filter guards %v, knocks %v", f.Guards, f.Knocks)
+	}
+}
