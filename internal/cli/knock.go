@@ -45,8 +45,8 @@ knock one echo request.
 
 With --door, HOST has a rotating door (a [[door]] with secret_file and rotate): the
 sequence is derived from the door's key for the current time window (docs/PROTOCOL.md,
-"Rotating knock sequences"), so no ports are given. The --rotate options must match the server's door
-(their defaults are the server's). Each sequence opens once: a second knock in the same
+"Rotating knock sequences"), so no ports are given. The --rotate options must match the
+server's door (their defaults are the server's). Each sequence opens once: a second knock in the same
 window takes the next counter, remembered in --state-file (default: your cache directory,
 sesame/rotate/HOST_DOOR); when the window's --rotate-uses sequences are used, it waits for
 the next window. Knock one at a time per door: two knocks at once may take the same counter,

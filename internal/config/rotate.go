@@ -12,7 +12,8 @@ import (
 )
 
 // Rotation makes a door a rotating one ([[door]] secret_file and rotate): its sequence is
-// derived from Secret for each time window (docs/PROTOCOL.md, "Rotating knock sequences"), so Door.Sequence is empty.
+// derived from Secret for each time window (docs/PROTOCOL.md, "Rotating knock sequences"), so
+// Door.Sequence is empty.
 type Rotation struct {
 	rotate.Params
 	// SecretFile names the file Secret was read from (a `sesame keygen` shared key, mode 0600).

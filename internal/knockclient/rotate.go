@@ -18,8 +18,8 @@ import (
 // rotatingFlags are the long options of a rotating door's knock; each takes a value.
 var rotatingFlags = []string{"door", "secret-file", "rotate", "rotate-ports", "rotate-length", "rotate-uses", "state-file"}
 
-// Rotating is a knock on a rotating door (docs/PROTOCOL.md, "Rotating knock sequences"): the parameters must be the
-// server's door's; the secret is read from SecretFile (never a flag).
+// Rotating is a knock on a rotating door (docs/PROTOCOL.md, "Rotating knock sequences"): the
+// parameters must be the server's door's; the secret is read from SecretFile (never a flag).
 type Rotating struct {
 	rotate.Params
 	SecretFile string

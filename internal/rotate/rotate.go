@@ -1,4 +1,5 @@
-// Package rotate derives the knock sequences of rotating doors from a secret and the time window (docs/PROTOCOL.md, "Rotating knock sequences").
+// Package rotate derives the knock sequences of rotating doors from a secret and the time
+// window (docs/PROTOCOL.md, "Rotating knock sequences").
 package rotate
 
 import (
@@ -82,7 +83,8 @@ var ErrExhausted = errors.New("rotate: no sequence within the draw limit")
 
 // Sequence derives the knock sequence of counter c in window w: Length distinct ports of the
 // range, drawn without bias from HMAC-SHA256(secret, Label || 0x00 || len(door) || door ||
-// uint64be(w) || uint32be(c) || uint32be(block)) for block = 0, 1, ... (docs/PROTOCOL.md, "Rotating knock sequences").
+// uint64be(w) || uint32be(c) || uint32be(block)) for block = 0, 1, ... (docs/PROTOCOL.md,
+// "Rotating knock sequences", R.3).
 func Sequence(secret []byte, p Params, w int64, c uint32) ([]netport.Port, error) {
 	if err := p.Check(); err != nil {
 		return nil, err

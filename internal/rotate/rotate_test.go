@@ -30,7 +30,8 @@ var (
 	denseParams = Params{Door: "dense", Period: 2 * time.Second, Lo: 1, Hi: 256, Length: 32, Uses: 1, Proto: netport.TCP}
 )
 
-// vectors are docs/PROTOCOL.md, "Rotating knock sequences"; a second implementation (in Python) gave the same.
+// vectors are those of docs/PROTOCOL.md, "Rotating knock sequences", R.6; a second
+// implementation (in Python) gave the same.
 var vectors = []struct {
 	p       Params
 	unix    int64

@@ -14,12 +14,13 @@ import (
 	"github.com/sesame-knock/sesame/internal/rotate"
 )
 
-// Rotating doors (docs/PROTOCOL.md, "Rotating knock sequences"). Each rotating door of a configuration has, in the
-// state's knock machine, 3 × Uses doors after the configuration's own: slot s = window mod 3
-// holds the Uses sequences of one window. At any time the slots hold the previous, the current
-// and the next window, so the capture filter passes the next window's knocks before its
-// boundary and the previous window's while they are valid; moving on re-arms only the slot of
-// the window that expired, and knocks in progress on the others stay.
+// Rotating doors (docs/PROTOCOL.md, "Rotating knock sequences"). Each rotating door of a
+// configuration has, in the state's knock machine, 3 × Uses doors after the configuration's
+// own: slot s = window mod 3 holds the Uses sequences of one window. At any time the slots hold
+// the previous, the current and the next window, so the capture filter passes the next
+// window's knocks before its boundary and the previous window's while they are valid; moving
+// on re-arms only the slot of the window that expired, and knocks in progress on the others
+// stay.
 
 // rotDoor is one rotating door of a state; the server's mu guards it.
 type rotDoor struct {
