@@ -22,6 +22,9 @@ type Rotation struct {
 	Secret spa.SharedKey
 }
 
+// MaxArmedKnocks bounds the knocks the rotating doors arm at once when the sweep guard is off.
+const MaxArmedKnocks = 1536
+
 // portRange is "LO-HI", an inclusive range of port numbers.
 type portRange [2]uint16
 
@@ -134,12 +137,19 @@ func (c *Config) checkRotations() error {
 	for _, d := range c.Doors {
 		add(fmt.Sprintf("a knock of door %q", d.Name), d.Sequence...)
 	}
+	armed := 0
 	for i, d := range c.Doors {
 		r := d.Rotate
 		if r == nil {
 			continue
 		}
 		at, sec := atDoor(i), doorSection(i, d.Name)
+		// Without the sweep guard the kernel filter lists every armed knock (with it, the
+		// guarded range covers them): keep the program well inside the kernel's limit.
+		if armed += 3 * r.Uses * r.Length; c.Server.SweepGuard == 0 && armed > MaxArmedKnocks {
+			return problem(at, sec, "rotate_uses", "with sweep_guard = 0 the capture filter lists every armed knock, 3 windows × rotate_uses × "+
+				"rotate_length summed over the rotating doors, which must be at most %d (is %d)", MaxArmedKnocks, armed)
+		}
 		for _, t := range taken {
 			if t.p.Proto == r.Proto && t.p.Num >= r.Lo && t.p.Num <= r.Hi {
 				return problem(at, sec, "rotate_ports", "%d-%d holds %s (%s): pick a range without it", r.Lo, r.Hi, t.what, t.p)

@@ -60,6 +60,10 @@ func TestRotatingDoorConfig(t *testing.T) {
 		{name: "range holds another door's knock", text: rotDoor("") + "[[door]]\nname = \"s\"\nsequence = [\"7000\", \"12345\"]\nopen = [\"tcp/22\"]\n", wantErr: `holds a knock of door "s" (tcp/12345)`},
 		{name: "overlapping rotating doors", text: rotDoor("") + strings.Replace(rotDoor(`rotate_ports = "59000-65000"`), `"rot"`, `"rot2"`, 1), wantErr: `overlaps the range of door "rot"`},
 		{name: "disjoint rotating doors", text: rotDoor("") + strings.Replace(rotDoor(`rotate_ports = "60001-65000"`), `"rot"`, `"rot2"`, 1)},
+		{name: "too many armed knocks without the guard", text: "[server]\nsweep_guard = 0\n" + rotDoor("rotate_uses = 16\nrotate_length = 32") +
+			strings.Replace(rotDoor(`rotate_ports = "60001-65000"`), `"rot"`, `"rot2"`, 1), wantErr: "must be at most 1536 (is 1572)"},
+		{name: "many armed knocks with the guard", text: rotDoor("rotate_uses = 16\nrotate_length = 32") +
+			strings.Replace(rotDoor(`rotate_ports = "60001-65000"`), `"rot"`, `"rot2"`, 1)},
 		{name: "same range, other protocols", text: rotDoor("") + strings.Replace(rotDoor(`rotate_proto = "udp"`), `"rot"`, `"rot2"`, 1)},
 	}
 	for _, tc := range tests {
