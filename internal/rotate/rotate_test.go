@@ -218,3 +218,34 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSequence: for any secret, door, range, length and window, Sequence either refuses the
+// parameters (Check) or returns Length distinct ports of the range and protocol.
+func FuzzSequence(f *testing.F) {
+	f.Add([]byte("k"), "ssh", uint16(10000), uint16(60000), uint8(4), int64(60000000), uint32(0), false)
+	f.Add([]byte{0}, "d", uint16(1), uint16(256), uint8(32), int64(-1), uint32(15), true)
+	f.Fuzz(func(t *testing.T, secret []byte, door string, lo, hi uint16, length uint8, w int64, c uint32, udp bool) {
+		p := Params{Door: door, Period: 30 * time.Second, Lo: lo, Hi: hi, Length: int(length), Uses: 16, Proto: netport.TCP}
+		if udp {
+			p.Proto = netport.UDP
+		}
+		seq, err := Sequence(secret, p, w, c)
+		if p.Check() != nil || len(secret) == 0 {
+			if err == nil {
+				t.Fatalf("%+v accepted", p)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("%+v: %v", p, err)
+		}
+		if len(seq) != p.Length {
+			t.Fatalf("%d ports, want %d", len(seq), p.Length)
+		}
+		for i, e := range seq {
+			if e.Proto != p.Proto || e.Num < p.Lo || e.Num > p.Hi || slices.Contains(seq[:i], e) {
+				t.Fatalf("%v: port %d out of range, of another protocol, or repeated", seq, i)
+			}
+		}
+	})
+}
