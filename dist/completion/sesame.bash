@@ -48,9 +48,10 @@ _sesame() {
         fi
         ;;
     knock)
-        opts="-u --udp -d --delay -4 --ipv4 -6 --ipv6 -v --verbose -h --help"
+        opts="-u --udp -d --delay -4 --ipv4 -6 --ipv6 -v --verbose --door --secret-file --rotate --rotate-ports --rotate-length --rotate-uses --state-file -h --help"
         case $prev in
-        -d | --delay) return ;;
+        -d | --delay | --door | --rotate | --rotate-ports | --rotate-length | --rotate-uses) return ;;
+        --secret-file | --state-file) _filedir; return ;;
         esac
         ;;
     open)

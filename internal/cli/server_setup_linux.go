@@ -123,6 +123,11 @@ func printSPA(w io.Writer, cfg *config.Config) {
 func printCheck(w io.Writer, cfg *config.Config) {
 	fmt.Fprintf(w, "%s: ok: %d door(s), firewall %s\n", cfg.Source, len(cfg.Doors), cfg.Server.Firewall)
 	for _, d := range cfg.Doors {
+		if r := d.Rotate; r != nil {
+			fmt.Fprintf(w, "  door %q: rotating every %s, %d knocks of %s/%d-%d, %d per window, key %s, timeout %s, open %v for %s\n",
+				d.Name, r.Period, r.Length, r.Proto, r.Lo, r.Hi, r.Uses, r.SecretFile, d.Timeout, d.Open, d.OpenFor)
+			continue
+		}
 		fmt.Fprintf(w, "  door %q: sequence %v, timeout %s, open %v for %s\n", d.Name, d.Sequence, d.Timeout, d.Open, d.OpenFor)
 	}
 	printSPA(w, cfg)

@@ -103,7 +103,11 @@ func writeStatus(w io.Writer, st server.Status) error {
 			if opens == "" {
 				opens = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", d.Name, strings.Join(d.Sequence, " "), opens, human(d.OpenFor.Duration()), d.Opened)
+			knocks := strings.Join(d.Sequence, " ")
+			if d.Rotate != "" {
+				knocks = "rotating " + d.Rotate
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\n", d.Name, knocks, opens, human(d.OpenFor.Duration()), d.Opened)
 		}
 		tw.Flush()
 	}

@@ -149,6 +149,12 @@ type (
 		StopCommand     field[string]     `toml:"stop_command"`
 		StopCommand6    field[string]     `toml:"stop_command_6"`
 		CmdTimeout      field[duration]   `toml:"cmd_timeout"`
+		SecretFile      field[string]     `toml:"secret_file"`
+		Rotate          field[duration]   `toml:"rotate"`
+		RotatePorts     field[portRange]  `toml:"rotate_ports"`
+		RotateLength    field[int]        `toml:"rotate_length"`
+		RotateUses      field[int]        `toml:"rotate_uses"`
+		RotateProto     field[string]     `toml:"rotate_proto"`
 	}
 )
 
@@ -426,8 +432,8 @@ func (d *decoder) door(i int, v toml.Primitive) (Door, error) {
 		return Door{}, problem(at, sec, "name", "%q is not a valid name (want letters, digits, _ . and -)", name)
 	case r.badKey != "":
 		return Door{}, problem(at, sec, r.badKey, "%w", r.badErr)
-	case !f.Sequence.set:
-		return Door{}, problem(at, sec, "", "sequence is required")
+	case !f.Sequence.set && !f.SecretFile.set && !f.Rotate.set:
+		return Door{}, problem(at, sec, "", "sequence is required (or secret_file and rotate, for a rotating door)")
 	case f.Command.set && f.StartCommand.set:
 		return Door{}, problem(at, sec, "start_command", "is the same as command: set only one of them")
 	case f.Command6.set && f.StartCommand6.set:
@@ -449,6 +455,9 @@ func (d *decoder) door(i int, v toml.Primitive) (Door, error) {
 			Sources:  convertList(f.Sources.v, func(s source) netip.Prefix { return netip.Prefix(s) }),
 			Target:   netip.Addr(f.Target.v),
 		},
+	}
+	if door.Rotate, err = d.rotation(&f, at, sec, name); err != nil {
+		return Door{}, err
 	}
 	// knockd's fallback: an IPv6 source runs the IPv4 command when no _6 one is given.
 	door.StartCommand6 = f.Command6.or(f.StartCommand6.or(door.StartCommand))

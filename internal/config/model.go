@@ -159,6 +159,9 @@ type Door struct {
 	CmdTimeout time.Duration
 	// OneTimeFile is knockd's One_Time_Sequences file; when set, Sequence is its active line.
 	OneTimeFile string
+	// Rotate, when set, makes the door a rotating one: Sequence is empty and the server derives
+	// one per time window ([[door]] secret_file and rotate).
+	Rotate *Rotation
 }
 
 // Defaults for values a configuration leaves out.

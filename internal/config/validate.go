@@ -149,7 +149,7 @@ func (c *Config) Validate() error {
 			c.SPA.Sniff, c.SPA.SniffForStealth = true, true
 		}
 	}
-	return nil
+	return c.checkRotations()
 }
 
 // doorSection names door i in messages.
@@ -166,6 +166,12 @@ func (d *Door) validate(i int, fw firewall.Kind) error {
 		return problem(at, sec, "name", "%q is not a valid name (want no control characters)", d.Name)
 	}
 	switch n := len(d.Sequence); {
+	case d.Rotate != nil && n > 0:
+		return problem(at, sec, "sequence", "a rotating door derives its sequence: leave sequence out")
+	case d.Rotate != nil:
+		if err := d.Rotate.Check(); err != nil {
+			return problem(at, sec, "rotate", "%w", err)
+		}
 	case n == 0:
 		return problem(at, sec, "sequence", "is empty")
 	case n > MaxSequence:

@@ -145,7 +145,8 @@ type bitmap [65536 / 64]uint64
 func (b *bitmap) set(p uint16)      { b[p>>6] |= 1 << (p & 63) }
 func (b *bitmap) has(p uint16) bool { return b[p>>6]&(1<<(p&63)) != 0 }
 
-// New returns a machine for doors. The doors must already be valid (non-empty sequences).
+// New returns a machine for doors. A door with an empty sequence is disabled until SetSequence
+// gives it one; every other door must already be valid.
 func New(doors []Door, opts Options) *Machine {
 	if opts.MaxSources < 1 {
 		opts.MaxSources = 1
@@ -275,7 +276,7 @@ func (m *Machine) Observe(k Knock, emit func(Event)) {
 		if d.Target.IsValid() && d.Target != dst || !d.Target.IsValid() && slices.Contains(m.targets, dst) {
 			continue
 		}
-		if k.Element.Proto == netport.TCP && !d.Flags.Match(k.TCPFlags) {
+		if len(d.Sequence) == 0 || k.Element.Proto == netport.TCP && !d.Flags.Match(k.TCPFlags) {
 			continue
 		}
 		// a points into m.atts, which only add can move: add runs only while a is nil.
@@ -606,6 +607,40 @@ func (m *Machine) unindex(si int32) {
 		i = j
 	}
 	m.index[i] = 0
+}
+
+// SetSequence replaces the sequence of door i (an empty one disables the door) and forgets
+// every source's progress on that door alone: the other doors' knocks in progress stay. A
+// rotating door uses it to move one of its windows on (see internal/rotate).
+func (m *Machine) SetSequence(i int, seq []Element) {
+	m.doors[i].Sequence = slices.Clone(seq)
+	n := len(m.doors)
+	for si := range m.srcs {
+		m.atts[si*n+i] = attempt{}
+	}
+}
+
+// GuardRange makes every port of r a guard port except those in keep (the ports of the
+// sequences armed in the range), and counts a TCP segment on them that matches flags (see
+// Options.GuardWidth). A rotating door guards its whole port range this way, so that a sweep of
+// the range hits a guard port long before it could walk a derived sequence; it calls
+// GuardRange again each time it arms other sequences.
+func (m *Machine) GuardRange(r PortRange, flags TCPFlags, keep []Element) {
+	b := m.guardBitmap(r.Proto, true)
+	if b == nil || r.Lo == 0 || r.Hi < r.Lo {
+		return
+	}
+	for p := int(r.Lo); p <= int(r.Hi); p++ {
+		b.set(uint16(p))
+	}
+	for _, e := range keep {
+		if e.Proto == r.Proto && e.Num >= r.Lo && e.Num <= r.Hi {
+			b[e.Num>>6] &^= 1 << (e.Num & 63)
+		}
+	}
+	if r.Proto == netport.TCP && !slices.Contains(m.guardTCP, flags) {
+		m.guardTCP = append(m.guardTCP, flags)
+	}
 }
 
 // Forget drops everything the machine knows of src: its knocks in progress and its sweep guard

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -46,6 +47,9 @@ type Options struct {
 	// Source, when valid, is the local address hits are sent from (not settable from the
 	// command line; tests use it to knock from many addresses).
 	Source netip.Addr
+	// Rotate, when set (--door), asks for a rotating door's sequence instead of Hits
+	// (SendRotating).
+	Rotate *Rotating
 }
 
 // ParseArgs parses the arguments of knock (without the program name). Options may come before,
@@ -57,6 +61,7 @@ func ParseArgs(args []string) (Options, error) {
 	var o Options
 	udp, v4, v6 := false, false, false
 	var pos []string
+	rotVals := map[string]string{}
 	onlyPos := false
 	delay := func(v string) error {
 		ms, err := strconv.Atoi(v)
@@ -88,15 +93,22 @@ func ParseArgs(args []string) (Options, error) {
 				*p = true
 				continue
 			}
-			if name != "delay" {
+			if name != "delay" && !slices.Contains(rotatingFlags, name) {
 				return Options{}, fmt.Errorf("knock: unknown option --%s", name)
 			}
 			if !hasVal {
 				if i+1 >= len(args) {
-					return Options{}, errors.New("knock: option --delay needs a value")
+					return Options{}, fmt.Errorf("knock: option --%s needs a value", name)
 				}
 				i++
 				val = args[i]
+			}
+			if name != "delay" {
+				if o.Rotate == nil {
+					o.Rotate = &Rotating{}
+				}
+				rotVals[name] = val
+				continue
 			}
 			if err := delay(val); err != nil {
 				return Options{}, err
@@ -152,6 +164,20 @@ func ParseArgs(args []string) (Options, error) {
 	}
 	if len(pos) == 0 {
 		return Options{}, errors.New("knock: no host given")
+	}
+	if o.Rotate != nil {
+		if len(pos) > 1 {
+			return Options{}, errors.New("knock: --door derives the ports: give HOST alone")
+		}
+		o.Host = pos[0]
+		proto := netport.TCP
+		if udp {
+			proto = netport.UDP
+		}
+		if err := o.Rotate.parse(rotVals, proto); err != nil {
+			return Options{}, err
+		}
+		return o, nil
 	}
 	if len(pos) == 1 {
 		return Options{}, errors.New("knock: no ports given")

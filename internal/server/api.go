@@ -30,6 +30,8 @@ type Status struct {
 type DoorStatus struct {
 	Name     string   `json:"name"`
 	Sequence []string `json:"sequence"`
+	// Rotate describes a rotating door (its Sequence is empty): "tcp/10000-60000 x4 every 30s".
+	Rotate   string   `json:"rotate,omitempty"`
 	Open     []string `json:"open,omitempty"` // ports the door grants, as "tcp/22"
 	OpenFor  Millis   `json:"open_for_ms"`
 	Commands bool     `json:"commands"` // the door runs start/stop commands

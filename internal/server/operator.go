@@ -44,6 +44,9 @@ func (s *Server) Status(ctx context.Context) (Status, error) {
 		for _, e := range d.Sequence {
 			ds.Sequence = append(ds.Sequence, e.String())
 		}
+		if r := d.Rotate; r != nil {
+			ds.Rotate = fmt.Sprintf("%s/%d-%d x%d every %v", r.Proto, r.Lo, r.Hi, r.Length, r.Period)
+		}
 		for _, p := range d.Open {
 			ds.Open = append(ds.Open, p.String())
 		}

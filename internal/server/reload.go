@@ -97,7 +97,12 @@ func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 		}
 		return fmt.Errorf("server: reload: %w", err)
 	}
-	if err := s.deps.Intake.SetFilter(Filter(cfg)); err != nil {
+	// The filter is set under mu, so that the rotating doors' tick cannot set the running
+	// state's over it before the new state is in place.
+	st := newState(cfg, s.deps.Now())
+	s.mu.Lock()
+	if err := s.deps.Intake.SetFilter(st.filter()); err != nil {
+		s.mu.Unlock()
 		undo()
 		if rerr := s.deps.Firewall.Apply(ctx, Gate(running)); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("restore the running gate: %w", rerr))
@@ -105,8 +110,7 @@ func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("server: reload: set capture filter: %w", err)
 	}
 	// Nothing below can fail.
-	st := newState(cfg)
-	s.mu.Lock()
+	st.filterGen = st.rot.gen
 	s.cur = st
 	s.mu.Unlock()
 	commitSPA()

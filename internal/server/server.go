@@ -124,6 +124,8 @@ type Server struct {
 	spa      spaParts
 	run      *runScope // nil unless Run is running
 	bans     banParts
+	// burns are the rotating doors' used sequences (under mu); they outlive reloads.
+	burns burns
 }
 
 // state is one configuration and the knock machine built for it; a reload or a one-time
@@ -131,6 +133,10 @@ type Server struct {
 type state struct {
 	cfg     *config.Config
 	machine *knock.Machine
+	// rot are the rotating doors, whose sequences the machine holds after cfg's doors; the
+	// capture filter passes the sequences of rot's generation filterGen. Both under mu.
+	rot       *rotation
+	filterGen uint64
 }
 
 // runScope is the lifetime of Run, for goroutines a reload starts (a new SPA listener).
@@ -183,7 +189,7 @@ func New(cfg *config.Config, deps Deps) (*Server, error) {
 		s.deps.Commands = command.New(command.Options{Log: slog.New(s.grantLogs.Handler(deps.Logger.Handler()))})
 	}
 	s.runner = s.deps.Commands
-	s.cur = newState(cfg)
+	s.cur = newState(cfg, deps.Now())
 	return s, nil
 }
 
@@ -200,12 +206,30 @@ func (s *Server) SuppressedLogLines() uint64 {
 	return s.refusals.Suppressed() + s.grantLogs.Suppressed() + s.limiter.Suppressed()
 }
 
-func newState(cfg *config.Config) *state {
-	return &state{cfg: cfg, machine: knock.New(doorsOf(cfg), knock.Options{
+// newState builds the knock machine of cfg, its rotating doors armed for the windows of now.
+func newState(cfg *config.Config, now time.Time) *state {
+	doors := doorsOf(cfg)
+	rot, extra := newRotation(cfg, len(doors))
+	st := &state{cfg: cfg, rot: rot, machine: knock.New(append(doors, extra...), knock.Options{
 		MaxSources: cfg.Server.MaxSources,
 		GuardWidth: cfg.Server.SweepGuard,
-		Exclude:    Gate(cfg).Protected,
+		Exclude:    guardExclude(cfg),
 	})}
+	rot.arm(st.machine, now)
+	return st
+}
+
+// guardExclude lists the ports the static doors' guard bands leave out: the protected ports,
+// and the rotating doors' ranges (which those doors guard themselves).
+func guardExclude(cfg *config.Config) []netport.Port {
+	return append(slices.Clone(Gate(cfg).Protected), rotationExclude(cfg)...)
+}
+
+// filter is the capture filter st needs: Filter's, and the rotating doors' armed sequences.
+func (st *state) filter() capture.Filter {
+	f := Filter(st.cfg)
+	st.rot.addFilter(&f)
+	return f
 }
 
 func (s *Server) state() *state {
@@ -245,6 +269,7 @@ func Gate(cfg *config.Config) firewall.Gate {
 }
 
 // Filter is the kernel capture filter cfg needs: the doors' knocks and the sweep guard ports.
+// The rotating doors' knocks depend on the time: the running server adds them (state.filter).
 func Filter(cfg *config.Config) capture.Filter {
 	var f capture.Filter
 	for _, d := range cfg.Doors {
@@ -259,7 +284,7 @@ func Filter(cfg *config.Config) capture.Filter {
 		}
 	}
 	// Protected ports are never guard ports: a granted client connecting must not be guarded.
-	for _, r := range knock.GuardRanges(doorsOf(cfg), cfg.Server.SweepGuard, Gate(cfg).Protected) {
+	for _, r := range knock.GuardRanges(doorsOf(cfg), cfg.Server.SweepGuard, guardExclude(cfg)) {
 		f.Guards = append(f.Guards, capture.PortRange{Proto: r.Proto, Lo: r.Lo, Hi: r.Hi})
 	}
 	// The guard counts every TCP segment a door would count: the kernel must pass them all.
@@ -302,7 +327,13 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.closeFirewall(cfg)
 		return fmt.Errorf("server: %w", err)
 	}
-	if err := s.deps.Intake.SetFilter(Filter(cfg)); err != nil {
+	s.mu.Lock()
+	st := s.cur
+	st.rot.arm(st.machine, s.deps.Now())
+	err = s.deps.Intake.SetFilter(st.filter())
+	st.filterGen = st.rot.gen
+	s.mu.Unlock()
+	if err != nil {
 		s.reloadMu.Unlock()
 		s.closeFirewall(cfg)
 		return fmt.Errorf("server: set capture filter: %w", err)
@@ -322,6 +353,11 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	}
 	s.log.Info("sesame server running", "doors", len(cfg.Doors), "protected", fmt.Sprint(Gate(cfg).Protected), "firewall", cfg.Server.Firewall)
 	for _, d := range cfg.Doors {
+		if r := d.Rotate; r != nil {
+			s.log.Info("door", "door", d.Name, "rotate", r.Period, "rotate_ports", fmt.Sprintf("%s/%d-%d", r.Proto, r.Lo, r.Hi), "rotate_length", r.Length, "rotate_uses", r.Uses,
+				"tcp_flags", d.Flags.String(), "open", fmt.Sprint(d.Open), "open_for", d.OpenFor)
+			continue
+		}
 		s.log.Info("door", "door", d.Name, "sequence", fmt.Sprint(d.Sequence), "tcp_flags", d.Flags.String(), "open", fmt.Sprint(d.Open), "open_for", d.OpenFor)
 	}
 	s.logSPA(cfg)
@@ -383,6 +419,7 @@ func (s *Server) tick(ctx context.Context) {
 			st.machine.Expire(now)
 			s.mu.Unlock()
 			s.grants.sweep(now)
+			s.rotateNow(now)
 			s.reportLogs()
 		}
 	}
@@ -416,9 +453,16 @@ func (s *Server) handle(ctx context.Context, p *capture.Packet) {
 	var buf [4]knock.Event
 	evs := buf[:0]
 	st.machine.Observe(k, func(e knock.Event) { evs = append(evs, e) })
+	var refusals []rotRefusal
+	if len(st.rot.doors) > 0 {
+		evs, refusals = s.settleRotated(st, k.Time, evs, refusals)
+	}
 	s.mu.Unlock()
 	for _, e := range evs {
 		s.event(ctx, st, e, k)
+	}
+	for _, r := range refusals {
+		s.refuseRotated(ctx, r)
 	}
 }
 
@@ -592,10 +636,12 @@ func (s *Server) nextOneTime(st *state, d *config.Door) {
 	} else {
 		cfg.Doors[i].Sequence = next
 	}
-	if err := s.deps.Intake.SetFilter(Filter(&cfg)); err != nil {
+	ns := newState(&cfg, s.deps.Now())
+	if err := s.deps.Intake.SetFilter(ns.filter()); err != nil {
 		s.log.Error("one-time sequence: set capture filter", "door", d.Name, "err", err)
 	}
-	s.cur = newState(&cfg)
+	ns.filterGen = ns.rot.gen
+	s.cur = ns
 }
 
 func (s *Server) knockdLine(format string, args ...any) {
@@ -611,5 +657,12 @@ func (s *Server) CommandStats() command.Stats { return s.runner.Stats() }
 func (s *Server) Progress(src netip.Addr) []int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.cur.machine.Progress(src)
+	all := s.cur.machine.Progress(src)
+	out := all[:len(s.cur.cfg.Doors)]
+	for i, stage := range all[len(out):] {
+		if rd, _, _, ok := s.cur.rot.lookup(len(out) + i); ok {
+			out[rd.cfg] = max(out[rd.cfg], stage)
+		}
+	}
+	return out
 }

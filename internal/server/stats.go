@@ -11,18 +11,24 @@ type KnockReason uint8
 
 // Knock refusal reasons.
 const (
-	KnockTimeout    KnockReason = iota + 1 // the sequence in progress ran out of time
-	KnockWrong                             // not the next knock of the sequence in progress
-	KnockTooFast                           // sooner than the door's min_gap
-	KnockNotAllowed                        // the source may not knock on the door
+	KnockTimeout     KnockReason = iota + 1 // the sequence in progress ran out of time
+	KnockWrong                              // not the next knock of the sequence in progress
+	KnockTooFast                            // sooner than the door's min_gap
+	KnockNotAllowed                         // the source may not knock on the door
+	KnockSpent                              // a rotating door's complete sequence, used already
+	KnockWindow                             // a rotating door's complete sequence, not of the current or previous window
+	KnockStartWindow                        // a rotating door's complete sequence, of a window that began before the server started
 	numKnockReasons
 )
 
 var knockReasonNames = [numKnockReasons]string{
-	KnockTimeout:    "sequence timeout",
-	KnockWrong:      "wrong knock",
-	KnockTooFast:    "knock sooner than min_gap",
-	KnockNotAllowed: "source not allowed",
+	KnockTimeout:     "sequence timeout",
+	KnockWrong:       "wrong knock",
+	KnockTooFast:     "knock sooner than min_gap",
+	KnockNotAllowed:  "source not allowed",
+	KnockSpent:       "sequence already used",
+	KnockWindow:      "sequence not of this window",
+	KnockStartWindow: "sequence of a window before the server started",
 }
 
 // String is the reason's log name.
