@@ -27,8 +27,6 @@ const (
 	ipProtoTCP     = 6
 	ipProtoUDP     = 17
 	ipProtoICMPv6  = 58
-	icmpEcho       = 8
-	icmpv6Echo     = 128
 )
 
 // Compile builds a classic BPF program for an AF_PACKET SOCK_DGRAM socket of protocol ETH_P_ALL.
@@ -38,8 +36,8 @@ const (
 // The program drops copies of outgoing packets (packet type PACKET_OUTGOING), tells IPv4 from
 // IPv6 by the packet's protocol (the SKF_AD_PROTOCOL ancillary load), honours a variable IPv4
 // header length, drops IPv4 non-first fragments and IPv4 headers shorter than 20 bytes, and
-// accepts only packets that match f: it returns SnapSPA for UDP datagrams to SPA ports and
-// SnapKnock for other matches. On IPv6 the next header must be TCP, UDP or ICMPv6 directly:
+// accepts only packets that match f: it returns SnapSPA for UDP datagrams to SPA ports and,
+// with f.SPAICMP, for ICMP echo requests and IPv4 echo replies, and SnapKnock for other matches. On IPv6 the next header must be TCP, UDP or ICMPv6 directly:
 // extension headers are not followed, so packets carrying them never match (knockd behaves the
 // same way). Ports are merged into ranges to keep the program short.
 func Compile(f Filter) ([]bpf.Instruction, error) {
@@ -47,6 +45,7 @@ func Compile(f Filter) ([]bpf.Instruction, error) {
 	if err != nil {
 		return nil, fmt.Errorf("capture: compile: %w", err)
 	}
+	icmp = icmp || f.SPAICMP
 	var a asm
 	hasTCP, hasUDP := len(tcpGroups) > 0, len(udp)+len(spa) > 0
 	if !hasTCP && !hasUDP && !icmp {
@@ -117,16 +116,25 @@ func Compile(f Filter) ([]bpf.Instruction, error) {
 		a.emit(bpf.RetConstant{Val: 0})
 	}
 	if icmp {
-		for _, v := range []struct {
-			name string
-			typ  uint32
-		}{{"icmp4", icmpEcho}, {"icmp6", icmpv6Echo}} {
-			a.label(v.name)
-			a.emit(bpf.LoadIndirect{Off: 0, Size: 1})
-			a.emit(bpf.JumpIf{Cond: bpf.JumpEqual, Val: v.typ, SkipFalse: 1})
-			a.emit(bpf.RetConstant{Val: SnapKnock})
-			a.emit(bpf.RetConstant{Val: 0})
+		// Echo requests; with SPAICMP whole, and IPv4 echo replies too (fwknop's default).
+		snap := uint32(SnapKnock)
+		if f.SPAICMP {
+			snap = SnapSPA
 		}
+		a.label("icmp4")
+		a.emit(bpf.LoadIndirect{Off: 0, Size: 1})
+		a.emit(bpf.JumpIf{Cond: bpf.JumpEqual, Val: ICMPEcho, SkipFalse: 1})
+		a.emit(bpf.RetConstant{Val: snap})
+		if f.SPAICMP {
+			a.emit(bpf.JumpIf{Cond: bpf.JumpEqual, Val: ICMPEchoReply, SkipFalse: 1})
+			a.emit(bpf.RetConstant{Val: SnapSPA})
+		}
+		a.emit(bpf.RetConstant{Val: 0})
+		a.label("icmp6")
+		a.emit(bpf.LoadIndirect{Off: 0, Size: 1})
+		a.emit(bpf.JumpIf{Cond: bpf.JumpEqual, Val: ICMPv6Echo, SkipFalse: 1})
+		a.emit(bpf.RetConstant{Val: snap})
+		a.emit(bpf.RetConstant{Val: 0})
 	}
 	return a.finish()
 }

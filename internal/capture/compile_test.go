@@ -92,6 +92,42 @@ func TestCompileMatches(t *testing.T) {
 	}
 }
 
+// TestCompileSPAICMP: with SPAICMP, echo requests (IPv4 and IPv6) and IPv4 echo replies pass
+// whole, alone or next to an ICMP knock; other ICMP types and IPv6 echo replies do not.
+func TestCompileSPAICMP(t *testing.T) {
+	for _, f := range []Filter{
+		{SPAICMP: true},
+		{SPAICMP: true, Knocks: []Knock{{Port: netport.Port{Proto: netport.ICMP}}}, SPA: []uint16{62201}},
+	} {
+		prog, err := Compile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tests := []struct {
+			name string
+			p    pk
+			want int
+		}{
+			{"v4 echo request", pk{proto: ipProtoICMP, icmpType: ICMPEcho, payload: make([]byte, 300)}, SnapSPA},
+			{"v4 echo reply", pk{proto: ipProtoICMP, icmpType: ICMPEchoReply, payload: make([]byte, 300)}, SnapSPA},
+			{"v4 destination unreachable", pk{proto: ipProtoICMP, icmpType: 3}, 0},
+			{"v4 timestamp", pk{proto: ipProtoICMP, icmpType: 13}, 0},
+			{"v6 echo request", pk{v6: true, proto: ipProtoICMPv6, icmpType: ICMPv6Echo}, SnapSPA},
+			{"v6 echo reply", pk{v6: true, proto: ipProtoICMPv6, icmpType: 129}, 0},
+			{"v6 neighbour solicitation", pk{v6: true, proto: ipProtoICMPv6, icmpType: 135}, 0},
+			{"v4 icmpv6 in ipv4", pk{proto: ipProtoICMPv6, icmpType: ICMPv6Echo}, 0},
+			{"v4 tcp", pk{proto: ipProtoTCP, dport: 7000, flags: knock.SYN}, 0},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if got := runFilter(t, prog, tt.p.build(), 0); got != tt.want {
+					t.Errorf("filter %+v = %d, want %d", f, got, tt.want)
+				}
+			})
+		}
+	}
+}
+
 func TestCompileMalformed(t *testing.T) {
 	prog, err := Compile(testFilter)
 	if err != nil {

@@ -43,6 +43,9 @@ type SPA struct {
 	// SniffForStealth: the configuration asked for a socket, and Sniff was set because a
 	// stealth gate must keep the SPA port looking like one where nothing runs.
 	SniffForStealth bool
+	// ICMP: SPA packets carried in ICMP echo requests (IPv4 and IPv6) and ICMPv4 echo replies
+	// (the fwknop client's -P icmp) are sniffed too, whatever Sniff says ([spa] icmp).
+	ICMP bool
 	// MaxAge is the largest accepted difference between a packet's timestamp and the clock.
 	MaxAge time.Duration
 	// ServerKeyFile and ServerKey are the server's own key pair, for key-pair clients.
@@ -122,6 +125,7 @@ type (
 	tomlSPA struct {
 		Listen         field[udpPort]  `toml:"listen"`
 		Sniff          field[bool]     `toml:"sniff"`
+		ICMP           field[bool]     `toml:"icmp"`
 		MaxAge         field[duration] `toml:"max_age"`
 		ServerKeyFile  field[string]   `toml:"server_key_file"`
 		RequireAddress field[bool]     `toml:"require_address"`
@@ -162,6 +166,7 @@ func (d *decoder) spa(v toml.Primitive) (*SPA, error) {
 	s := &SPA{
 		Port:           uint16(f.Listen.or(DefaultSPAPort)),
 		Sniff:          f.Sniff.v,
+		ICMP:           f.ICMP.v,
 		MaxAge:         time.Duration(f.MaxAge.or(duration(DefaultSPAMaxAge))),
 		ServerKeyFile:  f.ServerKeyFile.v,
 		RequireAddress: f.RequireAddress.v,

@@ -20,6 +20,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/lograte"
 	"github.com/sesame-knock/sesame/internal/netport"
 	"github.com/sesame-knock/sesame/internal/replay"
+	"github.com/sesame-knock/sesame/internal/spa"
 )
 
 // Intake delivers kernel-filtered packets: knocks, guard ports and sniffed SPA packets
@@ -265,6 +266,7 @@ func Filter(cfg *config.Config) capture.Filter {
 	// The guard counts every TCP segment a door would count: the kernel must pass them all.
 	f.GuardFlags = knock.GuardFlags(doorsOf(cfg))
 	f.SPA = SPAPorts(cfg)
+	f.SPAICMP = cfg.SPA != nil && cfg.SPA.ICMP
 	return f
 }
 
@@ -383,6 +385,26 @@ func (s *Server) tick(ctx context.Context) {
 	}
 }
 
+// sniffedSPA reports whether the capture's packet p is one for the SPA policy: a UDP datagram
+// to the sniffed SPA port or, with [spa] icmp, an ICMP echo payload long enough to be an SPA
+// packet of either format. Shorter echo requests (an ordinary ping carries 56 bytes or fewer)
+// stay ICMP knocks, and are never logged as SPA refusals.
+func sniffedSPA(cfg *config.Config, p *capture.Packet) bool {
+	switch c := cfg.SPA; {
+	case c == nil:
+		return false
+	case p.Proto == netport.UDP:
+		return c.Sniff && p.DstPort == c.Port
+	case p.Proto == netport.ICMP:
+		return c.ICMP && len(p.Payload) >= minSPALen
+	}
+	return false
+}
+
+// minSPALen is the shortest SPA payload of either format: sesame's (spa.MinPacketLen); fwknop's
+// are longer.
+const minSPALen = spa.MinPacketLen
+
 // handle is the per-packet path of the capture: a sniffed SPA packet goes to the SPA policy,
 // anything else to the knock machine. The machine runs under s.mu; what its events do (grants,
 // commands, log lines) runs after the lock is released.
@@ -390,17 +412,21 @@ func (s *Server) handle(ctx context.Context, p *capture.Packet) {
 	s.Counters.Packets.Add(1)
 	s.mu.Lock()
 	st := s.cur
-	isSPA := st.cfg.SPA != nil && st.cfg.SPA.Sniff && p.Proto == netport.UDP && p.DstPort == st.cfg.SPA.Port
+	isSPA := sniffedSPA(st.cfg, p)
 	s.mu.Unlock()
 	if s.screen(ctx, st.cfg, p, isSPA) {
 		return
 	}
 	s.mu.Lock()
 	st = s.cur
-	if spa := st.cfg.SPA; spa != nil && spa.Sniff && p.Proto == netport.UDP && p.DstPort == spa.Port {
+	if sniffedSPA(st.cfg, p) {
 		s.mu.Unlock()
 		s.handleSPA(ctx, p)
 		return
+	}
+	if p.Proto == netport.ICMP && p.ICMPType == capture.ICMPEchoReply {
+		s.mu.Unlock()
+		return // passed for SPA only, too short to be one: never a knock
 	}
 	s.stats.knockPackets.Add(1)
 	el := knock.Element{Proto: p.Proto, Num: p.DstPort}
