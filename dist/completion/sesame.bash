@@ -54,7 +54,7 @@ _sesame() {
         esac
         ;;
     open)
-        opts="-A --access -a --allow-ip -s --source-ip -f --open-for -n --profile --id --key-file --server-key --fwknop --hmac-key-file --hmac-digest-type -m --digest-type -p --port -D --destination -4 -6 -v --verbose -T --test --config --rc-file -h --help"
+        opts="-A --access -a --allow-ip -s --source-ip -f --open-for -n --profile --id --key-file --server-key --fwknop --hmac-key-file --hmac-digest-type -m --digest-type -p --port --icmp -P --server-proto -D --destination -4 -6 -v --verbose -T --test --config --rc-file -h --help"
         case $prev in
         --key-file | --server-key | --hmac-key-file | --config | --rc-file) _filedir; return ;;
         --hmac-digest-type | -m | --digest-type)
@@ -62,6 +62,7 @@ _sesame() {
             return
             ;;
         -D | --destination) _known_hosts_real -- "$cur"; return ;;
+        -P | --server-proto) COMPREPLY=($(compgen -W "udp icmp" -- "$cur")); return ;;
         -A | --access | -a | --allow-ip | -f | --open-for | -n | --profile | --id | -p | --port) return ;;
         esac
         ;;

@@ -40,9 +40,13 @@ type Options struct {
 	ServerKey  string // --server-key FILE (or an inline sesame-pub-v1 key)
 	Fwknop     bool   // --fwknop
 	Port       uint   // -p
-	Family     int    // 4 or 6 from -4/-6, 0 for either
-	Verbose    bool   // -v
-	Test       bool   // -T: build the packet but do not send it
+	// ICMP (--icmp, -P icmp) sends the packet in an ICMP echo request instead of a UDP datagram.
+	ICMP bool
+	// Proto is -P / --server-proto as given: "udp" or "icmp".
+	Proto   string
+	Family  int  // 4 or 6 from -4/-6, 0 for either
+	Verbose bool // -v
+	Test    bool // -T: build the packet but do not send it
 
 	HMACKeyFile string // --hmac-key-file (fwknop format)
 	HMACDigest  string // --hmac-digest-type (fwknop format)
@@ -129,6 +133,8 @@ func FlagSet(o *Options) *flag.FlagSet {
 	str(&o.KeyFile, "private key `FILE`", "key-file", "G", "get-key")
 	str(&o.ServerKey, "server public key `FILE`", "server-key")
 	boolean(&o.Fwknop, "send fwknop's format", "fwknop")
+	boolean(&o.ICMP, "send the packet in an ICMP echo request (a ping)", "icmp")
+	str(&o.Proto, "carriage: udp or icmp", "P", "server-proto")
 	fs.UintVar(&o.Port, "p", 0, "server UDP `PORT`")
 	fs.UintVar(&o.Port, "port", 0, "server UDP `PORT`")
 	fs.UintVar(&o.Port, "server-port", 0, "server UDP `PORT`")
@@ -174,6 +180,13 @@ func ParseArgs(args []string) (Options, error) {
 	}
 	if o.Allow != "" && o.Source {
 		return o, errors.New("-a and -s are mutually exclusive")
+	}
+	switch strings.ToLower(o.Proto) {
+	case "", "udp":
+	case "icmp":
+		o.ICMP = true
+	default:
+		return o, fmt.Errorf("-P %s: sesame open sends udp or icmp", o.Proto)
 	}
 	if o.Port > 65535 {
 		return o, fmt.Errorf("-p %d: port out of range 1-65535", o.Port)

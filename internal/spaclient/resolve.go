@@ -23,7 +23,9 @@ type Request struct {
 	Host   string
 	Port   uint16
 	Family int // 4, 6 or 0
-	Ports  []netport.Port
+	// ICMP: the packet goes in an ICMP echo request (SendPing), not to the UDP Port.
+	ICMP  bool
+	Ports []netport.Port
 	// Allow is the address to open for. Invalid and Source false: the client's address on the
 	// route to the server, which Open fills in (UseRoute) before building the packet.
 	Allow netip.Addr
@@ -104,7 +106,7 @@ func Resolve(o Options, warn io.Writer) (*Request, error) {
 	if s.format == "" {
 		s.format = FormatSesame
 	}
-	r := &Request{Format: s.format, Host: s.Host, Family: s.Family, From: s.from}
+	r := &Request{Format: s.format, Host: s.Host, Family: s.Family, ICMP: s.ICMP, From: s.from}
 	if r.Host == "" {
 		return nil, usagef("no server: give HOST (or a profile with a server)")
 	}
@@ -333,8 +335,12 @@ func (s *setting) mergeRC(st fwknop.RCStanza) error {
 	if st.NATAccess != "" {
 		return fmt.Errorf("%s: NAT_ACCESS is not supported by sesame open", where)
 	}
-	if p := st.SPAServerProto; p != "" && p != "udp" {
-		return fmt.Errorf("%s: SPA_SERVER_PROTO %s is not supported (sesame open sends UDP)", where, p)
+	switch p := st.SPAServerProto; p {
+	case "", "udp":
+	case "icmp":
+		s.ICMP = true
+	default:
+		return fmt.Errorf("%s: SPA_SERVER_PROTO %s is not supported (sesame open sends udp or icmp)", where, p)
 	}
 	s.format = FormatFwknop
 	if s.Host == "" {

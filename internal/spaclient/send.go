@@ -129,7 +129,8 @@ func Send(ctx context.Context, dst netip.AddrPort, pkt []byte) error {
 }
 
 // Open is `sesame open` after argument parsing: it resolves o, builds the packet and sends it
-// (unless o.Test) from the socket whose local address it asks for when o names none. With
+// (unless o.Test) from the socket whose local address it asks for when o names none, or with
+// o.ICMP in an ICMP echo request (SendPing) from the host's address on the same route. With
 // o.Verbose it describes the request, never the keys, on stdout; warnings go to stderr.
 func Open(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	r, err := Resolve(o, stderr)
@@ -152,12 +153,23 @@ func Open(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	to := "udp " + dst.String()
+	if r.ICMP {
+		to = "an ICMP echo request to " + dst.Addr().String()
+	}
 	if o.Verbose || o.Test {
-		fmt.Fprintf(stdout, "%s\nsettings from %s; %d-byte packet to udp %s\n", r, r.From, len(pkt), dst)
+		fmt.Fprintf(stdout, "%s\nsettings from %s; %d-byte packet in %s\n", r, r.From, len(pkt), to)
 	}
 	if o.Test {
 		fmt.Fprintln(stdout, "test mode (-T): not sent")
 		return nil
+	}
+	if r.ICMP {
+		how, err := SendPing(dst.Addr(), pkt)
+		if err == nil && o.Verbose {
+			fmt.Fprintf(stdout, "sent from a %s\n", how)
+		}
+		return err
 	}
 	if _, err := conn.Write(pkt); err != nil {
 		return fmt.Errorf("send to %s: %w", dst, err)
