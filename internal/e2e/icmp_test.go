@@ -94,8 +94,9 @@ func pingAnswered(t *testing.T, bed *netnsbed.Bed, dst netip.Addr) bool {
 
 // TestIntegrationSPAPing: with [spa] icmp, 'sesame open --icmp' from an unprivileged ping
 // socket opens tcp/2222 over IPv4 and IPv6 (data both ways), for the sender only; the same
-// ping sent again opens nothing (a replay); the real 'fwknop -P icmp' (an echo reply by
-// default) and with --icmp-type 8 (an echo request) opens too, and its packet again is a replay.
+// ping sent again opens nothing (a replay); 'sesame open --fwknop --icmp' opens; the real
+// 'fwknop -P icmp' (an echo reply by default) and with --icmp-type 8 (an echo request) opens
+// too, and its packet again is a replay.
 func TestIntegrationSPAPing(t *testing.T) {
 	skipWithoutFwknop(t)
 	bed := skipUnlessRoot(t)
@@ -154,15 +155,24 @@ func TestIntegrationSPAPing(t *testing.T) {
 		}
 	}
 
-	// The real fwknop client, -P icmp: an echo reply by default, an echo request with --icmp-type 8.
+	// sesame open --fwknop --icmp: fwknop's format in an echo request.
 	svc := netip.AddrPortFrom(netnsbed.Server4, 2222)
+	if !waitFor(4*time.Second, func() bool { return !canConnect(t, bed, netnsbed.Client4, svc) }) {
+		t.Fatal("the previous grant did not end")
+	}
+	sesameOpen(t, bed, netnsbed.Server4.String(), "-A", "tcp/2222", "--fwknop", "--key-file", filepath.Join(k.dir, "fwknop.key"), "-a", netnsbed.Client4.String(), "--icmp")
+	if !waitDecision(d, netnsbed.Client4, "legacy", "accepted", 2*time.Second) || !eventually(t, bed, netnsbed.Client4, svc, true) {
+		t.Fatalf("sesame open --fwknop --icmp did not open; log:\n%s", tail(d.Output()))
+	}
+
+	// The real fwknop client, -P icmp: an echo reply by default, an echo request with --icmp-type 8.
 	for i, typ := range [][]string{nil, {"--icmp-type", "8"}} {
 		if !waitFor(4*time.Second, func() bool { return !canConnect(t, bed, netnsbed.Client4, svc) }) {
 			t.Fatal("the previous grant did not end")
 		}
 		saved := filepath.Join(t.TempDir(), "packet")
 		fwknopClient(t, bed, append([]string{"-A", "tcp/2222", "-a", netnsbed.Client4.String(), "-P", "icmp", "-B", saved}, typ...)...)
-		if !waitFor(2*time.Second, func() bool { return countDecisions(d, netnsbed.Client4, "legacy", "accepted") == i+1 }) {
+		if !waitFor(2*time.Second, func() bool { return countDecisions(d, netnsbed.Client4, "legacy", "accepted") == i+2 }) {
 			t.Fatalf("fwknop -P icmp %v: no accepted line; log:\n%s", typ, tail(d.Output()))
 		}
 		if !eventually(t, bed, netnsbed.Client4, svc, true) {
