@@ -104,6 +104,9 @@ func printSPA(w io.Writer, cfg *config.Config) {
 	if s.Sniff {
 		mode = "sniff (the port stays dropped)"
 	}
+	if s.ICMP {
+		mode += ", and in pings (icmp)"
+	}
 	fmt.Fprintf(w, "  spa: udp/%d, %s, max_age %s, %d client(s)\n", s.Port, mode, s.MaxAge, len(s.Clients))
 	for _, c := range s.Clients {
 		open := fmt.Sprint(c.Open)

@@ -219,7 +219,7 @@ func (s *Server) logSPA(cfg *config.Config) {
 	if cfg.SPA.Sniff {
 		mode = "sniff"
 	}
-	s.log.Info("spa enabled", "port", cfg.SPA.Port, "mode", mode, "clients", len(cfg.SPA.Clients), "max_age", cfg.SPA.MaxAge)
+	s.log.Info("spa enabled", "port", cfg.SPA.Port, "mode", mode, "icmp", cfg.SPA.ICMP, "clients", len(cfg.SPA.Clients), "max_age", cfg.SPA.MaxAge)
 	for _, w := range cfg.SPA.Warnings {
 		s.log.Warn("spa configuration: " + w)
 	}
