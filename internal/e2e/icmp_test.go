@@ -27,6 +27,7 @@ import (
 // format) may open tcp/2222; the UDP port is a socket unless the stealth gate sniffs it.
 const pingConf = `[server]
 state_dir = "STATE_DIR"
+firewall = %q
 stealth = %q
 
 [spa]
@@ -51,8 +52,8 @@ default_open_for = "2s"
 max_open_for = "2s"
 `
 
-func (k *spaKeys) pingConfig(stealth string) string {
-	return fmt.Sprintf(pingConf, stealth, spaPort, filepath.Join(k.dir, "alice.key"), filepath.Join(k.dir, "fwknop.key"))
+func (k *spaKeys) pingConfig(firewall, stealth string) string {
+	return fmt.Sprintf(pingConf, firewall, stealth, spaPort, filepath.Join(k.dir, "alice.key"), filepath.Join(k.dir, "fwknop.key"))
 }
 
 // sesameOpen runs 'sesame open ARGS' in the client namespace and returns its output.
@@ -114,7 +115,7 @@ func TestIntegrationSPAPing(t *testing.T) {
 		t.Fatalf("sysctl: %v: %s", err, out)
 	}
 	k := newSPAKeys(t)
-	d, _ := startSesame(t, bed, k.pingConfig("closed"))
+	d, _ := startSesame(t, bed, k.pingConfig("nftables", "closed"))
 	for _, fam := range families {
 		svc := netip.AddrPortFrom(fam.server, 2222)
 		if canConnect(t, bed, fam.client, svc) {
@@ -238,15 +239,18 @@ func spaPingAnswered(t *testing.T, bed *netnsbed.Bed, dst netip.Addr, pkt []byte
 }
 
 // TestIntegrationSPAPingStealth: what the real ping sees from the client, per [server] stealth,
-// IPv4 and IPv6: "closed" and "off" leave pings to the host (answered, as without sesame, the SPA
+// IPv4 and IPv6, nftables and iptables: "closed" and "off" leave pings to the host (answered, as without sesame, the SPA
 // ping too: its bytes come back), "dark" drops them (no reply, also to the SPA ping); an SPA
 // ping opens in every mode, and 'sesame open --icmp' is accepted in every mode.
 func TestIntegrationSPAPingStealth(t *testing.T) {
 	for _, tc := range []struct {
-		stealth  string
-		answered bool
-	}{{"closed", true}, {"dark", false}, {"off", true}} {
-		t.Run(tc.stealth, func(t *testing.T) {
+		firewall, stealth string
+		answered          bool
+	}{
+		{"nftables", "closed", true}, {"nftables", "dark", false}, {"nftables", "off", true},
+		{"iptables", "closed", true}, {"iptables", "dark", false},
+	} {
+		t.Run(tc.firewall+"/"+tc.stealth, func(t *testing.T) {
 			bed := skipUnlessRoot(t)
 			for _, fam := range families {
 				listen(t, bed, fam)
@@ -255,7 +259,7 @@ func TestIntegrationSPAPingStealth(t *testing.T) {
 				}
 			}
 			k := newSPAKeys(t)
-			d, _ := startSesame(t, bed, k.pingConfig(tc.stealth))
+			d, _ := startSesame(t, bed, k.pingConfig(tc.firewall, tc.stealth))
 			for _, fam := range families {
 				if got := pingAnswered(t, bed, fam.server); got != tc.answered {
 					t.Errorf("%s: ping answered %v, want %v", fam.name, got, tc.answered)
