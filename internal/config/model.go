@@ -159,6 +159,17 @@ type Door struct {
 	CmdTimeout time.Duration
 	// OneTimeFile is knockd's One_Time_Sequences file; when set, Sequence is its active line.
 	OneTimeFile string
+	// Payloads, when not nil, has one entry per Sequence element: the exact payload that knock
+	// must carry (a UDP datagram's data, an ICMP echo's data), or nil for none.
+	Payloads [][]byte
+}
+
+// Payload is the payload knock i of the sequence must carry, nil for none.
+func (d *Door) Payload(i int) []byte {
+	if i < len(d.Payloads) {
+		return d.Payloads[i]
+	}
+	return nil
 }
 
 // Defaults for values a configuration leaves out.
