@@ -61,7 +61,13 @@ const (
 type Knock struct {
 	Port  netport.Port
 	Flags knock.TCPFlags
+	// Payload, when not empty, is the exact payload (UDP data, ICMP echo data; at most
+	// MaxPayload bytes) a UDP or ICMP knock must carry to pass: the program compares it.
+	Payload string
 }
+
+// MaxPayload is the longest Knock.Payload.
+const MaxPayload = 64
 
 // PortRange is the ports Lo through Hi (inclusive) of one protocol.
 type PortRange struct {

@@ -130,8 +130,9 @@ type Server struct {
 // state is one configuration and the knock machine built for it; a reload or a one-time
 // sequence replaces it whole.
 type state struct {
-	cfg     *config.Config
-	machine *knock.Machine
+	cfg      *config.Config
+	machine  *knock.Machine
+	payloads map[knock.Element][]byte // knockPayloads(cfg)
 }
 
 // runScope is the lifetime of Run, for goroutines a reload starts (a new SPA listener).
@@ -202,7 +203,7 @@ func (s *Server) SuppressedLogLines() uint64 {
 }
 
 func newState(cfg *config.Config) *state {
-	return &state{cfg: cfg, machine: knock.New(doorsOf(cfg), knock.Options{
+	return &state{cfg: cfg, payloads: knockPayloads(cfg), machine: knock.New(doorsOf(cfg), knock.Options{
 		MaxSources: cfg.Server.MaxSources,
 		GuardWidth: cfg.Server.SweepGuard,
 		Exclude:    Gate(cfg).Protected,
@@ -249,8 +250,8 @@ func Gate(cfg *config.Config) firewall.Gate {
 func Filter(cfg *config.Config) capture.Filter {
 	var f capture.Filter
 	for _, d := range cfg.Doors {
-		for _, e := range d.Sequence {
-			k := capture.Knock{Port: e}
+		for i, e := range d.Sequence {
+			k := capture.Knock{Port: e, Payload: string(d.Payload(i))}
 			if e.Proto == netport.TCP {
 				k.Flags = d.Flags
 			}
@@ -432,6 +433,10 @@ func (s *Server) handle(ctx context.Context, p *capture.Packet) {
 	el := knock.Element{Proto: p.Proto, Num: p.DstPort}
 	if p.Proto == netport.ICMP {
 		el.Num = 0
+	}
+	if !st.payloadOK(el, p.Payload) {
+		s.mu.Unlock()
+		return // a knock port's datagram or ping without its payload: not a knock
 	}
 	k := knock.Knock{Time: p.Time, Src: p.Src, Dst: p.Dst, Element: el, TCPFlags: p.TCPFlags}
 	var buf [4]knock.Event
