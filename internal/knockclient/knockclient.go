@@ -3,6 +3,7 @@ package knockclient
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -20,9 +21,11 @@ import (
 )
 
 // Usage is the help text of the knock command.
-const Usage = `usage: knock [options] <host> <port[:proto]> [port[:proto]] ...
+const Usage = `usage: knock [options] <host> <port[:proto][:hex:BYTES]> [port[:proto][:hex:BYTES]] ...
   proto is tcp (the default), udp or icmp, in any case; a port may be a service name.
   "icmp" alone sends an ICMP echo request.
+  :hex:BYTES sends that payload (1-64 bytes, in hexadecimal) in a udp or icmp hit, for
+  doors whose knock requires one: 8000:udp:hex:cafe01, icmp:hex:cafe01.
 options:
   -u, --udp          make every hit without a :proto suffix a UDP hit
   -d, --delay <ms>   wait this many milliseconds between hits (default 0)
@@ -37,7 +40,10 @@ options:
 type Options struct {
 	Host string
 	// Hits are the knocks in order: TCP or UDP ports, or ICMP (Num 0).
-	Hits    []netport.Port
+	Hits []netport.Port
+	// Payloads, when not nil, has one entry per hit: the payload of a UDP or ICMP hit (nil:
+	// the default one).
+	Payloads [][]byte
 	Delay   time.Duration // between hits
 	Family  int           // 4 or 6 to force an address family, 0 for either
 	Verbose bool
@@ -161,14 +167,48 @@ func ParseArgs(args []string) (Options, error) {
 	if udp {
 		def = netport.UDP
 	}
+	payloads := make([][]byte, 0, len(pos)-1)
 	for _, s := range pos[1:] {
-		h, err := parseHit(s, def)
+		hit, payload, err := splitPayload(s)
 		if err != nil {
 			return Options{}, err
 		}
+		h, err := parseHit(hit, def)
+		if err != nil {
+			return Options{}, err
+		}
+		if payload != nil && h.Proto == netport.TCP {
+			return Options{}, fmt.Errorf("knock: hit %q: only a udp or icmp hit carries a payload", s)
+		}
 		o.Hits = append(o.Hits, h)
+		payloads = append(payloads, payload)
+	}
+	for _, p := range payloads {
+		if p != nil {
+			o.Payloads = payloads
+			break
+		}
 	}
 	return o, nil
+}
+
+// MaxPayload is the longest payload of a hit, as a door may require it.
+const MaxPayload = 64
+
+// splitPayload cuts a ":hex:BYTES" suffix off a hit and decodes it (nil when there is none).
+func splitPayload(s string) (string, []byte, error) {
+	i := strings.Index(strings.ToLower(s), ":hex:")
+	if i < 0 {
+		return s, nil, nil
+	}
+	b, err := hex.DecodeString(s[i+5:])
+	switch {
+	case err != nil:
+		return "", nil, fmt.Errorf("knock: hit %q: the payload is not hexadecimal bytes", s)
+	case len(b) == 0 || len(b) > MaxPayload:
+		return "", nil, fmt.Errorf("knock: hit %q: a payload is 1-%d bytes", s, MaxPayload)
+	}
+	return s[:i], b, nil
 }
 
 // parseHit parses PORT[:PROTO] or "icmp"; def is the protocol without a suffix.
@@ -273,7 +313,11 @@ func Send(ctx context.Context, opts Options, log func(string)) error {
 				log(fmt.Sprintf("hitting %s %s", h.Proto, netip.AddrPortFrom(dst, h.Num)))
 			}
 		}
-		if err := SendOne(ctx, opts.Source, dst, h); err != nil {
+		var payload []byte
+		if i < len(opts.Payloads) {
+			payload = opts.Payloads[i]
+		}
+		if err := SendHit(ctx, opts.Source, dst, h, payload); err != nil {
 			return err
 		}
 	}
@@ -283,6 +327,12 @@ func Send(ctx context.Context, opts Options, log func(string)) error {
 // SendOne sends one hit from src (when valid) to dst: a TCP hit is a single SYN with no
 // retransmission, a UDP hit a 1-byte datagram, an ICMP hit one echo request.
 func SendOne(ctx context.Context, src, dst netip.Addr, el netport.Port) error {
+	return SendHit(ctx, src, dst, el, nil)
+}
+
+// SendHit is SendOne with the payload of a UDP or ICMP hit (nil: the default, one zero byte or
+// "sesame"); a TCP hit carries none.
+func SendHit(ctx context.Context, src, dst netip.Addr, el netport.Port, payload []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("knock: %w", err)
 	}
@@ -297,9 +347,15 @@ func SendOne(ctx context.Context, src, dst netip.Addr, el netport.Port) error {
 	case netport.TCP:
 		err = sendSYN(ctx, src, dst, el.Num)
 	case netport.UDP:
-		err = sendUDP(ctx, src, dst, el.Num)
+		if payload == nil {
+			payload = []byte{0}
+		}
+		err = sendUDP(ctx, src, dst, el.Num, payload)
 	case netport.ICMP:
-		err = sendEcho(src, dst, os.Geteuid() <= 0) // Windows reports -1: try raw there too
+		if payload == nil {
+			payload = []byte("sesame")
+		}
+		err = sendEcho(src, dst, os.Geteuid() <= 0, payload) // Windows reports -1: try raw there too
 	default:
 		err = fmt.Errorf("unsupported protocol %v", el.Proto)
 	}
@@ -309,7 +365,7 @@ func SendOne(ctx context.Context, src, dst netip.Addr, el netport.Port) error {
 	return nil
 }
 
-func sendUDP(ctx context.Context, src, dst netip.Addr, port uint16) error {
+func sendUDP(ctx context.Context, src, dst netip.Addr, port uint16, payload []byte) error {
 	var d net.Dialer
 	if src.IsValid() {
 		d.LocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
@@ -319,13 +375,13 @@ func sendUDP(ctx context.Context, src, dst netip.Addr, port uint16) error {
 		return err
 	}
 	defer c.Close()
-	_, err = c.Write([]byte{0})
+	_, err = c.Write(payload)
 	return err
 }
 
 // sendEcho sends an ICMP echo request over a raw socket when raw is true and that is
 // permitted, else over an unprivileged ICMP ("ping") socket.
-func sendEcho(src, dst netip.Addr, raw bool) error {
+func sendEcho(src, dst netip.Addr, raw bool, payload []byte) error {
 	v4 := dst.Unmap().Is4()
 	rawNet, dgramNet, laddr := "ip6:ipv6-icmp", "udp6", "::"
 	var typ icmp.Type = ipv6.ICMPTypeEchoRequest
@@ -359,7 +415,7 @@ func sendEcho(src, dst netip.Addr, raw bool) error {
 	}
 	defer c.Close()
 	// The kernel fills in the ICMPv6 checksum, and the identifier of an unprivileged socket.
-	msg, err := (&icmp.Message{Type: typ, Body: &icmp.Echo{ID: os.Getpid() & 0xffff, Seq: 1, Data: []byte("sesame")}}).Marshal(nil)
+	msg, err := (&icmp.Message{Type: typ, Body: &icmp.Echo{ID: os.Getpid() & 0xffff, Seq: 1, Data: payload}}).Marshal(nil)
 	if err != nil {
 		return err
 	}
