@@ -65,6 +65,9 @@ func parse(name string, data []byte, ov Overrides) (*Config, error) {
 	if err == nil {
 		err = checkPayloads(cfg)
 	}
+	if err == nil {
+		err = checkSourcePorts(cfg)
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		e.File = name
@@ -142,6 +145,7 @@ type (
 		MinGap          field[duration]    `toml:"min_gap"`
 		MaxGap          field[duration]    `toml:"max_gap"`
 		Sources         field[[]source]    `toml:"sources"`
+		SourcePorts     field[[]portRange] `toml:"source_ports"`
 		Target          field[target]      `toml:"target"`
 		Open            field[[]openPort]  `toml:"open"`
 		OpenFor         field[duration]    `toml:"open_for"`
@@ -452,6 +456,13 @@ func (d *decoder) door(i int, v toml.Primitive) (Door, error) {
 			Sources:  convertList(f.Sources.v, func(s source) netip.Prefix { return netip.Prefix(s) }),
 			Target:   netip.Addr(f.Target.v),
 		},
+	}
+	door.SourcePorts = convertList(f.SourcePorts.v, func(r portRange) PortRange { return PortRange(r) })
+	if f.SourcePorts.set && len(door.SourcePorts) == 0 {
+		return Door{}, problem(at, sec, "source_ports", "is empty: leave it out to allow every source port")
+	}
+	if len(door.SourcePorts) > 0 && slices.Contains(door.Sequence, knock.Element{Proto: netport.ICMP}) {
+		return Door{}, problem(at, sec, "source_ports", "a ping has no source port: a door with source_ports cannot have an icmp knock")
 	}
 	if slices.ContainsFunc(f.Sequence.v, func(e knockElem) bool { return e.payload != nil }) {
 		door.Payloads = convertList(f.Sequence.v, func(e knockElem) []byte { return e.payload })

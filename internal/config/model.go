@@ -162,6 +162,8 @@ type Door struct {
 	// Payloads, when not nil, has one entry per Sequence element: the exact payload that knock
 	// must carry (a UDP datagram's data, an ICMP echo's data), or nil for none.
 	Payloads [][]byte
+	// SourcePorts, when not empty, are the only source ports TCP and UDP knocks may come from.
+	SourcePorts []PortRange
 }
 
 // Payload is the payload knock i of the sequence must carry, nil for none.

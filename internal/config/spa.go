@@ -91,6 +91,9 @@ type SPAClient struct {
 	// Sources are the networks packets may come from and, for native clients, the addresses a
 	// grant may be for.
 	Sources []netip.Prefix
+	// SourcePorts, when not empty, are the only UDP source ports its packets may come from (a
+	// packet in a ping has none, and is refused then).
+	SourcePorts []PortRange
 	// DefaultOpenFor is used when a packet asks for no duration; MaxOpenFor caps what it asks.
 	DefaultOpenFor, MaxOpenFor time.Duration
 }
@@ -132,21 +135,22 @@ type (
 		Client         toml.Primitive  `toml:"client"`
 	}
 	tomlClient struct {
-		Name                 field[string]     `toml:"name"`
-		Format               field[string]     `toml:"format"`
-		Open                 field[[]openPort] `toml:"open"`
-		Sources              field[[]source]   `toml:"sources"`
-		MaxOpenFor           field[duration]   `toml:"max_open_for"`
-		DefaultOpenFor       field[duration]   `toml:"default_open_for"`
-		AccessExpire         field[date]       `toml:"access_expire"`
-		KeyFile              field[string]     `toml:"key_file"`
-		RequireAddress       field[bool]       `toml:"require_address"`
-		PublicKey            field[string]     `toml:"public_key"`
-		HMACKeyFile          field[string]     `toml:"hmac_key_file"`
-		HMACDigest           field[digest]     `toml:"hmac_digest"`
-		EncryptionMode       field[mode]       `toml:"encryption_mode"`
-		RequireUsername      field[string]     `toml:"require_username"`
-		RequireSourceAddress field[bool]       `toml:"require_source_address"`
+		Name                 field[string]      `toml:"name"`
+		Format               field[string]      `toml:"format"`
+		Open                 field[[]openPort]  `toml:"open"`
+		Sources              field[[]source]    `toml:"sources"`
+		SourcePorts          field[[]portRange] `toml:"source_ports"`
+		MaxOpenFor           field[duration]    `toml:"max_open_for"`
+		DefaultOpenFor       field[duration]    `toml:"default_open_for"`
+		AccessExpire         field[date]        `toml:"access_expire"`
+		KeyFile              field[string]      `toml:"key_file"`
+		RequireAddress       field[bool]        `toml:"require_address"`
+		PublicKey            field[string]      `toml:"public_key"`
+		HMACKeyFile          field[string]      `toml:"hmac_key_file"`
+		HMACDigest           field[digest]      `toml:"hmac_digest"`
+		EncryptionMode       field[mode]        `toml:"encryption_mode"`
+		RequireUsername      field[string]      `toml:"require_username"`
+		RequireSourceAddress field[bool]        `toml:"require_source_address"`
 	}
 )
 
@@ -241,6 +245,10 @@ func (d *decoder) spaClient(i int, v toml.Primitive, s *SPA) (SPAClient, error) 
 		// granted for itself.
 		RequireSourceAddress: f.RequireAddress.or(s.RequireAddress),
 		RequireUsername:      f.RequireUsername.v,
+	}
+	c.SourcePorts = convertList(f.SourcePorts.v, func(r portRange) PortRange { return PortRange(r) })
+	if f.SourcePorts.set && len(c.SourcePorts) == 0 {
+		return c, problem(at, sec, "source_ports", "is empty: leave it out to allow every source port")
 	}
 	if f.Sources.set {
 		c.Sources = convertList(f.Sources.v, func(s source) netip.Prefix { return netip.Prefix(s) })

@@ -100,6 +100,8 @@ func decodeValue(dst, data any) error {
 		*dst = out
 	case *[]openPort:
 		return decodeList(dst, data, nil)
+	case *[]portRange:
+		return decodeList(dst, data, nil)
 	case *[]source:
 		return decodeList(dst, data, nil)
 	case encoding.TextUnmarshaler:
