@@ -31,3 +31,27 @@ func (st *state) payloadOK(el knock.Element, payload []byte) bool {
 	want, ok := st.payloads[el]
 	return !ok || subtle.ConstantTimeCompare(payload, want) == 1
 }
+
+// knockSourcePorts maps each knock element of a door with source_ports to them (config.Load
+// makes them the same for every door that knocks on an element).
+func knockSourcePorts(cfg *config.Config) map[knock.Element][]config.PortRange {
+	var m map[knock.Element][]config.PortRange
+	for _, d := range cfg.Doors {
+		if len(d.SourcePorts) == 0 {
+			continue
+		}
+		for _, el := range d.Sequence {
+			if m == nil {
+				m = map[knock.Element][]config.PortRange{}
+			}
+			m[el] = d.SourcePorts
+		}
+	}
+	return m
+}
+
+// sourcePortOK reports whether a knock on el from source port port may count.
+func (st *state) sourcePortOK(el knock.Element, port uint16) bool {
+	rs, ok := st.srcPorts[el]
+	return !ok || config.PortsAllow(rs, port)
+}

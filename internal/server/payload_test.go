@@ -75,3 +75,45 @@ func TestKnockPayload(t *testing.T) {
 		t.Error("a wrong payload between right knocks broke the sequence")
 	}
 }
+
+// TestKnockSourcePorts: a door with source_ports counts knocks from those source ports only;
+// others neither advance nor break its sequence.
+func TestKnockSourcePorts(t *testing.T) {
+	cfg := doorConfig()
+	cfg.Doors[0].SourcePorts = []config.PortRange{{Lo: 40000, Hi: 40100}}
+	b := newBed(t, cfg)
+	send := func(src netip.Addr, el netport.Port, sport uint16) {
+		t.Helper()
+		pkt := &capture.Packet{Time: b.clock.Now(), Src: src, Dst: dstIP, Proto: el.Proto, SrcPort: sport, DstPort: el.Num, TCPFlags: 0x02}
+		if err := b.cap.Send(context.Background(), pkt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		src   netip.Addr
+		ports [3]uint16
+		want  bool
+	}{
+		{"inside", srcA, [3]uint16{40000, 40100, 40050}, true},
+		{"one below", srcB, [3]uint16{40000, 39999, 40050}, false},
+		{"one above", netip4("198.18.0.4"), [3]uint16{40101, 40000, 40050}, false},
+		{"ipv6 inside", srcC, [3]uint16{40001, 40002, 40003}, true},
+	} {
+		for i, el := range sequence {
+			send(tc.src, el, tc.ports[i])
+		}
+		if got := b.fw.Has(tc.src, tcp(22)); got != tc.want {
+			t.Errorf("%s: opened %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// A knock from another source port between right ones does not break the sequence.
+	src := netip4("198.18.0.5")
+	send(src, sequence[0], 40000)
+	send(src, sequence[1], 12345)
+	send(src, sequence[1], 40000)
+	send(src, sequence[2], 40000)
+	if !b.fw.Has(src, tcp(22)) {
+		t.Error("a knock from another source port broke the sequence")
+	}
+}

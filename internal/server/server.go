@@ -132,7 +132,8 @@ type Server struct {
 type state struct {
 	cfg      *config.Config
 	machine  *knock.Machine
-	payloads map[knock.Element][]byte // knockPayloads(cfg)
+	payloads map[knock.Element][]byte             // knockPayloads(cfg)
+	srcPorts map[knock.Element][]config.PortRange // knockSourcePorts(cfg)
 }
 
 // runScope is the lifetime of Run, for goroutines a reload starts (a new SPA listener).
@@ -203,7 +204,7 @@ func (s *Server) SuppressedLogLines() uint64 {
 }
 
 func newState(cfg *config.Config) *state {
-	return &state{cfg: cfg, payloads: knockPayloads(cfg), machine: knock.New(doorsOf(cfg), knock.Options{
+	return &state{cfg: cfg, payloads: knockPayloads(cfg), srcPorts: knockSourcePorts(cfg), machine: knock.New(doorsOf(cfg), knock.Options{
 		MaxSources: cfg.Server.MaxSources,
 		GuardWidth: cfg.Server.SweepGuard,
 		Exclude:    Gate(cfg).Protected,
@@ -434,9 +435,9 @@ func (s *Server) handle(ctx context.Context, p *capture.Packet) {
 	if p.Proto == netport.ICMP {
 		el.Num = 0
 	}
-	if !st.payloadOK(el, p.Payload) {
+	if !st.payloadOK(el, p.Payload) || !st.sourcePortOK(el, p.SrcPort) {
 		s.mu.Unlock()
-		return // a knock port's datagram or ping without its payload: not a knock
+		return // without its payload, or from another source port: not a knock
 	}
 	k := knock.Knock{Time: p.Time, Src: p.Src, Dst: p.Dst, Element: el, TCPFlags: p.TCPFlags}
 	var buf [4]knock.Event

@@ -233,7 +233,7 @@ func (s *Server) handleSPA(ctx context.Context, p *capture.Packet) {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
-	grants, _ := pol.HandleNamed(ctx, p.Src, p.Payload, func(ctx context.Context, client string, grants []firewall.Grant) error {
+	grants, _ := pol.HandleFrom(ctx, p.Src, p.SrcPort, p.Payload, func(ctx context.Context, client string, grants []firewall.Grant) error {
 		return s.grant(ctx, GrantSPA, client, "", grants, p.Time)
 	})
 	if len(grants) > 0 {
