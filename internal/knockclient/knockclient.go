@@ -44,11 +44,11 @@ type Options struct {
 	// Payloads, when not nil, has one entry per hit: the payload of a UDP or ICMP hit (nil:
 	// the default one).
 	Payloads [][]byte
-	Delay   time.Duration // between hits
-	Family  int           // 4 or 6 to force an address family, 0 for either
-	Verbose bool
-	Help    bool // -h given: nothing else was checked
-	Version bool // -V given: nothing else was checked
+	Delay    time.Duration // between hits
+	Family   int           // 4 or 6 to force an address family, 0 for either
+	Verbose  bool
+	Help     bool // -h given: nothing else was checked
+	Version  bool // -V given: nothing else was checked
 	// Source, when valid, is the local address hits are sent from (not settable from the
 	// command line; tests use it to knock from many addresses).
 	Source netip.Addr
