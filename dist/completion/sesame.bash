@@ -48,13 +48,13 @@ _sesame() {
         fi
         ;;
     knock)
-        opts="-u --udp -d --delay -4 --ipv4 -6 --ipv6 -v --verbose -h --help"
+        opts="-u --udp -d --delay --source-port -4 --ipv4 -6 --ipv6 -v --verbose -h --help"
         case $prev in
-        -d | --delay) return ;;
+        -d | --delay | --source-port) return ;;
         esac
         ;;
     open)
-        opts="-A --access -a --allow-ip -s --source-ip -f --open-for -n --profile --id --key-file --server-key --fwknop --hmac-key-file --hmac-digest-type -m --digest-type -p --port --icmp -P --server-proto -D --destination -4 -6 -v --verbose -T --test --config --rc-file -h --help"
+        opts="-A --access -a --allow-ip -s --source-ip -f --open-for -n --profile --id --key-file --server-key --fwknop --hmac-key-file --hmac-digest-type -m --digest-type -p --port --icmp -P --server-proto -S --source-port -D --destination -4 -6 -v --verbose -T --test --config --rc-file -h --help"
         case $prev in
         --key-file | --server-key | --hmac-key-file | --config | --rc-file) _filedir; return ;;
         --hmac-digest-type | -m | --digest-type)
@@ -63,7 +63,7 @@ _sesame() {
             ;;
         -D | --destination) _known_hosts_real -- "$cur"; return ;;
         -P | --server-proto) COMPREPLY=($(compgen -W "udp icmp" -- "$cur")); return ;;
-        -A | --access | -a | --allow-ip | -f | --open-for | -n | --profile | --id | -p | --port) return ;;
+        -A | --access | -a | --allow-ip | -f | --open-for | -n | --profile | --id | -p | --port | -S | --source-port) return ;;
         esac
         ;;
     keygen)

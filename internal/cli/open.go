@@ -12,7 +12,7 @@ import (
 
 const openUsage = `sesame open HOST -A tcp/22[,udp/53] [-a ADDRESS | -s] [-f SECONDS] [-n PROFILE]
             [--id NAME --key-file FILE [--server-key FILE]] [--fwknop] [-p PORT] [--icmp]
-            [-4|-6] [-v] [-T]
+            [--source-port PORT] [-4|-6] [-v] [-T]
 
 Ask the server HOST to open ports for you with one Single Packet Authorization
 datagram (UDP, port 62201 by default). Nothing comes back: check with a connect.
@@ -78,6 +78,8 @@ Options (before or after HOST):
   -m, --digest-type D      fwknop: inner digest (default sha256)
   -p, --port PORT          server UDP port (default 62201)
       --icmp, -P icmp      send the packet in an ICMP echo request (-P udp: the default)
+  -S, --source-port PORT   send from this local UDP port (for clients with source_ports;
+                           a NAT on the way may rewrite it)
   -D, --destination HOST   the same as the HOST argument (fwknop's flag)
   -4, -6                   use IPv4 / IPv6 only
   -v, --verbose            describe the request sent (never the keys)

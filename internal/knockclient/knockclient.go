@@ -29,6 +29,8 @@ const Usage = `usage: knock [options] <host> <port[:proto][:hex:BYTES]> [port[:p
 options:
   -u, --udp          make every hit without a :proto suffix a UDP hit
   -d, --delay <ms>   wait this many milliseconds between hits (default 0)
+  --source-port <n>  send every tcp and udp hit from local port n (for doors with
+                     source_ports; a NAT on the way may rewrite it)
   -4, --ipv4         use IPv4 only
   -6, --ipv6         use IPv6 only
   -v, --verbose      print each hit
@@ -49,6 +51,8 @@ type Options struct {
 	Verbose  bool
 	Help     bool // -h given: nothing else was checked
 	Version  bool // -V given: nothing else was checked
+	// SourcePort, when not 0, is the local port TCP and UDP hits are sent from (--source-port).
+	SourcePort uint16
 	// Source, when valid, is the local address hits are sent from (not settable from the
 	// command line; tests use it to knock from many addresses).
 	Source netip.Addr
@@ -94,15 +98,23 @@ func ParseArgs(args []string) (Options, error) {
 				*p = true
 				continue
 			}
-			if name != "delay" {
+			if name != "delay" && name != "source-port" {
 				return Options{}, fmt.Errorf("knock: unknown option --%s", name)
 			}
 			if !hasVal {
 				if i+1 >= len(args) {
-					return Options{}, errors.New("knock: option --delay needs a value")
+					return Options{}, fmt.Errorf("knock: option --%s needs a value", name)
 				}
 				i++
 				val = args[i]
+			}
+			if name == "source-port" {
+				p, err := netport.ParseNumber(val)
+				if err != nil {
+					return Options{}, fmt.Errorf("knock: --source-port %q: %v", val, err)
+				}
+				o.SourcePort = p
+				continue
 			}
 			if err := delay(val); err != nil {
 				return Options{}, err
@@ -179,6 +191,9 @@ func ParseArgs(args []string) (Options, error) {
 		}
 		if payload != nil && h.Proto == netport.TCP {
 			return Options{}, fmt.Errorf("knock: hit %q: only a udp or icmp hit carries a payload", s)
+		}
+		if o.SourcePort != 0 && h.Proto == netport.ICMP {
+			return Options{}, fmt.Errorf("knock: hit %q: a ping has no source port (--source-port)", s)
 		}
 		o.Hits = append(o.Hits, h)
 		payloads = append(payloads, payload)
@@ -317,7 +332,7 @@ func Send(ctx context.Context, opts Options, log func(string)) error {
 		if i < len(opts.Payloads) {
 			payload = opts.Payloads[i]
 		}
-		if err := SendHit(ctx, opts.Source, dst, h, payload); err != nil {
+		if err := SendHit(ctx, opts.Source, opts.SourcePort, dst, h, payload); err != nil {
 			return err
 		}
 	}
@@ -327,12 +342,12 @@ func Send(ctx context.Context, opts Options, log func(string)) error {
 // SendOne sends one hit from src (when valid) to dst: a TCP hit is a single SYN with no
 // retransmission, a UDP hit a 1-byte datagram, an ICMP hit one echo request.
 func SendOne(ctx context.Context, src, dst netip.Addr, el netport.Port) error {
-	return SendHit(ctx, src, dst, el, nil)
+	return SendHit(ctx, src, 0, dst, el, nil)
 }
 
-// SendHit is SendOne with the payload of a UDP or ICMP hit (nil: the default, one zero byte or
-// "sesame"); a TCP hit carries none.
-func SendHit(ctx context.Context, src, dst netip.Addr, el netport.Port, payload []byte) error {
+// SendHit is SendOne from local port sport (0: any; TCP and UDP hits only) with the payload of
+// a UDP or ICMP hit (nil: the default, one zero byte or "sesame"); a TCP hit carries none.
+func SendHit(ctx context.Context, src netip.Addr, sport uint16, dst netip.Addr, el netport.Port, payload []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("knock: %w", err)
 	}
@@ -345,12 +360,12 @@ func SendHit(ctx context.Context, src, dst netip.Addr, el netport.Port, payload 
 	var err error
 	switch el.Proto {
 	case netport.TCP:
-		err = sendSYN(ctx, src, dst, el.Num)
+		err = sendSYN(ctx, src, sport, dst, el.Num)
 	case netport.UDP:
 		if payload == nil {
 			payload = []byte{0}
 		}
-		err = sendUDP(ctx, src, dst, el.Num, payload)
+		err = sendUDP(ctx, src, sport, dst, el.Num, payload)
 	case netport.ICMP:
 		if payload == nil {
 			payload = []byte("sesame")
@@ -365,10 +380,10 @@ func SendHit(ctx context.Context, src, dst netip.Addr, el netport.Port, payload 
 	return nil
 }
 
-func sendUDP(ctx context.Context, src, dst netip.Addr, port uint16, payload []byte) error {
+func sendUDP(ctx context.Context, src netip.Addr, sport uint16, dst netip.Addr, port uint16, payload []byte) error {
 	var d net.Dialer
-	if src.IsValid() {
-		d.LocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+	if src.IsValid() || sport != 0 {
+		d.LocalAddr = &net.UDPAddr{IP: src.AsSlice(), Port: int(sport), Zone: src.Zone()}
 	}
 	c, err := d.DialContext(ctx, "udp", netip.AddrPortFrom(dst, port).String())
 	if err != nil {

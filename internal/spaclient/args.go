@@ -43,10 +43,12 @@ type Options struct {
 	// ICMP (--icmp, -P icmp) sends the packet in an ICMP echo request instead of a UDP datagram.
 	ICMP bool
 	// Proto is -P / --server-proto as given: "udp" or "icmp".
-	Proto   string
-	Family  int  // 4 or 6 from -4/-6, 0 for either
-	Verbose bool // -v
-	Test    bool // -T: build the packet but do not send it
+	Proto string
+	// SourcePort (--source-port, fwknop's -S) is the local UDP port to send from; 0: any.
+	SourcePort uint
+	Family     int  // 4 or 6 from -4/-6, 0 for either
+	Verbose    bool // -v
+	Test       bool // -T: build the packet but do not send it
 
 	HMACKeyFile string // --hmac-key-file (fwknop format)
 	HMACDigest  string // --hmac-digest-type (fwknop format)
@@ -138,6 +140,8 @@ func FlagSet(o *Options) *flag.FlagSet {
 	fs.UintVar(&o.Port, "p", 0, "server UDP `PORT`")
 	fs.UintVar(&o.Port, "port", 0, "server UDP `PORT`")
 	fs.UintVar(&o.Port, "server-port", 0, "server UDP `PORT`")
+	fs.UintVar(&o.SourcePort, "source-port", 0, "local UDP `PORT` to send from")
+	fs.UintVar(&o.SourcePort, "S", 0, "local UDP `PORT` to send from")
 	str(&o.Host, "server `HOST`", "D", "destination")
 	fs.Var(familyFlag{&o.Family, 4}, "4", "IPv4 only")
 	fs.Var(familyFlag{&o.Family, 6}, "6", "IPv6 only")
@@ -187,6 +191,12 @@ func ParseArgs(args []string) (Options, error) {
 		o.ICMP = true
 	default:
 		return o, fmt.Errorf("-P %s: sesame open sends udp or icmp", o.Proto)
+	}
+	switch {
+	case o.SourcePort > 65535:
+		return o, fmt.Errorf("--source-port %d: port out of range 1-65535", o.SourcePort)
+	case o.SourcePort != 0 && o.ICMP:
+		return o, errors.New("--source-port: a ping has no source port (drop --icmp)")
 	}
 	if o.Port > 65535 {
 		return o, fmt.Errorf("-p %d: port out of range 1-65535", o.Port)

@@ -105,7 +105,15 @@ func (r *Request) Lookup(ctx context.Context) (netip.AddrPort, error) {
 // Dial connects a UDP socket to dst. Connecting sends nothing; it picks the route, so the
 // socket's local address is the client's address on the route to dst, of dst's family.
 func Dial(ctx context.Context, dst netip.AddrPort) (*net.UDPConn, netip.Addr, error) {
+	return DialFrom(ctx, dst, 0)
+}
+
+// DialFrom is Dial from local port sport (0: any).
+func DialFrom(ctx context.Context, dst netip.AddrPort, sport uint16) (*net.UDPConn, netip.Addr, error) {
 	var d net.Dialer
+	if sport != 0 {
+		d.LocalAddr = &net.UDPAddr{Port: int(sport)}
+	}
 	c, err := d.DialContext(ctx, "udp", dst.String())
 	if err != nil {
 		return nil, netip.Addr{}, fmt.Errorf("send: %w", err)
@@ -141,7 +149,7 @@ func Open(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	conn, local, err := Dial(ctx, dst)
+	conn, local, err := DialFrom(ctx, dst, uint16(o.SourcePort))
 	if err != nil {
 		return err
 	}
