@@ -326,3 +326,66 @@ func TestIntegrationSPAPingFwknopConf(t *testing.T) {
 		})
 	}
 }
+
+// TestIntegrationSPAPingUnprivileged: 'sesame open --icmp' run as an ordinary user (nobody)
+// fails with a message naming ping_group_range when the system gives it no ICMP socket, and
+// opens from a ping socket once net.ipv4.ping_group_range holds its group (data both ways).
+func TestIntegrationSPAPingUnprivileged(t *testing.T) {
+	bed := skipUnlessRoot(t)
+	listen(t, bed, families[0])
+	k := newSPAKeys(t)
+	d, _ := startSesame(t, bed, k.pingConfig("nftables", "closed"))
+	// A copy of the binary and of alice's key that nobody may run and read.
+	dir, err := os.MkdirTemp("", "sesame-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin, key := filepath.Join(dir, "sesame"), filepath.Join(dir, "alice.key")
+	data, err := os.ReadFile(sesameBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyData, err := os.ReadFile(filepath.Join(k.dir, "alice.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeSecret(t, key, keyData)
+	for _, p := range []string{dir, key} {
+		if err := os.Chown(p, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open := func(groups string) (string, error) {
+		t.Helper()
+		if out, err := netnsbed.Command(context.Background(), bed.Client, "sysctl", "-qw", "net.ipv4.ping_group_range="+groups).CombinedOutput(); err != nil {
+			t.Fatalf("sysctl: %v: %s", err, out)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cmd := netnsbed.Command(ctx, bed.Client, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
+			bin, "open", netnsbed.Server4.String(), "-A", "tcp/2222", "--id", "alice", "--key-file", key, "-a", netnsbed.Client4.String(), "--icmp", "-v")
+		cmd.Env = []string{"HOME=" + dir}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	svc := netip.AddrPortFrom(netnsbed.Server4, 2222)
+	out, err := open("1 0")
+	t.Logf("without ICMP sockets: %s", out)
+	if err == nil || !strings.Contains(out, "no ICMP socket") || !strings.Contains(out, "ping_group_range") {
+		t.Errorf("without ping sockets or raw sockets: err %v, output:\n%s", err, out)
+	}
+	if canConnect(t, bed, netnsbed.Client4, svc) {
+		t.Fatal("the port opened without a packet")
+	}
+	out, err = open("65534 65534")
+	if err != nil || !strings.Contains(out, "sent from a ping socket") {
+		t.Fatalf("with ping sockets for nobody's group: %v\n%s", err, out)
+	}
+	if !eventually(t, bed, netnsbed.Client4, svc, true) {
+		t.Fatalf("nobody's ping did not open tcp/2222; log:\n%s", tail(d.Output()))
+	}
+}
