@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/sesame-knock/sesame/internal/config"
 	"github.com/sesame-knock/sesame/internal/firewall"
@@ -113,7 +114,11 @@ func printSPA(w io.Writer, cfg *config.Config) {
 		if c.AnyPort {
 			open = "any port"
 		}
-		fmt.Fprintf(w, "  spa client %q (%s): open %s from %v, for %s (at most %s)\n", c.Name, c.Format, open, c.Sources, c.DefaultOpenFor, c.MaxOpenFor)
+		from := fmt.Sprint(c.Sources)
+		if len(c.SourcePorts) > 0 {
+			from += fmt.Sprintf(" source ports %v", c.SourcePorts)
+		}
+		fmt.Fprintf(w, "  spa client %q (%s): open %s from %s, for %s (at most %s)\n", c.Name, c.Format, open, from, c.DefaultOpenFor, c.MaxOpenFor)
 	}
 	for _, warn := range s.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", warn)
@@ -123,7 +128,18 @@ func printSPA(w io.Writer, cfg *config.Config) {
 func printCheck(w io.Writer, cfg *config.Config) {
 	fmt.Fprintf(w, "%s: ok: %d door(s), firewall %s\n", cfg.Source, len(cfg.Doors), cfg.Server.Firewall)
 	for _, d := range cfg.Doors {
-		fmt.Fprintf(w, "  door %q: sequence %v, timeout %s, open %v for %s\n", d.Name, d.Sequence, d.Timeout, d.Open, d.OpenFor)
+		seq := make([]string, len(d.Sequence))
+		for i, el := range d.Sequence {
+			seq[i] = el.String()
+			if p := d.Payload(i); p != nil {
+				seq[i] += " " + config.FormatPayload(p)
+			}
+		}
+		from := ""
+		if len(d.SourcePorts) > 0 {
+			from = fmt.Sprintf(", from source ports %v", d.SourcePorts)
+		}
+		fmt.Fprintf(w, "  door %q: sequence [%s]%s, timeout %s, open %v for %s\n", d.Name, strings.Join(seq, " "), from, d.Timeout, d.Open, d.OpenFor)
 	}
 	printSPA(w, cfg)
 	printOps(w, cfg)
