@@ -530,6 +530,7 @@ type RCStanza struct {
 	SPAServer      string
 	SPAServerPort  uint16
 	SPAServerProto string
+	SPASourcePort  uint16 // SPA_SOURCE_PORT (the client's -S)
 	Access         []netport.Port
 	AllowIP        string // an IPv4 address, "source" or "resolve"
 	FWTimeout      time.Duration
@@ -548,7 +549,7 @@ type RCStanza struct {
 // rcKnown reports whether k is a .fwknoprc variable ParseRC reads itself.
 func rcKnown(k string) bool {
 	switch k {
-	case "SPA_SERVER", "SPA_SERVER_PORT", "SPA_SERVER_PROTO", "ACCESS", "ALLOW_IP", "FW_TIMEOUT",
+	case "SPA_SERVER", "SPA_SERVER_PORT", "SPA_SERVER_PROTO", "SPA_SOURCE_PORT", "ACCESS", "ALLOW_IP", "FW_TIMEOUT",
 		"NAT_ACCESS", "SPOOF_USER", "KEY", "KEY_RIJNDAEL", "KEY_BASE64", "KEY_RIJNDAEL_BASE64", "HMAC_KEY",
 		"HMAC_KEY_BASE64", "HMAC_DIGEST_TYPE", "DIGEST_TYPE", "ENCRYPTION_MODE", "USE_HMAC", "KEY_FILE",
 		"HMAC_KEY_FILE":
@@ -589,6 +590,8 @@ func ParseRC(name string, data []byte) ([]RCStanza, error) {
 			s.SPAServerPort, err = netport.ParseNumber(v)
 		case "SPA_SERVER_PROTO":
 			s.SPAServerProto = strings.ToLower(v)
+		case "SPA_SOURCE_PORT":
+			s.SPASourcePort, err = netport.ParseNumber(v)
 		case "ACCESS":
 			s.Access, err = parsePortList(v)
 		case "ALLOW_IP":

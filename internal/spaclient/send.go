@@ -149,7 +149,7 @@ func Open(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	conn, local, err := DialFrom(ctx, dst, uint16(o.SourcePort))
+	conn, local, err := DialFrom(ctx, dst, r.SourcePort)
 	if err != nil {
 		return err
 	}
