@@ -12,8 +12,9 @@ export DEBIAN_FRONTEND=noninteractive
 # systemd-sysusers and systemd-tmpfiles, which Debian has.
 # fail2ban: fail2ban-regex and fail2ban-client -t check dist/fail2ban against the daemon's log.
 # openssh-server and openssh-client: the ssh-proxy test runs the real ssh through its own sshd.
+# iputils-ping: the real ping, for the SPA-in-a-ping tests (what a pinged host answers).
 pkgs=(iproute2 nftables iptables knockd fwknop-client fwknop-server tcpdump procps nmap gcc libc6-dev prometheus strace
-  man-db groff-base bash-completion zsh fail2ban openssh-server openssh-client)
+  man-db groff-base bash-completion zsh fail2ban openssh-server openssh-client iputils-ping)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

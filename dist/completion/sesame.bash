@@ -48,14 +48,14 @@ _sesame() {
         fi
         ;;
     knock)
-        opts="-u --udp -d --delay -4 --ipv4 -6 --ipv6 -v --verbose --door --secret-file --rotate --rotate-ports --rotate-length --rotate-uses --state-file -h --help"
+        opts="-u --udp -d --delay --source-port -4 --ipv4 -6 --ipv6 -v --verbose --door --secret-file --rotate --rotate-ports --rotate-length --rotate-uses --state-file -h --help"
         case $prev in
-        -d | --delay | --door | --rotate | --rotate-ports | --rotate-length | --rotate-uses) return ;;
+        -d | --delay | --source-port | --door | --rotate | --rotate-ports | --rotate-length | --rotate-uses) return ;;
         --secret-file | --state-file) _filedir; return ;;
         esac
         ;;
     open)
-        opts="-A --access -a --allow-ip -s --source-ip -f --open-for -n --profile --id --key-file --server-key --fwknop --hmac-key-file --hmac-digest-type -m --digest-type -p --port -D --destination -4 -6 -v --verbose -T --test --config --rc-file -h --help"
+        opts="-A --access -a --allow-ip -s --source-ip -f --open-for -n --profile --id --key-file --server-key --fwknop --hmac-key-file --hmac-digest-type -m --digest-type -p --port --icmp -P --server-proto -S --source-port -D --destination -4 -6 -v --verbose -T --test --config --rc-file -h --help"
         case $prev in
         --key-file | --server-key | --hmac-key-file | --config | --rc-file) _filedir; return ;;
         --hmac-digest-type | -m | --digest-type)
@@ -63,7 +63,8 @@ _sesame() {
             return
             ;;
         -D | --destination) _known_hosts_real -- "$cur"; return ;;
-        -A | --access | -a | --allow-ip | -f | --open-for | -n | --profile | --id | -p | --port) return ;;
+        -P | --server-proto) COMPREPLY=($(compgen -W "udp icmp" -- "$cur")); return ;;
+        -A | --access | -a | --allow-ip | -f | --open-for | -n | --profile | --id | -p | --port | -S | --source-port) return ;;
         esac
         ;;
     ssh-proxy)

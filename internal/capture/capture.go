@@ -16,9 +16,13 @@ type Packet struct {
 	// holding the packet was read.
 	Time     time.Time
 	Src, Dst netip.Addr
-	// Proto is TCP, UDP or ICMP; ICMP stands for an ICMP echo request (ICMPv6 on IPv6).
+	// Proto is TCP, UDP or ICMP; ICMP stands for an ICMP echo request (ICMPv6 on IPv6) or, on
+	// IPv4 only, an ICMP echo reply (the fwknop client's default carriage for SPA).
 	Proto            netport.Proto
 	SrcPort, DstPort uint16 // zero for ICMP
+	// ICMPType is the ICMP type of an ICMP packet (ICMPEcho, ICMPEchoReply or ICMPv6Echo),
+	// zero for TCP and UDP.
+	ICMPType uint8
 	// TCPFlags is the TCP header's flags byte (CWR and ECE included), zero for UDP and ICMP.
 	TCPFlags uint8
 	// Payload is the transport payload, cut at the snap length. It aliases the read buffer.
@@ -40,13 +44,30 @@ type Filter struct {
 	GuardFlags []knock.TCPFlags
 	// SPA lists UDP ports whose whole payload is wanted (snap length 65535 instead of 256).
 	SPA []uint16
+	// SPAICMP passes ICMP echo requests (IPv4 and IPv6) and IPv4 echo replies whole, for SPA
+	// carried in a ping: every echo request then returns SnapSPA (an ICMP knock needs only the
+	// header, so it is served too).
+	SPAICMP bool
 }
+
+// ICMP types of the packets Decode accepts.
+const (
+	ICMPEcho      = 8   // ICMPv4 echo request
+	ICMPEchoReply = 0   // ICMPv4 echo reply
+	ICMPv6Echo    = 128 // ICMPv6 echo request
+)
 
 // Knock is one knockable port and, for TCP, the flag condition a segment must satisfy.
 type Knock struct {
 	Port  netport.Port
 	Flags knock.TCPFlags
+	// Payload, when not empty, is the exact payload (UDP data, ICMP echo data; at most
+	// MaxPayload bytes) a UDP or ICMP knock must carry to pass: the program compares it.
+	Payload string
 }
+
+// MaxPayload is the longest Knock.Payload.
+const MaxPayload = 64
 
 // PortRange is the ports Lo through Hi (inclusive) of one protocol.
 type PortRange struct {

@@ -27,8 +27,6 @@ const (
 	ipProtoTCP     = 6
 	ipProtoUDP     = 17
 	ipProtoICMPv6  = 58
-	icmpEcho       = 8
-	icmpv6Echo     = 128
 )
 
 // Compile builds a classic BPF program for an AF_PACKET SOCK_DGRAM socket of protocol ETH_P_ALL.
@@ -38,8 +36,8 @@ const (
 // The program drops copies of outgoing packets (packet type PACKET_OUTGOING), tells IPv4 from
 // IPv6 by the packet's protocol (the SKF_AD_PROTOCOL ancillary load), honours a variable IPv4
 // header length, drops IPv4 non-first fragments and IPv4 headers shorter than 20 bytes, and
-// accepts only packets that match f: it returns SnapSPA for UDP datagrams to SPA ports and
-// SnapKnock for other matches. On IPv6 the next header must be TCP, UDP or ICMPv6 directly:
+// accepts only packets that match f: it returns SnapSPA for UDP datagrams to SPA ports and,
+// with f.SPAICMP, for ICMP echo requests and IPv4 echo replies, and SnapKnock for other matches. On IPv6 the next header must be TCP, UDP or ICMPv6 directly:
 // extension headers are not followed, so packets carrying them never match (knockd behaves the
 // same way). Ports are merged into ranges to keep the program short.
 func Compile(f Filter) ([]bpf.Instruction, error) {
@@ -47,8 +45,16 @@ func Compile(f Filter) ([]bpf.Instruction, error) {
 	if err != nil {
 		return nil, fmt.Errorf("capture: compile: %w", err)
 	}
+	udpPayloads, icmpPayload, err := payloads(f, spa)
+	if err != nil {
+		return nil, fmt.Errorf("capture: compile: %w", err)
+	}
+	for _, k := range udpPayloads {
+		udp = subtract(udp, []portRange{{k.Port.Num, k.Port.Num}})
+	}
+	icmp = icmp || f.SPAICMP
 	var a asm
-	hasTCP, hasUDP := len(tcpGroups) > 0, len(udp)+len(spa) > 0
+	hasTCP, hasUDP := len(tcpGroups) > 0, len(udp)+len(spa)+len(udpPayloads) > 0
 	if !hasTCP && !hasUDP && !icmp {
 		a.emit(bpf.RetConstant{Val: 0})
 		return a.finish()
@@ -111,24 +117,120 @@ func Compile(f Filter) ([]bpf.Instruction, error) {
 		for _, r := range spa {
 			a.rangeReturn(r, SnapSPA)
 		}
+		for i, k := range udpPayloads {
+			// A knock port whose payload must match: UDP length 8+n, then the bytes.
+			next := fmt.Sprintf("udppayload%d", i)
+			a.emit(bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(k.Port.Num), SkipFalse: 1})
+			a.jump(next + "match")
+			a.jump(next)
+			a.label(next + "match")
+			a.emit(bpf.LoadIndirect{Off: 4, Size: 2})
+			a.payloadTest(8+len(k.Payload), k.Payload)
+			a.emit(bpf.RetConstant{Val: SnapKnock})
+			a.label(next)
+			a.emit(bpf.LoadIndirect{Off: 2, Size: 2})
+		}
 		for _, r := range udp {
 			a.rangeReturn(r, SnapKnock)
 		}
 		a.emit(bpf.RetConstant{Val: 0})
 	}
 	if icmp {
-		for _, v := range []struct {
-			name string
-			typ  uint32
-		}{{"icmp4", icmpEcho}, {"icmp6", icmpv6Echo}} {
-			a.label(v.name)
-			a.emit(bpf.LoadIndirect{Off: 0, Size: 1})
-			a.emit(bpf.JumpIf{Cond: bpf.JumpEqual, Val: v.typ, SkipFalse: 1})
-			a.emit(bpf.RetConstant{Val: SnapKnock})
-			a.emit(bpf.RetConstant{Val: 0})
+		// Echo requests; with SPAICMP whole, and IPv4 echo replies too (fwknop's default).
+		snap := uint32(SnapKnock)
+		if f.SPAICMP {
+			snap = SnapSPA
 		}
+		// An ICMP knock's payload is checked here unless SPA in pings wants every echo whole
+		// (user space checks it then): the echo data is the IP payload after 8 bytes.
+		checkPayload := icmpPayload != "" && !f.SPAICMP
+		a.label("icmp4")
+		a.emit(bpf.LoadIndirect{Off: 0, Size: 1})
+		if f.SPAICMP {
+			a.emit(bpf.JumpIf{Cond: bpf.JumpEqual, Val: ICMPEchoReply, SkipFalse: 1})
+			a.emit(bpf.RetConstant{Val: SnapSPA})
+		}
+		a.emit(bpf.JumpIf{Cond: bpf.JumpEqual, Val: ICMPEcho, SkipTrue: 1})
+		a.emit(bpf.RetConstant{Val: 0})
+		if checkPayload {
+			a.emit(bpf.LoadAbsolute{Off: 2, Size: 2}) // IPv4 total length, less the header
+			a.emit(bpf.ALUOpX{Op: bpf.ALUOpSub})
+			a.payloadTest(8+len(icmpPayload), icmpPayload)
+		}
+		a.emit(bpf.RetConstant{Val: snap})
+		a.label("icmp6")
+		a.emit(bpf.LoadIndirect{Off: 0, Size: 1})
+		a.emit(bpf.JumpIf{Cond: bpf.JumpEqual, Val: ICMPv6Echo, SkipTrue: 1})
+		a.emit(bpf.RetConstant{Val: 0})
+		if checkPayload {
+			a.emit(bpf.LoadAbsolute{Off: 4, Size: 2}) // IPv6 payload length
+			a.payloadTest(8+len(icmpPayload), icmpPayload)
+		}
+		a.emit(bpf.RetConstant{Val: snap})
 	}
 	return a.finish()
+}
+
+// payloads returns the UDP knocks that must carry a payload, sorted by port, and the payload an
+// ICMP knock must carry ("" for none). A port may have one payload only, and not be an SPA port.
+func payloads(f Filter, spa []portRange) (udp []Knock, icmp string, err error) {
+	seen := map[netport.Port]string{}
+	for _, k := range f.Knocks {
+		if k.Payload == "" {
+			continue
+		}
+		switch {
+		case len(k.Payload) > MaxPayload:
+			return nil, "", fmt.Errorf("knock %v: payload of %d bytes, more than %d", k.Port, len(k.Payload), MaxPayload)
+		case k.Port.Proto != netport.UDP && k.Port.Proto != netport.ICMP:
+			return nil, "", fmt.Errorf("knock %v: only udp and icmp knocks carry a payload", k.Port)
+		}
+		if p, ok := seen[k.Port]; ok {
+			if p != k.Payload {
+				return nil, "", fmt.Errorf("knock %v: two payloads", k.Port)
+			}
+			continue
+		}
+		seen[k.Port] = k.Payload
+		if k.Port.Proto == netport.ICMP {
+			icmp = k.Payload
+			continue
+		}
+		for _, r := range spa {
+			if k.Port.Num >= r.lo && k.Port.Num <= r.hi {
+				return nil, "", fmt.Errorf("knock %v: an SPA port", k.Port)
+			}
+		}
+		udp = append(udp, k)
+	}
+	for _, k := range f.Knocks {
+		if k.Payload == "" && seen[k.Port] != "" {
+			return nil, "", fmt.Errorf("knock %v: with and without a payload", k.Port)
+		}
+	}
+	slices.SortFunc(udp, func(a, b Knock) int { return cmp.Compare(a.Port.Num, b.Port.Num) })
+	return udp, icmp, nil
+}
+
+// payloadTest returns 0 unless A (the transport length) is n and the bytes at X+8 on are p;
+// it goes on otherwise.
+func (a *asm) payloadTest(n int, p string) {
+	a.emit(bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(n), SkipTrue: 1})
+	a.emit(bpf.RetConstant{Val: 0})
+	for off := 0; off < len(p); {
+		size := 4
+		for off+size > len(p) {
+			size /= 2
+		}
+		var v uint32
+		for _, c := range []byte(p[off : off+size]) {
+			v = v<<8 | uint32(c)
+		}
+		a.emit(bpf.LoadIndirect{Off: uint32(8 + off), Size: size})
+		a.emit(bpf.JumpIf{Cond: bpf.JumpEqual, Val: v, SkipTrue: 1})
+		a.emit(bpf.RetConstant{Val: 0})
+		off += size
+	}
 }
 
 // DropAll is a program that accepts nothing.

@@ -92,6 +92,42 @@ func TestCompileMatches(t *testing.T) {
 	}
 }
 
+// TestCompileSPAICMP: with SPAICMP, echo requests (IPv4 and IPv6) and IPv4 echo replies pass
+// whole, alone or next to an ICMP knock; other ICMP types and IPv6 echo replies do not.
+func TestCompileSPAICMP(t *testing.T) {
+	for _, f := range []Filter{
+		{SPAICMP: true},
+		{SPAICMP: true, Knocks: []Knock{{Port: netport.Port{Proto: netport.ICMP}}}, SPA: []uint16{62201}},
+	} {
+		prog, err := Compile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tests := []struct {
+			name string
+			p    pk
+			want int
+		}{
+			{"v4 echo request", pk{proto: ipProtoICMP, icmpType: ICMPEcho, payload: make([]byte, 300)}, SnapSPA},
+			{"v4 echo reply", pk{proto: ipProtoICMP, icmpType: ICMPEchoReply, payload: make([]byte, 300)}, SnapSPA},
+			{"v4 destination unreachable", pk{proto: ipProtoICMP, icmpType: 3}, 0},
+			{"v4 timestamp", pk{proto: ipProtoICMP, icmpType: 13}, 0},
+			{"v6 echo request", pk{v6: true, proto: ipProtoICMPv6, icmpType: ICMPv6Echo}, SnapSPA},
+			{"v6 echo reply", pk{v6: true, proto: ipProtoICMPv6, icmpType: 129}, 0},
+			{"v6 neighbour solicitation", pk{v6: true, proto: ipProtoICMPv6, icmpType: 135}, 0},
+			{"v4 icmpv6 in ipv4", pk{proto: ipProtoICMPv6, icmpType: ICMPv6Echo}, 0},
+			{"v4 tcp", pk{proto: ipProtoTCP, dport: 7000, flags: knock.SYN}, 0},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if got := runFilter(t, prog, tt.p.build(), 0); got != tt.want {
+					t.Errorf("filter %+v = %d, want %d", f, got, tt.want)
+				}
+			})
+		}
+	}
+}
+
 func TestCompileMalformed(t *testing.T) {
 	prog, err := Compile(testFilter)
 	if err != nil {
@@ -310,5 +346,75 @@ func TestCompileGuardFlags(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCompilePayloads: a UDP or ICMP knock with a payload passes only with exactly that payload
+// (length and bytes, every chunk size, IPv4 with options and IPv6); other knocks are unchanged.
+func TestCompilePayloads(t *testing.T) {
+	for _, payload := range []string{"\x01", "\xca\xfe", "\xca\xfe\x01", "knock", "\x00\x01\x02\x03\x04\x05\x06", string(make([]byte, MaxPayload))} {
+		f := Filter{Knocks: []Knock{
+			{Port: netport.Port{Proto: netport.UDP, Num: 8000}, Payload: payload},
+			{Port: netport.Port{Proto: netport.UDP, Num: 8001}},
+			{Port: netport.Port{Proto: netport.ICMP}, Payload: payload},
+			{Port: netport.Port{Proto: netport.TCP, Num: 7000}},
+		}, Guards: []PortRange{{Proto: netport.UDP, Lo: 7990, Hi: 8010}}}
+		prog, err := Compile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wrong := []byte(payload)
+		wrong[len(wrong)-1] ^= 0x80
+		tests := []struct {
+			name string
+			p    pk
+			want int
+		}{
+			{"udp right", pk{proto: ipProtoUDP, dport: 8000, payload: []byte(payload)}, SnapKnock},
+			{"udp right, options", pk{proto: ipProtoUDP, dport: 8000, options: 8, payload: []byte(payload)}, SnapKnock},
+			{"udp right v6", pk{v6: true, proto: ipProtoUDP, dport: 8000, payload: []byte(payload)}, SnapKnock},
+			{"udp wrong last byte", pk{proto: ipProtoUDP, dport: 8000, payload: wrong}, 0},
+			{"udp longer", pk{proto: ipProtoUDP, dport: 8000, payload: append([]byte(payload), 0)}, 0},
+			{"udp shorter", pk{proto: ipProtoUDP, dport: 8000, payload: []byte(payload)[:len(payload)-1]}, 0},
+			{"udp empty", pk{proto: ipProtoUDP, dport: 8000}, 0},
+			{"udp other knock", pk{proto: ipProtoUDP, dport: 8001, payload: []byte{0}}, SnapKnock},
+			{"udp guard", pk{proto: ipProtoUDP, dport: 8002}, SnapKnock},
+			{"tcp knock", pk{proto: ipProtoTCP, dport: 7000, flags: knock.SYN}, SnapKnock},
+			{"icmp right", pk{proto: ipProtoICMP, icmpType: ICMPEcho, payload: []byte(payload)}, SnapKnock},
+			{"icmp right, options", pk{proto: ipProtoICMP, icmpType: ICMPEcho, options: 12, payload: []byte(payload)}, SnapKnock},
+			{"icmp right v6", pk{v6: true, proto: ipProtoICMPv6, icmpType: ICMPv6Echo, payload: []byte(payload)}, SnapKnock},
+			{"icmp wrong", pk{proto: ipProtoICMP, icmpType: ICMPEcho, payload: wrong}, 0},
+			{"icmp wrong v6", pk{v6: true, proto: ipProtoICMPv6, icmpType: ICMPv6Echo, payload: wrong}, 0},
+			{"icmp longer", pk{proto: ipProtoICMP, icmpType: ICMPEcho, payload: append([]byte(payload), 0)}, 0},
+			{"icmp plain ping", pk{proto: ipProtoICMP, icmpType: ICMPEcho, payload: make([]byte, 56)}, 0},
+			{"icmp reply", pk{proto: ipProtoICMP, icmpType: ICMPEchoReply, payload: []byte(payload)}, 0},
+		}
+		for _, tt := range tests {
+			if got := runFilter(t, prog, tt.p.build(), 0); got != tt.want {
+				t.Errorf("payload %x: %s: filter = %d, want %d", payload, tt.name, got, tt.want)
+			}
+		}
+	}
+	// With SPA in pings every echo passes whole: user space checks the knock's payload.
+	prog, err := Compile(Filter{Knocks: []Knock{{Port: netport.Port{Proto: netport.ICMP}, Payload: "k"}}, SPAICMP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := runFilter(t, prog, pk{proto: ipProtoICMP, icmpType: ICMPEcho, payload: []byte("x")}.build(), 0); got != SnapSPA {
+		t.Errorf("SPAICMP: filter = %d, want %d", got, SnapSPA)
+	}
+	for _, tc := range []struct {
+		name string
+		f    Filter
+	}{
+		{"tcp payload", Filter{Knocks: []Knock{{Port: netport.Port{Proto: netport.TCP, Num: 1}, Payload: "x"}}}},
+		{"too long", Filter{Knocks: []Knock{{Port: netport.Port{Proto: netport.UDP, Num: 1}, Payload: string(make([]byte, MaxPayload+1))}}}},
+		{"two payloads", Filter{Knocks: []Knock{{Port: netport.Port{Proto: netport.UDP, Num: 1}, Payload: "x"}, {Port: netport.Port{Proto: netport.UDP, Num: 1}, Payload: "y"}}}},
+		{"with and without", Filter{Knocks: []Knock{{Port: netport.Port{Proto: netport.UDP, Num: 1}, Payload: "x"}, {Port: netport.Port{Proto: netport.UDP, Num: 1}}}}},
+		{"spa port", Filter{Knocks: []Knock{{Port: netport.Port{Proto: netport.UDP, Num: 62201}, Payload: "x"}}, SPA: []uint16{62201}}},
+	} {
+		if _, err := Compile(tc.f); err == nil {
+			t.Errorf("%s: Compile succeeded", tc.name)
+		}
 	}
 }

@@ -20,15 +20,16 @@ var (
 	ErrUnsupportedProto = errors.New("unsupported protocol")
 	ErrBadTCPHeader     = errors.New("bad TCP data offset")
 	ErrBadUDPLength     = errors.New("bad UDP length")
-	ErrNotEcho          = errors.New("ICMP message is not an echo request")
+	ErrNotEcho          = errors.New("ICMP message is not an echo request or an IPv4 echo reply")
 )
 
 // Decode decodes an IPv4 or IPv6 packet (chosen by the version nibble) that starts at the IP
 // header. Packets cut short by the snap length decode as long as their headers are complete;
 // bytes past the IP length (link padding) are ignored. IPv4 first fragments decode, non-first
-// fragments are ErrFragment. IPv6 extension headers are not followed (ErrUnsupportedProto).
-// A source address no real sender has (SourceProblem) is ErrBadSource, naming the address and
-// why. Payload aliases b. Decode never panics.
+// fragments are ErrFragment. ICMP decodes for echo requests (ICMPv4 and ICMPv6) and ICMPv4 echo
+// replies, the payload being what follows the 8-byte echo header. IPv6 extension headers are
+// not followed (ErrUnsupportedProto). A source address no real sender has (SourceProblem) is
+// ErrBadSource, naming the address and why. Payload aliases b. Decode never panics.
 func Decode(b []byte, t time.Time, ifindex int) (Packet, error) {
 	p := Packet{Time: t, Ifindex: ifindex}
 	if len(b) == 0 {
@@ -115,12 +116,11 @@ func Decode(b []byte, t time.Time, ifindex int) (Packet, error) {
 		if len(l4) < 8 {
 			return p, fmt.Errorf("capture: decode: %w: %d bytes of ICMP header", ErrTruncated, len(l4))
 		}
-		want := uint8(icmpEcho)
-		if v6 {
-			want = icmpv6Echo
-		}
-		if l4[0] != want {
-			return p, fmt.Errorf("capture: decode: %w: type %d", ErrNotEcho, l4[0])
+		switch typ := l4[0]; {
+		case v6 && typ == ICMPv6Echo, !v6 && (typ == ICMPEcho || typ == ICMPEchoReply):
+			p.ICMPType = typ
+		default:
+			return p, fmt.Errorf("capture: decode: %w: type %d", ErrNotEcho, typ)
 		}
 		p.Proto = netport.ICMP
 		p.Payload = l4[8:]

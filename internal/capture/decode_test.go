@@ -34,13 +34,15 @@ func TestDecode(t *testing.T) {
 		{"v4 first fragment", pk{proto: ipProtoUDP, sport: 1, dport: 9, frag: 0x2000}.build(),
 			Packet{Src: src4, Dst: dst4, Proto: netport.UDP, SrcPort: 1, DstPort: 9, Payload: []byte{}}},
 		{"v4 icmp echo", pk{proto: ipProtoICMP, icmpType: 8, payload: []byte("ping")}.build(),
-			Packet{Src: src4, Dst: dst4, Proto: netport.ICMP, Payload: []byte("ping")}},
+			Packet{Src: src4, Dst: dst4, Proto: netport.ICMP, ICMPType: ICMPEcho, Payload: []byte("ping")}},
+		{"v4 icmp echo reply", pk{proto: ipProtoICMP, icmpType: 0, payload: []byte("fwknop")}.build(),
+			Packet{Src: src4, Dst: dst4, Proto: netport.ICMP, ICMPType: ICMPEchoReply, Payload: []byte("fwknop")}},
 		{"v6 tcp", pk{v6: true, proto: ipProtoTCP, sport: 3, dport: 8000, flags: knock.SYN | knock.ACK}.build(),
 			Packet{Src: src6, Dst: dst6, Proto: netport.TCP, SrcPort: 3, DstPort: 8000, TCPFlags: knock.SYN | knock.ACK, Payload: []byte{}}},
 		{"v6 udp", pk{v6: true, proto: ipProtoUDP, sport: 3, dport: 62201, payload: []byte("spa")}.build(),
 			Packet{Src: src6, Dst: dst6, Proto: netport.UDP, SrcPort: 3, DstPort: 62201, Payload: []byte("spa")}},
 		{"v6 icmpv6 echo", pk{v6: true, proto: ipProtoICMPv6, icmpType: 128}.build(),
-			Packet{Src: src6, Dst: dst6, Proto: netport.ICMP, Payload: []byte{}}},
+			Packet{Src: src6, Dst: dst6, Proto: netport.ICMP, ICMPType: ICMPv6Echo, Payload: []byte{}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,7 +102,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"v4 udp cut", udp4[:27], ErrTruncated},
 		{"v4 udp length 7", set(udp4, 25, 7), ErrBadUDPLength},
 		{"v4 icmp cut", pk{proto: ipProtoICMP, icmpType: 8}.build()[:27], ErrTruncated},
-		{"v4 icmp reply", pk{proto: ipProtoICMP, icmpType: 0}.build(), ErrNotEcho},
+		{"v4 icmp unreachable", pk{proto: ipProtoICMP, icmpType: 3}.build(), ErrNotEcho},
 		{"v6 short header", tcp6[:39], ErrTruncated},
 		{"v6 hop-by-hop", pk{v6: true, proto: 0}.build(), ErrUnsupportedProto},
 		{"v6 icmpv4", pk{v6: true, proto: ipProtoICMP, icmpType: 8}.build(), ErrUnsupportedProto},
@@ -123,6 +125,8 @@ func FuzzDecode(f *testing.F) {
 		{proto: ipProtoTCP, dport: 7000, flags: knock.SYN, options: 4, tcpOpts: 8, payload: []byte("x")},
 		{v6: true, proto: ipProtoUDP, dport: 62201, payload: []byte("spa")},
 		{proto: ipProtoICMP, icmpType: 8},
+		{proto: ipProtoICMP, icmpType: 0, payload: []byte("hQ")},
+		{v6: true, proto: ipProtoICMPv6, icmpType: 128, payload: []byte("SSM1")},
 	} {
 		f.Add(p.build())
 	}
@@ -139,6 +143,13 @@ func FuzzDecode(f *testing.F) {
 		}
 		if p.Proto != netport.TCP && p.Proto != netport.UDP && p.Proto != netport.ICMP {
 			t.Fatalf("decoded protocol %v", p.Proto)
+		}
+		switch {
+		case p.Proto != netport.ICMP && p.ICMPType != 0:
+			t.Fatalf("ICMP type %d on a %v packet", p.ICMPType, p.Proto)
+		case p.Proto == netport.ICMP && p.Src.Is4() && p.ICMPType != ICMPEcho && p.ICMPType != ICMPEchoReply,
+			p.Proto == netport.ICMP && p.Src.Is6() && p.ICMPType != ICMPv6Echo:
+			t.Fatalf("decoded ICMP type %d from %s", p.ICMPType, p.Src)
 		}
 	})
 }

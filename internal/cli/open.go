@@ -11,10 +11,16 @@ import (
 )
 
 const openUsage = `sesame open HOST -A tcp/22[,udp/53] [-a ADDRESS | -s] [-f SECONDS] [-n PROFILE]
-            [--id NAME --key-file FILE [--server-key FILE]] [--fwknop] [-p PORT] [-4|-6] [-v] [-T]
+            [--id NAME --key-file FILE [--server-key FILE]] [--fwknop] [-p PORT] [--icmp]
+            [--source-port PORT] [-4|-6] [-v] [-T]
 
 Ask the server HOST to open ports for you with one Single Packet Authorization
 datagram (UDP, port 62201 by default). Nothing comes back: check with a connect.
+
+With --icmp (or -P icmp) the same packet goes in an ICMP echo request (a ping,
+ICMPv6 to an IPv6 HOST) instead; the server needs [spa] icmp = true. It is sent
+from an unprivileged ping socket where the system allows one (Linux: sysctl
+net.ipv4.ping_group_range must hold your group), else from a raw socket (root).
 
 By default the packet is in sesame's format (docs/PROTOCOL.md) with a shared key
 or a key pair from 'sesame keygen'. With --fwknop (or a profile's format =
@@ -71,6 +77,9 @@ Options (before or after HOST):
       --hmac-digest-type D fwknop: md5, sha1, sha256 (default), sha384, sha512, sha3_256, sha3_512
   -m, --digest-type D      fwknop: inner digest (default sha256)
   -p, --port PORT          server UDP port (default 62201)
+      --icmp, -P icmp      send the packet in an ICMP echo request (-P udp: the default)
+  -S, --source-port PORT   send from this local UDP port (for clients with source_ports;
+                           a NAT on the way may rewrite it)
   -D, --destination HOST   the same as the HOST argument (fwknop's flag)
   -4, -6                   use IPv4 / IPv6 only
   -v, --verbose            describe the request sent (never the keys)
@@ -85,6 +94,7 @@ Examples:
   sesame open server.example.org -A tcp/22,udp/53 -a 198.51.100.4 -f 60 --id alice --key-file alice.key
   sesame open -n home
   sesame open 192.0.2.7 -A tcp/22 --fwknop --key-file ~/.fwknop.keys -v
+  sesame open 192.0.2.7 -A tcp/22 --id alice --key-file alice.key --icmp
 `
 
 func openCommand() *command {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/sesame-knock/sesame/internal/config"
 	"github.com/sesame-knock/sesame/internal/firewall"
@@ -104,6 +105,9 @@ func printSPA(w io.Writer, cfg *config.Config) {
 	if s.Sniff {
 		mode = "sniff (the port stays dropped)"
 	}
+	if s.ICMP {
+		mode += ", and in pings (icmp)"
+	}
 	fmt.Fprintf(w, "  spa: udp/%d, %s, max_age %s, %d client(s)\n", s.Port, mode, s.MaxAge, len(s.Clients))
 	for _, c := range s.Clients {
 		open := fmt.Sprint(c.Open)
@@ -113,7 +117,11 @@ func printSPA(w io.Writer, cfg *config.Config) {
 		for _, f := range c.Forward {
 			open += ", forward " + f.String()
 		}
-		fmt.Fprintf(w, "  spa client %q (%s): open %s from %v, for %s (at most %s)\n", c.Name, c.Format, open, c.Sources, c.DefaultOpenFor, c.MaxOpenFor)
+		from := fmt.Sprint(c.Sources)
+		if len(c.SourcePorts) > 0 {
+			from += fmt.Sprintf(" source ports %v", c.SourcePorts)
+		}
+		fmt.Fprintf(w, "  spa client %q (%s): open %s from %s, for %s (at most %s)\n", c.Name, c.Format, open, from, c.DefaultOpenFor, c.MaxOpenFor)
 	}
 	for _, warn := range s.Warnings {
 		fmt.Fprintf(w, "  warning: %s\n", warn)
@@ -128,7 +136,18 @@ func printCheck(w io.Writer, cfg *config.Config) {
 				d.Name, r.Period, r.Length, r.Proto, r.Lo, r.Hi, r.Uses, r.SecretFile, d.Timeout, d.Open, d.OpenFor)
 			continue
 		}
-		fmt.Fprintf(w, "  door %q: sequence %v, timeout %s, open %v for %s\n", d.Name, d.Sequence, d.Timeout, d.Open, d.OpenFor)
+		seq := make([]string, len(d.Sequence))
+		for i, el := range d.Sequence {
+			seq[i] = el.String()
+			if p := d.Payload(i); p != nil {
+				seq[i] += " " + config.FormatPayload(p)
+			}
+		}
+		from := ""
+		if len(d.SourcePorts) > 0 {
+			from = fmt.Sprintf(", from source ports %v", d.SourcePorts)
+		}
+		fmt.Fprintf(w, "  door %q: sequence [%s]%s, timeout %s, open %v for %s\n", d.Name, strings.Join(seq, " "), from, d.Timeout, d.Open, d.OpenFor)
 	}
 	printSPA(w, cfg)
 	printOps(w, cfg)

@@ -62,6 +62,12 @@ func parse(name string, data []byte, ov Overrides) (*Config, error) {
 	if err == nil {
 		err = opensSomething(cfg)
 	}
+	if err == nil {
+		err = checkPayloads(cfg)
+	}
+	if err == nil {
+		err = checkSourcePorts(cfg)
+	}
 	var e *Error
 	if errors.As(err, &e) {
 		e.File = name
@@ -132,29 +138,30 @@ type (
 		AllowRemote field[bool]   `toml:"allow_remote"`
 	}
 	tomlDoor struct {
-		Name            field[string]     `toml:"name"`
-		Sequence        field[[]element]  `toml:"sequence"`
-		SequenceTimeout field[duration]   `toml:"sequence_timeout"`
-		TCPFlags        field[tcpFlags]   `toml:"tcp_flags"`
-		MinGap          field[duration]   `toml:"min_gap"`
-		MaxGap          field[duration]   `toml:"max_gap"`
-		Sources         field[[]source]   `toml:"sources"`
-		Target          field[target]     `toml:"target"`
-		Open            field[[]openPort] `toml:"open"`
-		OpenFor         field[duration]   `toml:"open_for"`
-		Command         field[string]     `toml:"command"`
-		StartCommand    field[string]     `toml:"start_command"`
-		Command6        field[string]     `toml:"command_6"`
-		StartCommand6   field[string]     `toml:"start_command_6"`
-		StopCommand     field[string]     `toml:"stop_command"`
-		StopCommand6    field[string]     `toml:"stop_command_6"`
-		CmdTimeout      field[duration]   `toml:"cmd_timeout"`
-		SecretFile      field[string]     `toml:"secret_file"`
-		Rotate          field[duration]   `toml:"rotate"`
-		RotatePorts     field[portRange]  `toml:"rotate_ports"`
-		RotateLength    field[int]        `toml:"rotate_length"`
-		RotateUses      field[int]        `toml:"rotate_uses"`
-		RotateProto     field[string]     `toml:"rotate_proto"`
+		Name            field[string]      `toml:"name"`
+		Sequence        field[[]knockElem] `toml:"sequence"`
+		SequenceTimeout field[duration]    `toml:"sequence_timeout"`
+		TCPFlags        field[tcpFlags]    `toml:"tcp_flags"`
+		MinGap          field[duration]    `toml:"min_gap"`
+		MaxGap          field[duration]    `toml:"max_gap"`
+		Sources         field[[]source]    `toml:"sources"`
+		SourcePorts     field[[]portRange] `toml:"source_ports"`
+		Target          field[target]      `toml:"target"`
+		Open            field[[]openPort]  `toml:"open"`
+		OpenFor         field[duration]    `toml:"open_for"`
+		Command         field[string]      `toml:"command"`
+		StartCommand    field[string]      `toml:"start_command"`
+		Command6        field[string]      `toml:"command_6"`
+		StartCommand6   field[string]      `toml:"start_command_6"`
+		StopCommand     field[string]      `toml:"stop_command"`
+		StopCommand6    field[string]      `toml:"stop_command_6"`
+		CmdTimeout      field[duration]    `toml:"cmd_timeout"`
+		SecretFile      field[string]      `toml:"secret_file"`
+		Rotate          field[duration]    `toml:"rotate"`
+		RotatePorts     field[rotateRange] `toml:"rotate_ports"`
+		RotateLength    field[int]         `toml:"rotate_length"`
+		RotateUses      field[int]         `toml:"rotate_uses"`
+		RotateProto     field[string]      `toml:"rotate_proto"`
 	}
 )
 
@@ -447,7 +454,7 @@ func (d *decoder) door(i int, v toml.Primitive) (Door, error) {
 		CmdTimeout:   time.Duration(f.CmdTimeout.or(duration(DefaultCmdTimeout))),
 		Door: knock.Door{
 			Name:     name,
-			Sequence: convertList(f.Sequence.v, func(e element) knock.Element { return knock.Element(e) }),
+			Sequence: convertList(f.Sequence.v, func(e knockElem) knock.Element { return e.el }),
 			Timeout:  time.Duration(f.SequenceTimeout.or(duration(DefaultSequenceTimeout))),
 			Flags:    knock.TCPFlags(f.TCPFlags.or(tcpFlags(DefaultTCPFlags))),
 			MinGap:   time.Duration(f.MinGap.v),
@@ -458,6 +465,16 @@ func (d *decoder) door(i int, v toml.Primitive) (Door, error) {
 	}
 	if door.Rotate, err = d.rotation(&f, at, sec, name); err != nil {
 		return Door{}, err
+	}
+	door.SourcePorts = convertList(f.SourcePorts.v, func(r portRange) PortRange { return PortRange(r) })
+	if f.SourcePorts.set && len(door.SourcePorts) == 0 {
+		return Door{}, problem(at, sec, "source_ports", "is empty: leave it out to allow every source port")
+	}
+	if len(door.SourcePorts) > 0 && slices.Contains(door.Sequence, knock.Element{Proto: netport.ICMP}) {
+		return Door{}, problem(at, sec, "source_ports", "a ping has no source port: a door with source_ports cannot have an icmp knock")
+	}
+	if slices.ContainsFunc(f.Sequence.v, func(e knockElem) bool { return e.payload != nil }) {
+		door.Payloads = convertList(f.Sequence.v, func(e knockElem) []byte { return e.payload })
 	}
 	// knockd's fallback: an IPv6 source runs the IPv4 command when no _6 one is given.
 	door.StartCommand6 = f.Command6.or(f.StartCommand6.or(door.StartCommand))

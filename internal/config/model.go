@@ -162,6 +162,19 @@ type Door struct {
 	// Rotate, when set, makes the door a rotating one: Sequence is empty and the server derives
 	// one per time window ([[door]] secret_file and rotate).
 	Rotate *Rotation
+	// Payloads, when not nil, has one entry per Sequence element: the exact payload that knock
+	// must carry (a UDP datagram's data, an ICMP echo's data), or nil for none.
+	Payloads [][]byte
+	// SourcePorts, when not empty, are the only source ports TCP and UDP knocks may come from.
+	SourcePorts []PortRange
+}
+
+// Payload is the payload knock i of the sequence must carry, nil for none.
+func (d *Door) Payload(i int) []byte {
+	if i < len(d.Payloads) {
+		return d.Payloads[i]
+	}
+	return nil
 }
 
 // Defaults for values a configuration leaves out.

@@ -25,10 +25,10 @@ type Rotation struct {
 // MaxArmedKnocks bounds the knocks the rotating doors arm at once when the sweep guard is off.
 const MaxArmedKnocks = 1536
 
-// portRange is "LO-HI", an inclusive range of port numbers.
-type portRange [2]uint16
+// rotateRange is "LO-HI", an inclusive range of port numbers.
+type rotateRange [2]uint16
 
-func (r *portRange) UnmarshalText(b []byte) error {
+func (r *rotateRange) UnmarshalText(b []byte) error {
 	lo, hi, ok := strings.Cut(strings.TrimSpace(string(b)), "-")
 	if !ok {
 		return fmt.Errorf("%q: want a range of ports, as in \"10000-60000\"", b)

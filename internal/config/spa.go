@@ -43,6 +43,9 @@ type SPA struct {
 	// SniffForStealth: the configuration asked for a socket, and Sniff was set because a
 	// stealth gate must keep the SPA port looking like one where nothing runs.
 	SniffForStealth bool
+	// ICMP: SPA packets carried in ICMP echo requests (IPv4 and IPv6) and ICMPv4 echo replies
+	// (the fwknop client's -P icmp) are sniffed too, whatever Sniff says ([spa] icmp).
+	ICMP bool
 	// MaxAge is the largest accepted difference between a packet's timestamp and the clock.
 	MaxAge time.Duration
 	// ServerKeyFile and ServerKey are the server's own key pair, for key-pair clients.
@@ -88,6 +91,9 @@ type SPAClient struct {
 	// Sources are the networks packets may come from and, for native clients, the addresses a
 	// grant may be for.
 	Sources []netip.Prefix
+	// SourcePorts, when not empty, are the only UDP source ports its packets may come from (a
+	// packet in a ping has none, and is refused then).
+	SourcePorts []PortRange
 	// DefaultOpenFor is used when a packet asks for no duration; MaxOpenFor caps what it asks.
 	DefaultOpenFor, MaxOpenFor time.Duration
 	// Forward lists the forwards the client may ask for (forward.go): a request for one of
@@ -133,6 +139,7 @@ type (
 	tomlSPA struct {
 		Listen         field[udpPort]  `toml:"listen"`
 		Sniff          field[bool]     `toml:"sniff"`
+		ICMP           field[bool]     `toml:"icmp"`
 		MaxAge         field[duration] `toml:"max_age"`
 		ServerKeyFile  field[string]   `toml:"server_key_file"`
 		RequireAddress field[bool]     `toml:"require_address"`
@@ -144,6 +151,7 @@ type (
 		Open                 field[[]openPort]     `toml:"open"`
 		Forward              field[[]forwardEntry] `toml:"forward"`
 		Sources              field[[]source]       `toml:"sources"`
+		SourcePorts          field[[]portRange]    `toml:"source_ports"`
 		MaxOpenFor           field[duration]       `toml:"max_open_for"`
 		DefaultOpenFor       field[duration]       `toml:"default_open_for"`
 		AccessExpire         field[date]           `toml:"access_expire"`
@@ -174,6 +182,7 @@ func (d *decoder) spa(v toml.Primitive) (*SPA, error) {
 	s := &SPA{
 		Port:           uint16(f.Listen.or(DefaultSPAPort)),
 		Sniff:          f.Sniff.v,
+		ICMP:           f.ICMP.v,
 		MaxAge:         time.Duration(f.MaxAge.or(duration(DefaultSPAMaxAge))),
 		ServerKeyFile:  f.ServerKeyFile.v,
 		RequireAddress: f.RequireAddress.v,
@@ -249,6 +258,10 @@ func (d *decoder) spaClient(i int, v toml.Primitive, s *SPA) (SPAClient, error) 
 		// granted for itself.
 		RequireSourceAddress: f.RequireAddress.or(s.RequireAddress),
 		RequireUsername:      f.RequireUsername.v,
+	}
+	c.SourcePorts = convertList(f.SourcePorts.v, func(r portRange) PortRange { return PortRange(r) })
+	if f.SourcePorts.set && len(c.SourcePorts) == 0 {
+		return c, problem(at, sec, "source_ports", "is empty: leave it out to allow every source port")
 	}
 	if f.Sources.set {
 		c.Sources = convertList(f.Sources.v, func(s source) netip.Prefix { return netip.Prefix(s) })

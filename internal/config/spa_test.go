@@ -135,6 +135,30 @@ func TestSPAConfigSniff(t *testing.T) {
 	}
 }
 
+func TestSPAConfigICMP(t *testing.T) {
+	dir, _ := spaKeys(t)
+	client := "[[spa.client]]\nname = \"a\"\nkey_file = \"alice.key\"\nopen = [\"tcp/22\"]\n"
+	for _, tc := range []struct {
+		src  string
+		want bool
+	}{
+		{"[spa]\n" + client, false},
+		{"[spa]\nicmp = true\n" + client, true},
+		{"[spa]\nicmp = false\n" + client, false},
+	} {
+		cfg, err := Parse(filepath.Join(dir, "s.toml"), []byte(tc.src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.SPA.ICMP != tc.want {
+			t.Errorf("%q: ICMP = %v, want %v", tc.src, cfg.SPA.ICMP, tc.want)
+		}
+	}
+	if _, err := Parse(filepath.Join(dir, "s.toml"), []byte("[spa]\nicmp = \"yes\"\n"+client)); err == nil || !strings.Contains(err.Error(), "icmp") {
+		t.Errorf("icmp = \"yes\": err = %v, want one naming icmp", err)
+	}
+}
+
 func TestSPAConfigErrors(t *testing.T) {
 	dir, _ := spaKeys(t)
 	client := "[[spa.client]]\nname = \"a\"\nkey_file = \"alice.key\"\nopen = [\"tcp/22\"]\n"

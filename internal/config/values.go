@@ -86,7 +86,21 @@ func decodeValue(dst, data any) error {
 		return dst.decode(data)
 	case *[]element:
 		return decodeList(dst, data, func(i int, err error) error { return fmt.Errorf("element %d: %w", i+1, err) })
+	case *[]knockElem:
+		arr, ok := data.([]any)
+		if !ok {
+			return fmt.Errorf("want a list of elements, got %s", typeName(data))
+		}
+		out := make([]knockElem, len(arr))
+		for i, e := range arr {
+			if err := out[i].decode(e); err != nil {
+				return fmt.Errorf("element %d: %w", i+1, err)
+			}
+		}
+		*dst = out
 	case *[]openPort:
+		return decodeList(dst, data, nil)
+	case *[]portRange:
 		return decodeList(dst, data, nil)
 	case *[]source:
 		return decodeList(dst, data, nil)

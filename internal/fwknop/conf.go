@@ -374,6 +374,9 @@ type ServerConf struct {
 	// when it has the simple "[udp|tcp] [dst] port N" shape; zero otherwise.
 	PCAPPort  uint16
 	PCAPProto netport.Proto
+	// PCAPICMP: PCAPFilter is "icmp", or a port term and "icmp" joined by "or" (fwknopd then
+	// also takes SPA packets from the payload of IPv4 ICMP messages, fwknop -P icmp).
+	PCAPICMP bool
 
 	EnableUDPServer bool
 	UDPServPort     uint16 // default 62201
@@ -418,7 +421,7 @@ func ParseServerConf(name string, data []byte) (*ServerConf, error) {
 			c.PCAPIntf = l.value
 		case "PCAP_FILTER":
 			c.PCAPFilter = l.value
-			c.PCAPProto, c.PCAPPort = filterPort(l.value)
+			c.PCAPProto, c.PCAPPort, c.PCAPICMP = parseFilter(l.value)
 		case "ENABLE_UDP_SERVER":
 			return boolOpt(&c.EnableUDPServer)
 		case "UDPSERV_PORT":
@@ -470,6 +473,33 @@ func ParseServerConf(name string, data []byte) (*ServerConf, error) {
 
 // filterPort extracts proto and port from simple BPF filters such as
 // "udp port 62201" or "udp dst port 62201".
+// parseFilter reads the PCAP_FILTER shapes sesame can follow: a port term (filterPort), "icmp",
+// or one of each joined by "or", in either order and optionally in parentheses. Anything else
+// gives zeros.
+func parseFilter(f string) (proto netport.Proto, port uint16, icmp bool) {
+	terms := strings.Split(strings.ToLower(f), " or ")
+	if len(terms) > 2 {
+		return 0, 0, false
+	}
+	for _, t := range terms {
+		t = strings.TrimSpace(strings.Trim(strings.TrimSpace(t), "()"))
+		switch {
+		case t == "icmp" || t == "ip proto icmp" || t == "ip proto \\icmp":
+			if icmp {
+				return 0, 0, false
+			}
+			icmp = true
+		case port != 0:
+			return 0, 0, false
+		default:
+			if proto, port = filterPort(t); port == 0 {
+				return 0, 0, false
+			}
+		}
+	}
+	return proto, port, icmp
+}
+
 func filterPort(f string) (netport.Proto, uint16) {
 	w := strings.Fields(strings.ToLower(f))
 	var proto netport.Proto
@@ -500,6 +530,7 @@ type RCStanza struct {
 	SPAServer      string
 	SPAServerPort  uint16
 	SPAServerProto string
+	SPASourcePort  uint16 // SPA_SOURCE_PORT (the client's -S)
 	Access         []netport.Port
 	AllowIP        string // an IPv4 address, "source" or "resolve"
 	FWTimeout      time.Duration
@@ -518,7 +549,7 @@ type RCStanza struct {
 // rcKnown reports whether k is a .fwknoprc variable ParseRC reads itself.
 func rcKnown(k string) bool {
 	switch k {
-	case "SPA_SERVER", "SPA_SERVER_PORT", "SPA_SERVER_PROTO", "ACCESS", "ALLOW_IP", "FW_TIMEOUT",
+	case "SPA_SERVER", "SPA_SERVER_PORT", "SPA_SERVER_PROTO", "SPA_SOURCE_PORT", "ACCESS", "ALLOW_IP", "FW_TIMEOUT",
 		"NAT_ACCESS", "SPOOF_USER", "KEY", "KEY_RIJNDAEL", "KEY_BASE64", "KEY_RIJNDAEL_BASE64", "HMAC_KEY",
 		"HMAC_KEY_BASE64", "HMAC_DIGEST_TYPE", "DIGEST_TYPE", "ENCRYPTION_MODE", "USE_HMAC", "KEY_FILE",
 		"HMAC_KEY_FILE":
@@ -559,6 +590,8 @@ func ParseRC(name string, data []byte) ([]RCStanza, error) {
 			s.SPAServerPort, err = netport.ParseNumber(v)
 		case "SPA_SERVER_PROTO":
 			s.SPAServerProto = strings.ToLower(v)
+		case "SPA_SOURCE_PORT":
+			s.SPASourcePort, err = netport.ParseNumber(v)
 		case "ACCESS":
 			s.Access, err = parsePortList(v)
 		case "ALLOW_IP":

@@ -206,6 +206,30 @@ func TestParseServerConfErrors(t *testing.T) {
 			t.Errorf("filterPort(%q) = %d, want %d", filter, p, want)
 		}
 	}
+	for _, tc := range []struct {
+		filter string
+		proto  netport.Proto
+		port   uint16
+		icmp   bool
+	}{
+		{"udp port 62201", netport.UDP, 62201, false},
+		{"icmp", 0, 0, true},
+		{"ICMP", 0, 0, true},
+		{"udp port 62201 or icmp", netport.UDP, 62201, true},
+		{"icmp or udp dst port 40000", netport.UDP, 40000, true},
+		{"(udp port 62201) or (icmp)", netport.UDP, 62201, true},
+		{"udp port 62201 or ip proto icmp", netport.UDP, 62201, true},
+		{"icmp or icmp", 0, 0, false},
+		{"udp port 1 or udp port 2", 0, 0, false},
+		{"udp port 1 or icmp or icmp6", 0, 0, false},
+		{"icmp6", 0, 0, false},
+		{"icmp and src host 192.0.2.1", 0, 0, false},
+	} {
+		proto, port, icmp := parseFilter(tc.filter)
+		if proto != tc.proto || port != tc.port || icmp != tc.icmp {
+			t.Errorf("parseFilter(%q) = %v %d %v, want %v %d %v", tc.filter, proto, port, icmp, tc.proto, tc.port, tc.icmp)
+		}
+	}
 }
 
 func TestParseRC(t *testing.T) {

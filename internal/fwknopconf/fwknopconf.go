@@ -148,10 +148,18 @@ func parse(source, srvName string, srvData []byte, accName string, accData []byt
 		}
 	} else {
 		s.Sniff = true
-		if srv.PCAPProto != netport.UDP || srv.PCAPPort == 0 {
-			return nil, fmt.Errorf("%s: PCAP_FILTER %q: sesame needs a filter of the form \"udp port N\"", srvName, srv.PCAPFilter)
+		switch {
+		case srv.PCAPProto == netport.UDP && srv.PCAPPort != 0:
+			s.Port = srv.PCAPPort
+		case srv.PCAPICMP && srv.PCAPPort == 0:
+			s.Port = config.DefaultSPAPort
+			warn("%s: PCAP_FILTER %q: sesame sniffs udp/%d for SPA too (it always has an SPA port; the gate drops it)", srvName, srv.PCAPFilter, s.Port)
+		default:
+			return nil, fmt.Errorf("%s: PCAP_FILTER %q: sesame needs a filter of the form \"udp port N\", \"icmp\" or \"udp port N or icmp\"", srvName, srv.PCAPFilter)
 		}
-		s.Port = srv.PCAPPort
+		// fwknop -P icmp: SPA in the payload of an ICMP echo request or (the client's default)
+		// echo reply. fwknopd reads IPv4 ICMP only; sesame also reads ICMPv6 echo requests.
+		s.ICMP = srv.PCAPICMP
 		if setIn(srvData, "PCAP_INTF") {
 			if err := config.CheckInterface(srv.PCAPIntf); err != nil {
 				return nil, fmt.Errorf("%s: PCAP_INTF: %w", srvName, err)

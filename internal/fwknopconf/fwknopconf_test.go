@@ -354,3 +354,38 @@ func TestFwknopConfDefaultAboveMax(t *testing.T) {
 		}
 	}
 }
+
+// TestFwknopConfICMP: sesame sniffs SPA in pings (fwknop -P icmp) exactly when fwknopd's
+// PCAP_FILTER takes ICMP and fwknopd sniffs at all (not with ENABLE_UDP_SERVER).
+func TestFwknopConfICMP(t *testing.T) {
+	acc := "SOURCE ANY\n" + keys
+	for _, tc := range []struct {
+		name, srv string
+		icmp      bool
+		port      uint16
+		warn      string
+	}{
+		{"default filter", "", false, 62201, ""},
+		{"udp or icmp", "PCAP_FILTER udp port 4000 or icmp;\n", true, 4000, ""},
+		{"icmp or udp", "PCAP_FILTER icmp or udp dst port 62201;\n", true, 62201, ""},
+		{"icmp only", "PCAP_FILTER icmp;\n", true, 62201, `PCAP_FILTER "icmp": sesame sniffs udp/62201 for SPA too`},
+		{"udp server", "ENABLE_UDP_SERVER Y;\nPCAP_FILTER udp port 62201 or icmp;\n", false, 62201, "PCAP_FILTER are not used with ENABLE_UDP_SERVER Y"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse("dir", "fwknopd.conf", []byte(tc.srv), "access.conf", []byte(acc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.SPA.ICMP != tc.icmp || cfg.SPA.Port != tc.port {
+				t.Errorf("icmp %v port %d, want %v %d", cfg.SPA.ICMP, cfg.SPA.Port, tc.icmp, tc.port)
+			}
+			if tc.warn != "" && !hasWarning(cfg.SPA, tc.warn) {
+				t.Errorf("no warning %q in %q", tc.warn, cfg.SPA.Warnings)
+			}
+		})
+	}
+	if _, err := Parse("dir", "fwknopd.conf", []byte("PCAP_FILTER tcp port 1 or icmp;\n"), "access.conf", []byte(acc)); err == nil ||
+		!strings.Contains(err.Error(), `"udp port N", "icmp" or "udp port N or icmp"`) {
+		t.Errorf("tcp port 1 or icmp: err = %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package knockclient
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -21,12 +22,16 @@ import (
 )
 
 // Usage is the help text of the knock command.
-const Usage = `usage: knock [options] <host> <port[:proto]> [port[:proto]] ...
+const Usage = `usage: knock [options] <host> <port[:proto][:hex:BYTES]> [port[:proto][:hex:BYTES]] ...
   proto is tcp (the default), udp or icmp, in any case; a port may be a service name.
   "icmp" alone sends an ICMP echo request.
+  :hex:BYTES sends that payload (1-64 bytes, in hexadecimal) in a udp or icmp hit, for
+  doors whose knock requires one: 8000:udp:hex:cafe01, icmp:hex:cafe01.
 options:
   -u, --udp          make every hit without a :proto suffix a UDP hit
   -d, --delay <ms>   wait this many milliseconds between hits (default 0)
+  --source-port <n>  send every tcp and udp hit from local port n (for doors with
+                     source_ports; a NAT on the way may rewrite it)
   -4, --ipv4         use IPv4 only
   -6, --ipv6         use IPv6 only
   -v, --verbose      print each hit
@@ -38,12 +43,17 @@ options:
 type Options struct {
 	Host string
 	// Hits are the knocks in order: TCP or UDP ports, or ICMP (Num 0).
-	Hits    []netport.Port
-	Delay   time.Duration // between hits
-	Family  int           // 4 or 6 to force an address family, 0 for either
-	Verbose bool
-	Help    bool // -h given: nothing else was checked
-	Version bool // -V given: nothing else was checked
+	Hits []netport.Port
+	// Payloads, when not nil, has one entry per hit: the payload of a UDP or ICMP hit (nil:
+	// the default one).
+	Payloads [][]byte
+	Delay    time.Duration // between hits
+	Family   int           // 4 or 6 to force an address family, 0 for either
+	Verbose  bool
+	Help     bool // -h given: nothing else was checked
+	Version  bool // -V given: nothing else was checked
+	// SourcePort, when not 0, is the local port TCP and UDP hits are sent from (--source-port).
+	SourcePort uint16
 	// Source, when valid, is the local address hits are sent from (not settable from the
 	// command line; tests use it to knock from many addresses).
 	Source netip.Addr
@@ -93,7 +103,7 @@ func ParseArgs(args []string) (Options, error) {
 				*p = true
 				continue
 			}
-			if name != "delay" && !slices.Contains(rotatingFlags, name) {
+			if name != "delay" && name != "source-port" && !slices.Contains(rotatingFlags, name) {
 				return Options{}, fmt.Errorf("knock: unknown option --%s", name)
 			}
 			if !hasVal {
@@ -102,6 +112,14 @@ func ParseArgs(args []string) (Options, error) {
 				}
 				i++
 				val = args[i]
+			}
+			if name == "source-port" {
+				p, err := netport.ParseNumber(val)
+				if err != nil {
+					return Options{}, fmt.Errorf("knock: --source-port %q: %v", val, err)
+				}
+				o.SourcePort = p
+				continue
 			}
 			if name != "delay" {
 				if o.Rotate == nil {
@@ -187,14 +205,51 @@ func ParseArgs(args []string) (Options, error) {
 	if udp {
 		def = netport.UDP
 	}
+	payloads := make([][]byte, 0, len(pos)-1)
 	for _, s := range pos[1:] {
-		h, err := parseHit(s, def)
+		hit, payload, err := splitPayload(s)
 		if err != nil {
 			return Options{}, err
 		}
+		h, err := parseHit(hit, def)
+		if err != nil {
+			return Options{}, err
+		}
+		if payload != nil && h.Proto == netport.TCP {
+			return Options{}, fmt.Errorf("knock: hit %q: only a udp or icmp hit carries a payload", s)
+		}
+		if o.SourcePort != 0 && h.Proto == netport.ICMP {
+			return Options{}, fmt.Errorf("knock: hit %q: a ping has no source port (--source-port)", s)
+		}
 		o.Hits = append(o.Hits, h)
+		payloads = append(payloads, payload)
+	}
+	for _, p := range payloads {
+		if p != nil {
+			o.Payloads = payloads
+			break
+		}
 	}
 	return o, nil
+}
+
+// MaxPayload is the longest payload of a hit, as a door may require it.
+const MaxPayload = 64
+
+// splitPayload cuts a ":hex:BYTES" suffix off a hit and decodes it (nil when there is none).
+func splitPayload(s string) (string, []byte, error) {
+	i := strings.Index(strings.ToLower(s), ":hex:")
+	if i < 0 {
+		return s, nil, nil
+	}
+	b, err := hex.DecodeString(s[i+5:])
+	switch {
+	case err != nil:
+		return "", nil, fmt.Errorf("knock: hit %q: the payload is not hexadecimal bytes", s)
+	case len(b) == 0 || len(b) > MaxPayload:
+		return "", nil, fmt.Errorf("knock: hit %q: a payload is 1-%d bytes", s, MaxPayload)
+	}
+	return s[:i], b, nil
 }
 
 // parseHit parses PORT[:PROTO] or "icmp"; def is the protocol without a suffix.
@@ -299,7 +354,11 @@ func Send(ctx context.Context, opts Options, log func(string)) error {
 				log(fmt.Sprintf("hitting %s %s", h.Proto, netip.AddrPortFrom(dst, h.Num)))
 			}
 		}
-		if err := SendOne(ctx, opts.Source, dst, h); err != nil {
+		var payload []byte
+		if i < len(opts.Payloads) {
+			payload = opts.Payloads[i]
+		}
+		if err := SendHit(ctx, opts.Source, opts.SourcePort, dst, h, payload); err != nil {
 			return err
 		}
 	}
@@ -309,6 +368,12 @@ func Send(ctx context.Context, opts Options, log func(string)) error {
 // SendOne sends one hit from src (when valid) to dst: a TCP hit is a single SYN with no
 // retransmission, a UDP hit a 1-byte datagram, an ICMP hit one echo request.
 func SendOne(ctx context.Context, src, dst netip.Addr, el netport.Port) error {
+	return SendHit(ctx, src, 0, dst, el, nil)
+}
+
+// SendHit is SendOne from local port sport (0: any; TCP and UDP hits only) with the payload of
+// a UDP or ICMP hit (nil: the default, one zero byte or "sesame"); a TCP hit carries none.
+func SendHit(ctx context.Context, src netip.Addr, sport uint16, dst netip.Addr, el netport.Port, payload []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("knock: %w", err)
 	}
@@ -321,11 +386,17 @@ func SendOne(ctx context.Context, src, dst netip.Addr, el netport.Port) error {
 	var err error
 	switch el.Proto {
 	case netport.TCP:
-		err = sendSYN(ctx, src, dst, el.Num)
+		err = sendSYN(ctx, src, sport, dst, el.Num)
 	case netport.UDP:
-		err = sendUDP(ctx, src, dst, el.Num)
+		if payload == nil {
+			payload = []byte{0}
+		}
+		err = sendUDP(ctx, src, sport, dst, el.Num, payload)
 	case netport.ICMP:
-		err = sendEcho(src, dst, os.Geteuid() <= 0) // Windows reports -1: try raw there too
+		if payload == nil {
+			payload = []byte("sesame")
+		}
+		err = sendEcho(src, dst, os.Geteuid() <= 0, payload) // Windows reports -1: try raw there too
 	default:
 		err = fmt.Errorf("unsupported protocol %v", el.Proto)
 	}
@@ -335,23 +406,23 @@ func SendOne(ctx context.Context, src, dst netip.Addr, el netport.Port) error {
 	return nil
 }
 
-func sendUDP(ctx context.Context, src, dst netip.Addr, port uint16) error {
+func sendUDP(ctx context.Context, src netip.Addr, sport uint16, dst netip.Addr, port uint16, payload []byte) error {
 	var d net.Dialer
-	if src.IsValid() {
-		d.LocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+	if src.IsValid() || sport != 0 {
+		d.LocalAddr = &net.UDPAddr{IP: src.AsSlice(), Port: int(sport), Zone: src.Zone()}
 	}
 	c, err := d.DialContext(ctx, "udp", netip.AddrPortFrom(dst, port).String())
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	_, err = c.Write([]byte{0})
+	_, err = c.Write(payload)
 	return err
 }
 
 // sendEcho sends an ICMP echo request over a raw socket when raw is true and that is
 // permitted, else over an unprivileged ICMP ("ping") socket.
-func sendEcho(src, dst netip.Addr, raw bool) error {
+func sendEcho(src, dst netip.Addr, raw bool, payload []byte) error {
 	v4 := dst.Unmap().Is4()
 	rawNet, dgramNet, laddr := "ip6:ipv6-icmp", "udp6", "::"
 	var typ icmp.Type = ipv6.ICMPTypeEchoRequest
@@ -385,7 +456,7 @@ func sendEcho(src, dst netip.Addr, raw bool) error {
 	}
 	defer c.Close()
 	// The kernel fills in the ICMPv6 checksum, and the identifier of an unprivileged socket.
-	msg, err := (&icmp.Message{Type: typ, Body: &icmp.Echo{ID: os.Getpid() & 0xffff, Seq: 1, Data: []byte("sesame")}}).Marshal(nil)
+	msg, err := (&icmp.Message{Type: typ, Body: &icmp.Echo{ID: os.Getpid() & 0xffff, Seq: 1, Data: payload}}).Marshal(nil)
 	if err != nil {
 		return err
 	}

@@ -157,10 +157,10 @@ func TestIntegrationSend(t *testing.T) {
 			t.Skipf("cannot allow ping sockets: %v: %s", err, out)
 		}
 		err = netnsbed.Do(b.Client, func() error {
-			if err := sendEcho(netnsbed.Client4, netnsbed.Server4, false); err != nil {
+			if err := sendEcho(netnsbed.Client4, netnsbed.Server4, false, []byte("sesame")); err != nil {
 				return err
 			}
-			return sendEcho(netnsbed.Client6, netnsbed.Server6, false)
+			return sendEcho(netnsbed.Client6, netnsbed.Server6, false, []byte("sesame"))
 		})
 		if err != nil {
 			t.Fatal(err)

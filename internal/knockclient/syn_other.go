@@ -17,10 +17,10 @@ const synTimeout = 20 * time.Millisecond
 
 // sendSYN starts a TCP connection and abandons it after synTimeout. Without raw socket control
 // this is the closest to a single SYN; an open port gets a connection that is closed at once.
-func sendSYN(ctx context.Context, src, dst netip.Addr, port uint16) error {
+func sendSYN(ctx context.Context, src netip.Addr, sport uint16, dst netip.Addr, port uint16) error {
 	d := net.Dialer{Timeout: synTimeout}
-	if src.IsValid() {
-		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+	if src.IsValid() || sport != 0 {
+		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice(), Port: int(sport), Zone: src.Zone()}
 	}
 	c, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(dst, port).String())
 	if err == nil {

@@ -16,7 +16,7 @@ import (
 
 // sendSYN sends exactly one SYN: a non-blocking connect(2), which puts the SYN on the wire at
 // once, followed by close(2) of the half-open socket, so there is no retransmission and no RST.
-func sendSYN(_ context.Context, src, dst netip.Addr, port uint16) error {
+func sendSYN(_ context.Context, src netip.Addr, sport uint16, dst netip.Addr, port uint16) error {
 	to, err := sockaddr(dst, port)
 	if err != nil {
 		return err
@@ -38,13 +38,26 @@ func sendSYN(_ context.Context, src, dst netip.Addr, port uint16) error {
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return fmt.Errorf("set non-blocking: %w", err)
 	}
-	if src.IsValid() {
-		from, err := sockaddr(src, 0)
+	if src.IsValid() || sport != 0 {
+		local := src
+		if !local.IsValid() {
+			local = netip.IPv4Unspecified()
+			if domain == unix.AF_INET6 {
+				local = netip.IPv6Unspecified()
+			}
+		}
+		from, err := sockaddr(local, sport)
 		if err != nil {
 			return err
 		}
+		if sport != 0 {
+			// The previous hit's socket from this port may not be gone yet.
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+				return fmt.Errorf("reuse address: %w", err)
+			}
+		}
 		if err := unix.Bind(fd, from); err != nil {
-			return fmt.Errorf("bind %s: %w", src, err)
+			return fmt.Errorf("bind %s: %w", netip.AddrPortFrom(local, sport), err)
 		}
 	}
 	if err := unix.Connect(fd, to); err != nil && err != unix.EINPROGRESS {

@@ -75,6 +75,10 @@ func Fwknop(dir string, srvData, accData []byte, keysDir string, ov config.Overr
 	}
 	w.str("listen", fmt.Sprintf("udp/%d", s.Port))
 	w.bool("sniff", sniff)
+	if s.ICMP {
+		w.comment("%s: PCAP_FILTER takes icmp: SPA in pings (fwknop -P icmp) is sniffed too", srvName)
+		w.bool("icmp", true)
+	}
 	w.comment("MAX_SPA_PACKET_AGE")
 	w.duration("max_age", s.MaxAge)
 

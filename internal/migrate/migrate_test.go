@@ -31,6 +31,7 @@ var samples = []sample{
 	{name: "open", ov: config.Overrides{Firewall: config.FirewallNftables}},
 	{name: "fwknop-udp", fwknop: true},
 	{name: "fwknop-sniff", fwknop: true},
+	{name: "fwknop-icmp", fwknop: true},
 	{name: "fwknop-nftables", fwknop: true, ov: config.Overrides{Firewall: config.FirewallNftables}},
 }
 
@@ -129,7 +130,7 @@ func TestRoundTrip(t *testing.T) {
 			if native.SPA == nil {
 				return
 			}
-			if native.SPA.Port != legacy.SPA.Port || native.SPA.Sniff != legacy.SPA.Sniff || native.SPA.MaxAge != legacy.SPA.MaxAge {
+			if native.SPA.Port != legacy.SPA.Port || native.SPA.Sniff != legacy.SPA.Sniff || native.SPA.MaxAge != legacy.SPA.MaxAge || native.SPA.ICMP != legacy.SPA.ICMP {
 				t.Errorf("spa %d %v %v, legacy %d %v %v", native.SPA.Port, native.SPA.Sniff, native.SPA.MaxAge, legacy.SPA.Port, legacy.SPA.Sniff, legacy.SPA.MaxAge)
 			}
 			for i, c := range native.SPA.Clients {
@@ -220,6 +221,7 @@ func TestCheckCatches(t *testing.T) {
 			c.SPA.Clients[0].Restrict = []netport.Port{{Proto: netport.TCP, Num: 22}}
 		}},
 		{"fwknop-sniff", "SPA.Sniff", func(c *config.Config) { c.SPA.Sniff = false }},
+		{"fwknop-icmp", "SPA.ICMP", func(c *config.Config) { c.SPA.ICMP = false }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.sample+"/"+tc.field, func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 	"github.com/sesame-knock/sesame/internal/lograte"
 	"github.com/sesame-knock/sesame/internal/netport"
 	"github.com/sesame-knock/sesame/internal/replay"
+	"github.com/sesame-knock/sesame/internal/spa"
 )
 
 // Intake delivers kernel-filtered packets: knocks, guard ports and sniffed SPA packets
@@ -137,6 +138,8 @@ type state struct {
 	// capture filter passes the sequences of rot's generation filterGen. Both under mu.
 	rot       *rotation
 	filterGen uint64
+	payloads  map[knock.Element][]byte             // knockPayloads(cfg)
+	srcPorts  map[knock.Element][]config.PortRange // knockSourcePorts(cfg)
 }
 
 // runScope is the lifetime of Run, for goroutines a reload starts (a new SPA listener).
@@ -210,7 +213,7 @@ func (s *Server) SuppressedLogLines() uint64 {
 func newState(cfg *config.Config, now time.Time) *state {
 	doors := doorsOf(cfg)
 	rot, extra := newRotation(cfg, len(doors))
-	st := &state{cfg: cfg, rot: rot, machine: knock.New(append(doors, extra...), knock.Options{
+	st := &state{cfg: cfg, rot: rot, payloads: knockPayloads(cfg), srcPorts: knockSourcePorts(cfg), machine: knock.New(append(doors, extra...), knock.Options{
 		MaxSources: cfg.Server.MaxSources,
 		GuardWidth: cfg.Server.SweepGuard,
 		Exclude:    guardExclude(cfg),
@@ -273,8 +276,8 @@ func Gate(cfg *config.Config) firewall.Gate {
 func Filter(cfg *config.Config) capture.Filter {
 	var f capture.Filter
 	for _, d := range cfg.Doors {
-		for _, e := range d.Sequence {
-			k := capture.Knock{Port: e}
+		for i, e := range d.Sequence {
+			k := capture.Knock{Port: e, Payload: string(d.Payload(i))}
 			if e.Proto == netport.TCP {
 				k.Flags = d.Flags
 			}
@@ -290,6 +293,7 @@ func Filter(cfg *config.Config) capture.Filter {
 	// The guard counts every TCP segment a door would count: the kernel must pass them all.
 	f.GuardFlags = knock.GuardFlags(doorsOf(cfg))
 	f.SPA = SPAPorts(cfg)
+	f.SPAICMP = cfg.SPA != nil && cfg.SPA.ICMP
 	return f
 }
 
@@ -425,6 +429,26 @@ func (s *Server) tick(ctx context.Context) {
 	}
 }
 
+// sniffedSPA reports whether the capture's packet p is one for the SPA policy: a UDP datagram
+// to the sniffed SPA port or, with [spa] icmp, an ICMP echo payload long enough to be an SPA
+// packet of either format. Shorter echo requests (an ordinary ping carries 56 bytes or fewer)
+// stay ICMP knocks, and are never logged as SPA refusals.
+func sniffedSPA(cfg *config.Config, p *capture.Packet) bool {
+	switch c := cfg.SPA; {
+	case c == nil:
+		return false
+	case p.Proto == netport.UDP:
+		return c.Sniff && p.DstPort == c.Port
+	case p.Proto == netport.ICMP:
+		return c.ICMP && len(p.Payload) >= minSPALen
+	}
+	return false
+}
+
+// minSPALen is the shortest SPA payload of either format: sesame's (spa.MinPacketLen); fwknop's
+// are longer.
+const minSPALen = spa.MinPacketLen
+
 // handle is the per-packet path of the capture: a sniffed SPA packet goes to the SPA policy,
 // anything else to the knock machine. The machine runs under s.mu; what its events do (grants,
 // commands, log lines) runs after the lock is released.
@@ -432,22 +456,30 @@ func (s *Server) handle(ctx context.Context, p *capture.Packet) {
 	s.Counters.Packets.Add(1)
 	s.mu.Lock()
 	st := s.cur
-	isSPA := st.cfg.SPA != nil && st.cfg.SPA.Sniff && p.Proto == netport.UDP && p.DstPort == st.cfg.SPA.Port
+	isSPA := sniffedSPA(st.cfg, p)
 	s.mu.Unlock()
 	if s.screen(ctx, st.cfg, p, isSPA) {
 		return
 	}
 	s.mu.Lock()
 	st = s.cur
-	if spa := st.cfg.SPA; spa != nil && spa.Sniff && p.Proto == netport.UDP && p.DstPort == spa.Port {
+	if sniffedSPA(st.cfg, p) {
 		s.mu.Unlock()
 		s.handleSPA(ctx, p)
 		return
+	}
+	if p.Proto == netport.ICMP && p.ICMPType == capture.ICMPEchoReply {
+		s.mu.Unlock()
+		return // passed for SPA only, too short to be one: never a knock
 	}
 	s.stats.knockPackets.Add(1)
 	el := knock.Element{Proto: p.Proto, Num: p.DstPort}
 	if p.Proto == netport.ICMP {
 		el.Num = 0
+	}
+	if !st.payloadOK(el, p.Payload) || !st.sourcePortOK(el, p.SrcPort) {
+		s.mu.Unlock()
+		return // without its payload, or from another source port: not a knock
 	}
 	k := knock.Knock{Time: p.Time, Src: p.Src, Dst: p.Dst, Element: el, TCPFlags: p.TCPFlags}
 	var buf [4]knock.Event

@@ -219,7 +219,7 @@ func (s *Server) logSPA(cfg *config.Config) {
 	if cfg.SPA.Sniff {
 		mode = "sniff"
 	}
-	s.log.Info("spa enabled", "port", cfg.SPA.Port, "mode", mode, "clients", len(cfg.SPA.Clients), "max_age", cfg.SPA.MaxAge)
+	s.log.Info("spa enabled", "port", cfg.SPA.Port, "mode", mode, "icmp", cfg.SPA.ICMP, "clients", len(cfg.SPA.Clients), "max_age", cfg.SPA.MaxAge)
 	for _, w := range cfg.SPA.Warnings {
 		s.log.Warn("spa configuration: " + w)
 	}
@@ -233,7 +233,7 @@ func (s *Server) handleSPA(ctx context.Context, p *capture.Packet) {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
-	grants, _ := pol.HandleNamed(ctx, p.Src, p.Payload, func(ctx context.Context, client string, grants []firewall.Grant) error {
+	grants, _ := pol.HandleFrom(ctx, p.Src, p.SrcPort, p.Payload, func(ctx context.Context, client string, grants []firewall.Grant) error {
 		return s.grant(ctx, GrantSPA, client, "", grants, p.Time)
 	})
 	if len(grants) > 0 {

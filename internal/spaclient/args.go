@@ -40,9 +40,15 @@ type Options struct {
 	ServerKey  string // --server-key FILE (or an inline sesame-pub-v1 key)
 	Fwknop     bool   // --fwknop
 	Port       uint   // -p
-	Family     int    // 4 or 6 from -4/-6, 0 for either
-	Verbose    bool   // -v
-	Test       bool   // -T: build the packet but do not send it
+	// ICMP (--icmp, -P icmp) sends the packet in an ICMP echo request instead of a UDP datagram.
+	ICMP bool
+	// Proto is -P / --server-proto as given: "udp" or "icmp".
+	Proto string
+	// SourcePort (--source-port, fwknop's -S) is the local UDP port to send from; 0: any.
+	SourcePort uint
+	Family     int  // 4 or 6 from -4/-6, 0 for either
+	Verbose    bool // -v
+	Test       bool // -T: build the packet but do not send it
 
 	HMACKeyFile string // --hmac-key-file (fwknop format)
 	HMACDigest  string // --hmac-digest-type (fwknop format)
@@ -129,9 +135,13 @@ func FlagSet(o *Options) *flag.FlagSet {
 	str(&o.KeyFile, "private key `FILE`", "key-file", "G", "get-key")
 	str(&o.ServerKey, "server public key `FILE`", "server-key")
 	boolean(&o.Fwknop, "send fwknop's format", "fwknop")
+	boolean(&o.ICMP, "send the packet in an ICMP echo request (a ping)", "icmp")
+	str(&o.Proto, "carriage: udp or icmp", "P", "server-proto")
 	fs.UintVar(&o.Port, "p", 0, "server UDP `PORT`")
 	fs.UintVar(&o.Port, "port", 0, "server UDP `PORT`")
 	fs.UintVar(&o.Port, "server-port", 0, "server UDP `PORT`")
+	fs.UintVar(&o.SourcePort, "source-port", 0, "local UDP `PORT` to send from")
+	fs.UintVar(&o.SourcePort, "S", 0, "local UDP `PORT` to send from")
 	str(&o.Host, "server `HOST`", "D", "destination")
 	fs.Var(familyFlag{&o.Family, 4}, "4", "IPv4 only")
 	fs.Var(familyFlag{&o.Family, 6}, "6", "IPv6 only")
@@ -180,6 +190,19 @@ func (o *Options) Check() error {
 	}
 	if o.Allow != "" && o.Source {
 		return errors.New("-a and -s are mutually exclusive")
+	}
+	switch strings.ToLower(o.Proto) {
+	case "", "udp":
+	case "icmp":
+		o.ICMP = true
+	default:
+		return fmt.Errorf("-P %s: sesame open sends udp or icmp", o.Proto)
+	}
+	switch {
+	case o.SourcePort > 65535:
+		return fmt.Errorf("--source-port %d: port out of range 1-65535", o.SourcePort)
+	case o.SourcePort != 0 && o.ICMP:
+		return errors.New("--source-port: a ping has no source port (drop --icmp)")
 	}
 	if o.Port > 65535 {
 		return fmt.Errorf("-p %d: port out of range 1-65535", o.Port)

@@ -23,7 +23,11 @@ type Request struct {
 	Host   string
 	Port   uint16
 	Family int // 4, 6 or 0
-	Ports  []netport.Port
+	// ICMP: the packet goes in an ICMP echo request (SendPing), not to the UDP Port.
+	ICMP bool
+	// SourcePort, when not 0, is the local UDP port the packet is sent from.
+	SourcePort uint16
+	Ports      []netport.Port
 	// Allow is the address to open for. Invalid and Source false: the client's address on the
 	// route to the server, which Open fills in (UseRoute) before building the packet.
 	Allow netip.Addr
@@ -104,9 +108,12 @@ func Resolve(o Options, warn io.Writer) (*Request, error) {
 	if s.format == "" {
 		s.format = FormatSesame
 	}
-	r := &Request{Format: s.format, Host: s.Host, Family: s.Family, From: s.from}
+	r := &Request{Format: s.format, Host: s.Host, Family: s.Family, ICMP: s.ICMP, SourcePort: uint16(s.SourcePort), From: s.from}
 	if r.Host == "" {
 		return nil, usagef("no server: give HOST (or a profile with a server)")
+	}
+	if r.ICMP && r.SourcePort != 0 {
+		return nil, usagef("a source port (--source-port, SPA_SOURCE_PORT) and a ping (--icmp, SPA_SERVER_PROTO icmp) exclude each other: a ping has no port")
 	}
 	r.Port = DefaultPort
 	if s.Port != 0 {
@@ -302,6 +309,9 @@ func mergeStanza(def, s fwknop.RCStanza) fwknop.RCStanza {
 	if s.SPAServerPort != 0 {
 		out.SPAServerPort = s.SPAServerPort
 	}
+	if s.SPASourcePort != 0 {
+		out.SPASourcePort = s.SPASourcePort
+	}
 	if s.Access != nil {
 		out.Access = s.Access
 	}
@@ -333,8 +343,12 @@ func (s *setting) mergeRC(st fwknop.RCStanza) error {
 	if st.NATAccess != "" {
 		return fmt.Errorf("%s: NAT_ACCESS is not supported by sesame open", where)
 	}
-	if p := st.SPAServerProto; p != "" && p != "udp" {
-		return fmt.Errorf("%s: SPA_SERVER_PROTO %s is not supported (sesame open sends UDP)", where, p)
+	switch p := st.SPAServerProto; p {
+	case "", "udp":
+	case "icmp":
+		s.ICMP = true
+	default:
+		return fmt.Errorf("%s: SPA_SERVER_PROTO %s is not supported (sesame open sends udp or icmp)", where, p)
 	}
 	s.format = FormatFwknop
 	if s.Host == "" {
@@ -342,6 +356,9 @@ func (s *setting) mergeRC(st fwknop.RCStanza) error {
 	}
 	if s.Port == 0 {
 		s.Port = uint(st.SPAServerPort)
+	}
+	if s.SourcePort == 0 {
+		s.SourcePort = uint(st.SPASourcePort)
 	}
 	if len(s.Access) == 0 {
 		for _, p := range st.Access {

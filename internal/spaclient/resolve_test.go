@@ -406,3 +406,69 @@ func TestParseFwknopKeyFile(t *testing.T) {
 		})
 	}
 }
+
+// TestResolveICMP: --icmp, -P icmp and an rc stanza's SPA_SERVER_PROTO icmp ask for the ping
+// carriage; other SPA_SERVER_PROTO values are refused.
+func TestResolveICMP(t *testing.T) {
+	b := newBed(t)
+	rc := write(t, filepath.Join(b.dir, "icmp.rc"), "[ping]\nSPA_SERVER 198.18.0.1\nSPA_SERVER_PROTO icmp\nACCESS tcp/22\nKEY_FILE "+b.fwKey+"\n"+
+		"[tcp]\nSPA_SERVER 198.18.0.1\nSPA_SERVER_PROTO tcp\nACCESS tcp/22\nKEY_FILE "+b.fwKey+"\n", 0o600)
+	for _, tc := range []struct {
+		args    string
+		icmp    bool
+		wantErr string
+	}{
+		{"h -A tcp/22 --id alice --key-file " + b.sharedKey, false, ""},
+		{"h -A tcp/22 --id alice --key-file " + b.sharedKey + " --icmp", true, ""},
+		{"h -A tcp/22 --id alice --key-file " + b.sharedKey + " -P icmp", true, ""},
+		{"-n ping --rc-file " + rc, true, ""},
+		{"-n tcp --rc-file " + rc, false, "SPA_SERVER_PROTO tcp is not supported"},
+		{"-n ping --rc-file " + rc + " -S 4000", false, "a ping has no port"},
+	} {
+		o, err := ParseArgs(strings.Fields(tc.args))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Resolve(o, io.Discard)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: err = %v, want %q", tc.args, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.args, err)
+		}
+		if r.ICMP != tc.icmp {
+			t.Errorf("%s: ICMP = %v, want %v", tc.args, r.ICMP, tc.icmp)
+		}
+	}
+}
+
+// TestResolveSourcePort: --source-port, or a stanza's SPA_SOURCE_PORT under it, is the port the
+// request is sent from.
+func TestResolveSourcePort(t *testing.T) {
+	b := newBed(t)
+	rc := write(t, filepath.Join(b.dir, "sport.rc"), "[default]\nSPA_SOURCE_PORT 40000\n[s]\nSPA_SERVER 198.18.0.1\nACCESS tcp/22\nKEY_FILE "+b.fwKey+"\n", 0o600)
+	for _, tc := range []struct {
+		args string
+		want uint16
+	}{
+		{"h -A tcp/22 --id alice --key-file " + b.sharedKey, 0},
+		{"h -A tcp/22 --id alice --key-file " + b.sharedKey + " --source-port 45000", 45000},
+		{"-n s --rc-file " + rc, 40000},
+		{"-n s --rc-file " + rc + " -S 41000", 41000},
+	} {
+		o, err := ParseArgs(strings.Fields(tc.args))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Resolve(o, io.Discard)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.args, err)
+		}
+		if r.SourcePort != tc.want {
+			t.Errorf("%s: source port %d, want %d", tc.args, r.SourcePort, tc.want)
+		}
+	}
+}

@@ -105,7 +105,15 @@ func (r *Request) Lookup(ctx context.Context) (netip.AddrPort, error) {
 // Dial connects a UDP socket to dst. Connecting sends nothing; it picks the route, so the
 // socket's local address is the client's address on the route to dst, of dst's family.
 func Dial(ctx context.Context, dst netip.AddrPort) (*net.UDPConn, netip.Addr, error) {
+	return DialFrom(ctx, dst, 0)
+}
+
+// DialFrom is Dial from local port sport (0: any).
+func DialFrom(ctx context.Context, dst netip.AddrPort, sport uint16) (*net.UDPConn, netip.Addr, error) {
 	var d net.Dialer
+	if sport != 0 {
+		d.LocalAddr = &net.UDPAddr{Port: int(sport)}
+	}
 	c, err := d.DialContext(ctx, "udp", dst.String())
 	if err != nil {
 		return nil, netip.Addr{}, fmt.Errorf("send: %w", err)
@@ -129,7 +137,8 @@ func Send(ctx context.Context, dst netip.AddrPort, pkt []byte) error {
 }
 
 // Open is `sesame open` after argument parsing: it resolves o, builds the packet and sends it
-// (unless o.Test) from the socket whose local address it asks for when o names none. With
+// (unless o.Test) from the socket whose local address it asks for when o names none, or with
+// o.ICMP in an ICMP echo request (SendPing) from the host's address on the same route. With
 // o.Verbose it describes the request, never the keys, on stdout; warnings go to stderr.
 func Open(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	r, err := Resolve(o, stderr)
@@ -140,7 +149,7 @@ func Open(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	conn, local, err := Dial(ctx, dst)
+	conn, local, err := DialFrom(ctx, dst, r.SourcePort)
 	if err != nil {
 		return err
 	}
@@ -152,12 +161,23 @@ func Open(ctx context.Context, o Options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	to := "udp " + dst.String()
+	if r.ICMP {
+		to = "an ICMP echo request to " + dst.Addr().String()
+	}
 	if o.Verbose || o.Test {
-		fmt.Fprintf(stdout, "%s\nsettings from %s; %d-byte packet to udp %s\n", r, r.From, len(pkt), dst)
+		fmt.Fprintf(stdout, "%s\nsettings from %s; %d-byte packet in %s\n", r, r.From, len(pkt), to)
 	}
 	if o.Test {
 		fmt.Fprintln(stdout, "test mode (-T): not sent")
 		return nil
+	}
+	if r.ICMP {
+		how, err := SendPing(dst.Addr(), pkt)
+		if err == nil && o.Verbose {
+			fmt.Fprintf(stdout, "sent from a %s\n", how)
+		}
+		return err
 	}
 	if _, err := conn.Write(pkt); err != nil {
 		return fmt.Errorf("send to %s: %w", dst, err)

@@ -32,31 +32,33 @@ const (
 	ReasonTooShort
 	ReasonTooLong
 	ReasonInternal
+	ReasonSourcePortNotAllowed
 	// NumReasons bounds the reasons, for arrays indexed by Reason.
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{
-	ReasonAccepted:          "accepted",
-	ReasonReplay:            "replay",
-	ReasonStale:             "stale",
-	ReasonFuture:            "future",
-	ReasonBadMAC:            "bad MAC",
-	ReasonUnknownClient:     "unknown client",
-	ReasonPortNotAllowed:    "port not allowed",
-	ReasonSourceNotAllowed:  "source not allowed",
-	ReasonAddrNotAllowed:    "address not allowed",
-	ReasonSourceAddrNeeded:  "source address required",
-	ReasonUserNotAllowed:    "username not allowed",
-	ReasonAccessExpired:     "access expired",
-	ReasonNATRefused:        "NAT not supported",
-	ReasonForwardNotAllowed: "forward not allowed",
-	ReasonCommandRefused:    "command not supported",
-	ReasonBadSource:         "bad source",
-	ReasonMalformed:         "malformed",
-	ReasonTooShort:          "too short",
-	ReasonTooLong:           "too long",
-	ReasonInternal:          "internal error",
+	ReasonAccepted:             "accepted",
+	ReasonReplay:               "replay",
+	ReasonStale:                "stale",
+	ReasonFuture:               "future",
+	ReasonBadMAC:               "bad MAC",
+	ReasonUnknownClient:        "unknown client",
+	ReasonPortNotAllowed:       "port not allowed",
+	ReasonSourceNotAllowed:     "source not allowed",
+	ReasonAddrNotAllowed:       "address not allowed",
+	ReasonSourceAddrNeeded:     "source address required",
+	ReasonUserNotAllowed:       "username not allowed",
+	ReasonAccessExpired:        "access expired",
+	ReasonNATRefused:           "NAT not supported",
+	ReasonForwardNotAllowed:    "forward not allowed",
+	ReasonCommandRefused:       "command not supported",
+	ReasonBadSource:            "bad source",
+	ReasonMalformed:            "malformed",
+	ReasonTooShort:             "too short",
+	ReasonTooLong:              "too long",
+	ReasonInternal:             "internal error",
+	ReasonSourcePortNotAllowed: "source port not allowed",
 }
 
 // String is the reason's log name.

@@ -377,6 +377,12 @@ type NamedGrantFunc func(ctx context.Context, client string, grants []firewall.G
 
 // HandleNamed is Handle with a grant function that is told which client earned the grants.
 func (h *Policy) HandleNamed(ctx context.Context, src netip.Addr, payload []byte, grant NamedGrantFunc) ([]firewall.Grant, error) {
+	return h.HandleFrom(ctx, src, 0, payload, grant)
+}
+
+// HandleFrom is HandleNamed with the packet's UDP source port, 0 when it has none (a packet in
+// a ping): a client with source_ports refuses packets from other ports, and from port 0.
+func (h *Policy) HandleFrom(ctx context.Context, src netip.Addr, srcPort uint16, payload []byte, grant NamedGrantFunc) ([]firewall.Grant, error) {
 	r := h.rules.Load()
 	now := h.now() // the one clock reading for this packet: age, replay expiry and policy
 	var d decision
@@ -386,10 +392,10 @@ func (h *Policy) HandleNamed(ctx context.Context, src netip.Addr, payload []byte
 	default:
 		hdr, perr := spa.Peek(payload)
 		if errors.Is(perr, spa.ErrNotSPA) {
-			d = h.fwknop1(ctx, r, src, payload, now)
+			d = h.fwknop1(ctx, r, src, srcPort, payload, now)
 			break
 		}
-		d = h.native1(ctx, r, src, payload, hdr, perr == nil, now)
+		d = h.native1(ctx, r, src, srcPort, payload, hdr, perr == nil, now)
 	}
 	var err error
 	if len(d.grants) > 0 && grant != nil {
@@ -402,7 +408,7 @@ func (h *Policy) HandleNamed(ctx context.Context, src netip.Addr, payload []byte
 	return d.grants, err
 }
 
-func (h *Policy) native1(ctx context.Context, r *rules, src netip.Addr, pkt []byte, hdr spa.Header, hasHdr bool, now time.Time) decision {
+func (h *Policy) native1(ctx context.Context, r *rules, src netip.Addr, srcPort uint16, pkt []byte, hdr spa.Header, hasHdr bool, now time.Time) decision {
 	d := decision{format: FormatNative}
 	if hasHdr {
 		if c := r.keys.Lookup(hdr.Hint); c != nil {
@@ -453,11 +459,11 @@ func (h *Policy) native1(ctx context.Context, r *rules, src netip.Addr, pkt []by
 			return d
 		}
 	}
-	h.policy(&d, c, src, addr, req.Ports, req.Duration, now)
+	h.policy(&d, c, src, srcPort, addr, req.Ports, req.Duration, now)
 	return d
 }
 
-func (h *Policy) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []byte, now time.Time) decision {
+func (h *Policy) fwknop1(ctx context.Context, r *rules, src netip.Addr, srcPort uint16, wire []byte, now time.Time) decision {
 	d := decision{format: FormatFwknop}
 	switch {
 	case len(r.fwknop) == 0:
@@ -505,7 +511,7 @@ func (h *Policy) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []b
 	if !h.fresh(ctx, &d, key, now, r.win.expiry(msg.Timestamp)) {
 		return d
 	}
-	h.fwknopPolicy(&d, r.fwknop[first], msg, src, now)
+	h.fwknopPolicy(&d, r.fwknop[first], msg, src, srcPort, now)
 	// When the first candidate refuses, the next stanzas whose keys decode the packet to the
 	// same plaintext (so to the key just recorded) are asked in order, as fwknopd does; the
 	// first that accepts grants. None accepting, the first candidate's refusal stands.
@@ -518,7 +524,7 @@ func (h *Policy) fwknop1(ctx context.Context, r *rules, src netip.Addr, wire []b
 			continue // another plaintext: it would need a replay key of its own
 		}
 		alt := decision{format: FormatFwknop, client: r.fwknop[i].Name, authed: true, inserted: d.inserted}
-		if h.fwknopPolicy(&alt, r.fwknop[i], m, src, now); alt.reason == ReasonAccepted {
+		if h.fwknopPolicy(&alt, r.fwknop[i], m, src, srcPort, now); alt.reason == ReasonAccepted {
 			d = alt
 		}
 	}
@@ -548,7 +554,7 @@ func decodeNext(stanzas []*config.SPAClient, from int, src netip.Addr, wire []by
 
 // fwknopPolicy applies stanza c's policy to msg, an authenticated, fresh fwknop request from
 // src, and sets d's reason and grants.
-func (h *Policy) fwknopPolicy(d *decision, c *config.SPAClient, msg *fwknop.Message, src netip.Addr, now time.Time) {
+func (h *Policy) fwknopPolicy(d *decision, c *config.SPAClient, msg *fwknop.Message, src netip.Addr, srcPort uint16, now time.Time) {
 	switch {
 	case msg.Type == fwknop.TypeCommand:
 		d.reason, d.detail = ReasonCommandRefused, "command messages are not enabled"
@@ -577,7 +583,7 @@ func (h *Policy) fwknopPolicy(d *decision, c *config.SPAClient, msg *fwknop.Mess
 	if !msg.Type.HasTimeout() {
 		dur = 0
 	}
-	h.policy(d, c, src, addr, msg.Ports, dur, now)
+	h.policy(d, c, src, srcPort, addr, msg.Ports, dur, now)
 	if d.reason == ReasonAccepted && msg.Type.HasNAT() {
 		// Every port was checked against the forward list above: all of them are forwards.
 		for _, g := range d.grants {
@@ -656,10 +662,16 @@ func (h *Policy) requested(d *decision, c *config.SPAClient, addr netip.Addr) bo
 }
 
 // policy applies a client's limits to an authenticated request and sets the grants.
-func (h *Policy) policy(d *decision, c *config.SPAClient, src, addr netip.Addr, ports []netport.Port, dur time.Duration, now time.Time) {
+func (h *Policy) policy(d *decision, c *config.SPAClient, src netip.Addr, srcPort uint16, addr netip.Addr, ports []netport.Port, dur time.Duration, now time.Time) {
 	switch {
 	case !sourceAllowed(src, c.Sources):
 		d.reason = ReasonSourceNotAllowed
+		return
+	case !config.PortsAllow(c.SourcePorts, srcPort):
+		d.reason, d.detail = ReasonSourcePortNotAllowed, fmt.Sprintf("source port %d", srcPort)
+		if srcPort == 0 {
+			d.detail = "no source port (a packet in a ping)"
+		}
 		return
 	case !c.AccessExpire.IsZero() && !now.Before(c.AccessExpire):
 		d.reason, d.detail = ReasonAccessExpired, "since "+c.AccessExpire.Format(time.DateOnly)
