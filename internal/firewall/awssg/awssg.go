@@ -4,9 +4,10 @@
 // protocol and port, made with AuthorizeSecurityGroupIngress and tagged at creation with
 // sesame:owner (this host) and sesame:expires (RFC 3339, UTC). There are no kernel timeouts:
 // sesame revokes each rule itself (RevokeSecurityGroupIngress by rule id) when its grant ends,
-// from a worker that checks expiries on the injected clock every Tick. At the first Apply, and
-// every Sweep after, DescribeSecurityGroupRules finds this owner's tagged rules: expired ones
-// (left by a crash) are revoked, unexpired ones are adopted, so grants survive a restart.
+// from a worker that wakes when the next grant ends by the injected clock, and at least every
+// Tick. At the first Apply, and every Sweep after, DescribeSecurityGroupRules finds this owner's
+// tagged rules: expired ones (left by a crash) are revoked, unexpired ones are adopted at the
+// first Apply, so grants survive a restart.
 //
 // The packet path never waits for AWS: Grant and Revoke change the backend's wanted state in
 // memory and wake the worker. That state is bounded by MaxRules grants; a grant past it is
@@ -570,7 +571,7 @@ func (b *Backend) Close(ctx context.Context, removeRules bool) error {
 // sweeps every Sweep.
 func (b *Backend) run(ctx context.Context) {
 	defer close(b.done)
-	t := time.NewTicker(b.o.Tick)
+	t := time.NewTimer(b.o.Tick)
 	defer t.Stop()
 	for {
 		select {
@@ -580,6 +581,7 @@ func (b *Backend) run(ctx context.Context) {
 		case <-t.C:
 		}
 		b.reconcile(ctx)
+		t.Reset(b.nextWake())
 		if now := b.o.Now(); now.Sub(b.sweep) >= b.o.Sweep {
 			b.sweep = now
 			if err := b.adopt(ctx, false); err != nil && ctx.Err() == nil {
@@ -587,6 +589,19 @@ func (b *Backend) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// nextWake is how long the worker may sleep: until the next grant ends, at most Tick.
+func (b *Backend) nextWake() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d, now := b.o.Tick, b.o.Now()
+	for _, e := range b.grants {
+		if !e.expires.IsZero() {
+			d = min(d, max(e.expires.Sub(now), time.Millisecond))
+		}
+	}
+	return d
 }
 
 type todo struct {

@@ -14,6 +14,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -59,13 +60,27 @@ type Server struct {
 	ruleLimit int
 }
 
-// New starts the double with the security groups ids (each empty) and returns it; Close stops it.
+// New starts the double on a loopback port with the security groups ids (each empty) and
+// returns it; Close stops it.
 func New(groups ...string) *Server {
+	s := newServer(groups)
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	return s
+}
+
+// NewOn is New serving on l (e.g. a listener made in another network namespace).
+func NewOn(l net.Listener, groups ...string) *Server {
+	s := newServer(groups)
+	s.srv = &httptest.Server{Listener: l, Config: &http.Server{Handler: http.HandlerFunc(s.serve)}}
+	s.srv.Start()
+	return s
+}
+
+func newServer(groups []string) *Server {
 	s := &Server{groups: map[string][]*Rule{}, calls: map[string]int{}, ruleLimit: DefaultRuleLimit}
 	for _, g := range groups {
 		s.groups[g] = nil
 	}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
 }
 
