@@ -38,6 +38,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/sesame-knock/sesame/internal/firewall"
+	"github.com/sesame-knock/sesame/internal/lograte"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
@@ -128,6 +129,9 @@ type Backend struct {
 	jmu   sync.Mutex // jitter source
 	rng   *rand.Rand
 	sweep time.Time // last sweep, by o.Now
+	// retryLog bounds the lines about calls to be tried again (a long throttling would write
+	// one per grant and group every tick); Sweep reports what it held back.
+	retryLog *lograte.Budget
 
 	mu      sync.Mutex
 	grants  map[key]*entry
@@ -184,7 +188,8 @@ func New(o Options) (*Backend, error) {
 	}
 	return &Backend{
 		o: o, log: log.With("firewall", "aws-sg"), kick: make(chan struct{}, 1), grants: map[key]*entry{},
-		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x5e5a3e)),
+		rng:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x5e5a3e)),
+		retryLog: lograte.NewBudget(1, 10, time.Minute, nil),
 	}, nil
 }
 
@@ -543,6 +548,18 @@ func (b *Backend) Close(ctx context.Context, removeRules bool) error {
 	}
 	if !removeRules {
 		b.reconcile(ctx)
+		b.mu.Lock()
+		unmade := 0
+		for _, e := range b.grants {
+			if !e.expires.IsZero() && len(e.rules) < len(b.o.Groups) {
+				unmade++
+			}
+		}
+		b.mu.Unlock()
+		if unmade > 0 {
+			b.log.Error("stopping with grants EC2 has not taken yet: they are lost", "grants", unmade)
+			return fmt.Errorf("aws-sg: %d grants not made in EC2 before stop", unmade)
+		}
 		return nil
 	}
 	rules, err := b.describe(ctx, []types.Filter{
@@ -584,6 +601,7 @@ func (b *Backend) run(ctx context.Context) {
 		t.Reset(b.nextWake())
 		if now := b.o.Now(); now.Sub(b.sweep) >= b.o.Sweep {
 			b.sweep = now
+			b.retryLog.LogReport(b.log, "aws-sg retry")
 			if err := b.adopt(ctx, false); err != nil && ctx.Err() == nil {
 				b.log.Warn("periodic cleanup failed; trying again next sweep", "err", err)
 			}
@@ -642,7 +660,7 @@ func (b *Backend) reconcile(ctx context.Context) {
 	}
 	b.mu.Unlock()
 	for g, ids := range revoke {
-		if _, err := b.revokeIDs(ctx, g, ids); err != nil && ctx.Err() == nil {
+		if _, err := b.revokeIDs(ctx, g, ids); err != nil && ctx.Err() == nil && b.retryLog.Allow() {
 			b.log.Warn("revoke failed; trying again next tick", "group", g, "rules", len(ids), "err", err)
 		}
 	}
@@ -698,6 +716,9 @@ func (b *Backend) authorize(ctx context.Context, t todo) {
 		}
 		e.rules[t.group] = id
 	case retryable(err) || ctx.Err() != nil:
+		if !b.retryLog.Allow() {
+			break
+		}
 		b.log.Warn("grant not made yet; trying again next tick", "src", t.k.src, "port", t.k.port.String(), "group", t.group, "err", err)
 	default:
 		b.stats.Failed++

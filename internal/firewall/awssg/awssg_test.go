@@ -425,3 +425,43 @@ func TestNewChecks(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseMakesPending: Close(false) makes the grants still on their way, and says so when
+// EC2 would not take them before its deadline: an accepted grant is never dropped silently.
+func TestCloseMakesPending(t *testing.T) {
+	srv := newDouble(t, sg1)
+	b := newBackend(t, srv, func(o *Options) { o.Tick = time.Hour })
+	ctx := context.Background()
+	if err := b.Apply(ctx, gate); err != nil {
+		t.Fatal(err)
+	}
+	srv.Throttle(1000)
+	if err := b.Grant(ctx, firewall.Grant{Src: cli4, Port: ssh, Timeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	srv.Throttle(0)
+	if err := b.Grant(ctx, firewall.Grant{Src: cli6, Port: ssh, Timeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(ctx, false); err != nil {
+		t.Fatalf("Close(false): %v", err)
+	}
+	if len(srv.Rules(sg1)) != 2 {
+		t.Fatalf("rules after Close(false) = %+v, want both grants made", srv.Rules(sg1))
+	}
+
+	b2 := newBackend(t, srv, func(o *Options) { o.Owner = "gw2"; o.Tick = time.Hour })
+	if err := b2.Apply(ctx, firewall.Gate{Stealth: firewall.StealthOff}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Throttle(1 << 20)
+	if err := b2.Grant(ctx, firewall.Grant{Src: netip.MustParseAddr("198.18.0.7"), Port: ssh, Timeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := b2.Close(cctx, false); err == nil {
+		t.Fatal("Close(false) with a grant EC2 never took: no error")
+	}
+}
