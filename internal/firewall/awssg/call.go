@@ -8,7 +8,6 @@ import (
 	"time"
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/smithy-go"
 )
 
 // throttleCodes are EC2's answers to too many calls.
@@ -17,9 +16,15 @@ var throttleCodes = map[string]bool{
 	"RequestThrottled": true, "RequestThrottledException": true, "TooManyRequestsException": true,
 }
 
+// apiError is what the SDK's API errors (smithy.APIError) have.
+type apiError interface {
+	error
+	ErrorCode() string
+}
+
 // code is the EC2 error code of err, or "".
 func code(err error) string {
-	var ae smithy.APIError
+	var ae apiError
 	if errors.As(err, &ae) {
 		return ae.ErrorCode()
 	}
