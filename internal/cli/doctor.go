@@ -120,5 +120,8 @@ func loadDoctorConfig(cfgFile, knockdFile, fwknopDir, fw string) (*config.Config
 	if fw == "" && knockdFile != "" && len(cfg.OpenPorts()) > 0 {
 		return nil, usagef("%s: doors name ports to open (Open = %v): say which gate to check with --firewall %s or --firewall %s", knockdFile, cfg.OpenPorts(), firewall.Nftables, firewall.Iptables)
 	}
+	if cfg.Server.Firewall == firewall.AWSSG {
+		return nil, usagef("firewall %s keeps no rules on this host, so there is nothing for the doctor to simulate: see the checklist in docs/CLOUD.md", firewall.AWSSG)
+	}
 	return cfg, nil
 }

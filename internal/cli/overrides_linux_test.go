@@ -38,7 +38,7 @@ func TestServerOverridesBeforeValidate(t *testing.T) {
 			"spa: firewall none cannot open ports for SPA clients"},
 		{"bad flag", "access.conf", access,
 			func(dir string) serverFlags { return serverFlags{fwknopConf: dir, firewall: "nft"} },
-			`--firewall "nft": want nftables, iptables or none`},
+			`--firewall "nft": want nftables, iptables, aws-sg or none`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

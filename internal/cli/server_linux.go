@@ -64,7 +64,7 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 	if missing := missingCaps(); len(missing) > 0 {
 		log.Warn("the server needs CAP_NET_ADMIN and CAP_NET_RAW", "missing", strings.Join(missing, " "))
 	}
-	fw, err := newFirewall(cfg.Server.Firewall)
+	fw, err := newFirewall(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -76,8 +77,8 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return slog.New(h), nil
 }
 
-func newFirewall(kind firewall.Kind) (firewall.Backend, error) {
-	switch kind {
+func newFirewall(ctx context.Context, cfg *config.Config, log *slog.Logger) (firewall.Backend, error) {
+	switch kind := cfg.Server.Firewall; kind {
 	case config.FirewallNftables:
 		b, err := nft.New(nft.Options{})
 		if err != nil {
@@ -92,8 +93,10 @@ func newFirewall(kind firewall.Kind) (firewall.Backend, error) {
 		return b, nil
 	case config.FirewallNone:
 		return none.New(), nil
+	case config.FirewallAWSSG:
+		return newAWSFirewall(ctx, cfg.AWS, log)
 	}
-	return nil, fmt.Errorf("unknown firewall backend %q", kind)
+	return nil, fmt.Errorf("unknown firewall backend %q", cfg.Server.Firewall)
 }
 
 func printSPA(w io.Writer, cfg *config.Config) {

@@ -263,12 +263,17 @@ func unknownKey(at place, section, key, fileKey string) *Error {
 func (d *decoder) config(top map[string]toml.Primitive, cfg *Config) error {
 	var other []string
 	for k := range top {
-		if !slices.Contains([]string{"server", "door", "spa", "control", "metrics", "decoy", "alert", "scan"}, k) {
+		if !slices.Contains([]string{"server", "door", "spa", "control", "metrics", "decoy", "alert", "scan", "firewall"}, k) {
 			other = append(other, k)
 		}
 	}
 	if k := d.first(toml.Key{""}, other); k != "" {
-		return &Error{Err: fmt.Errorf("unknown key %q (want [server], [[door]], [spa], [control], [metrics], [[decoy]], [alert] or [scan])", k), at: place{index: -1, key: toml.Key{k}}}
+		return &Error{Err: fmt.Errorf("unknown key %q (want [server], [[door]], [spa], [control], [metrics], [[decoy]], [alert], [scan] or [firewall.aws])", k), at: place{index: -1, key: toml.Key{k}}}
+	}
+	if v, ok := top["firewall"]; ok {
+		if err := d.firewallAWS(v, cfg); err != nil {
+			return err
+		}
 	}
 	if v, ok := top["control"]; ok {
 		if err := d.control(v, &cfg.Control); err != nil {

@@ -16,6 +16,7 @@ const (
 	FirewallNftables = firewall.Nftables
 	FirewallIptables = firewall.Iptables
 	FirewallNone     = firewall.None
+	FirewallAWSSG    = firewall.AWSSG
 )
 
 // What happens to the gate when the server stops.
@@ -40,6 +41,8 @@ type Config struct {
 	Decoys []Decoy
 	Alert  Alert
 	Scan   *Scan
+	// AWS is [firewall.aws], the security groups of firewall aws-sg (nil: not set).
+	AWS *AWS
 }
 
 // Control is the [control] section: the control socket sesame status, grant and revoke use

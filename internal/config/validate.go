@@ -127,6 +127,9 @@ func (c *Config) Validate() error {
 			return problem(atServer, "server", "interfaces", "%q is listed twice", n)
 		}
 	}
+	if err := c.validateAWS(); err != nil {
+		return err
+	}
 	if err := c.Control.validate(); err != nil {
 		return err
 	}

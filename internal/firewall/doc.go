@@ -2,7 +2,7 @@
 //
 // # Backends
 //
-// Three implementations of Backend live in subpackages:
+// Four implementations of Backend live in subpackages:
 //
 //   - nft: nftables over netlink (the default). One table, inet sesame, with a base chain "gate"
 //     on the input hook at priority -10 and timeout sets grants4/grants6 keyed by
@@ -14,8 +14,11 @@
 //     entries added over netlink and expire in the kernel with one-second resolution.
 //   - none: changes nothing; it refuses to gate ports or grant, so a configuration that needs
 //     gating fails loudly.
+//   - awssg: AWS security groups; a grant is a tagged ingress rule that sesame revokes itself
+//     (no kernel timeouts), see docs/CLOUD.md.
 //
-// The subpackage fwtest is the conformance suite both real backends run in network namespaces.
+// The subpackage fwtest is the conformance suite both kernel backends run in network namespaces;
+// its RunState is the same sequence without packets, which awssg runs against a double.
 //
 // Warning: sesame's gate only ever removes access. An accept in sesame's nft table cannot
 // override a drop in another table or base chain, so the host firewall must itself allow the

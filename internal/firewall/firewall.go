@@ -17,10 +17,11 @@ const (
 	Nftables Kind = "nftables" // sesame's own nftables table
 	Iptables Kind = "iptables" // sesame's own iptables chains
 	None     Kind = "none"     // no firewall: doors can only run commands
+	AWSSG    Kind = "aws-sg"   // AWS security groups ([firewall.aws]; docs/CLOUD.md)
 )
 
 // Kinds lists every backend, in the order messages name them.
-func Kinds() []Kind { return []Kind{Nftables, Iptables, None} }
+func Kinds() []Kind { return []Kind{Nftables, Iptables, AWSSG, None} }
 
 // KindList is the backends as a message names them: "nftables, iptables or none".
 func KindList() string {

@@ -101,6 +101,8 @@ func TestReload(t *testing.T) {
 	control.Control.MaxGrant = time.Hour
 	metrics := withSPA(good, spaSection(62201, false))
 	metrics.Metrics.Listen = "127.0.0.1:9741"
+	aws := withSPA(good, spaSection(62201, false))
+	aws.AWS = &config.AWS{Region: "eu-west-1", SecurityGroups: []string{"sg-01234567"}, MaxRules: 50}
 	tests := []struct {
 		name    string
 		next    *config.Config
@@ -117,6 +119,7 @@ func TestReload(t *testing.T) {
 		{"pid_file", pidFile, nil, "changing pid_file takes a restart", false},
 		{"control", control, nil, "changing [control] takes a restart", false},
 		{"metrics", metrics, nil, "changing [metrics] takes a restart", false},
+		{"firewall.aws", aws, nil, "changing [firewall.aws] takes a restart", false},
 		{"gate refused", good, func(b *bed) { b.fw.Fail(firewalltest.OpApply, errors.New("EPERM")) }, "apply firewall gate: EPERM", false},
 		{"filter refused", good, func(b *bed) { b.cap.FailFilter(errors.New("ENOMEM")) }, "set capture filter: ENOMEM", false},
 		{"socket refused", newPort, func(b *bed) { b.ln.fail = errors.New("EADDRINUSE") }, "listen on udp/62202: EADDRINUSE", false},
