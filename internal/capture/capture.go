@@ -40,6 +40,9 @@ type Filter struct {
 	GuardFlags []knock.TCPFlags
 	// SPA lists UDP ports whose whole payload is wanted (snap length 65535 instead of 256).
 	SPA []uint16
+	// Decoys lists TCP decoy ports whose connection attempts (SYN set, ACK clear) pass, so
+	// that a SYN-only touch is seen.
+	Decoys []uint16
 }
 
 // Knock is one knockable port and, for TCP, the flag condition a segment must satisfy.

@@ -179,7 +179,7 @@ func sendSpoofedSYN(t *testing.T, bed *netnsbed.Bed, src, dst netip.Addr, dport 
 
 // TestIntegrationDecoy: a completed handshake with a TCP decoy bans the visitor (it cannot reach
 // the protected port even after a correct knock, and its SPA garbage changes nothing), a
-// spoofed SYN bans nobody, a UDP touch alerts without banning, the webhook arrives signed with
+// spoofed SYN (no handshake) alerts once as a SYN-only touch and bans nobody, a UDP touch alerts without banning, the webhook arrives signed with
 // the visitor's bytes, never_ban holds, the ban survives kill -9 and a restart, and a valid SPA
 // packet from the banned address opens the port and lifts the ban.
 func TestIntegrationDecoy(t *testing.T) {
@@ -222,6 +222,23 @@ func TestIntegrationDecoy(t *testing.T) {
 			}
 			if h.bad != 0 {
 				t.Errorf("%d webhooks with a bad signature", h.bad)
+			}
+			// The spoofed SYNs, whose handshake never completed (the innocent's kernel reset the
+			// SYN-ACK), alert once as a SYN-only touch and ban nobody.
+			if !waitFor(8*time.Second, func() bool { return h.find("decoy_touch", innocent) != nil }) {
+				t.Fatalf("no webhook for the SYN-only touch from %s; daemon:\n%s", innocent, d.Output())
+			}
+			if e := h.find("decoy_touch", innocent); e.Banned || e.Port != fmt.Sprintf("tcp/%d", decoyPort) || !strings.Contains(e.Reason, "syn") {
+				t.Errorf("SYN touch webhook %+v", e)
+			}
+			if n := h.count(innocent); n != 1 {
+				t.Errorf("%d webhooks for the SYN touches from %s, want 1", n, innocent)
+			}
+			if !strings.Contains(d.Output(), fmt.Sprintf("msg=alert src=%s kind=decoy_touch port=tcp/%d", innocent, decoyPort)) {
+				t.Errorf("no alert line for the SYN touch; daemon:\n%s", d.Output())
+			}
+			if b := banOf(t, ctl("status", "--json"), innocent); b != 0 {
+				t.Fatalf("a spoofed SYN banned %s for %v", innocent, b)
 			}
 			// The innocent, whose address was forged, still knocks and connects.
 			knockFrom(t, bed, innocent, fam.server, seq...)

@@ -244,7 +244,8 @@ func Gate(cfg *config.Config) firewall.Gate {
 	return firewall.Gate{Protected: spaProtected(cfg, OpenPorts(cfg)), Stealth: cfg.Server.Stealth, Allow: cfg.Server.Allow}
 }
 
-// Filter is the kernel capture filter cfg needs: the doors' knocks and the sweep guard ports.
+// Filter is the kernel capture filter cfg needs: the doors' knocks, the sweep guard ports, the
+// SPA port and connection attempts to TCP decoy ports.
 func Filter(cfg *config.Config) capture.Filter {
 	var f capture.Filter
 	for _, d := range cfg.Doors {
@@ -265,6 +266,13 @@ func Filter(cfg *config.Config) capture.Filter {
 	// The guard counts every TCP segment a door would count: the kernel must pass them all.
 	f.GuardFlags = knock.GuardFlags(doorsOf(cfg))
 	f.SPA = SPAPorts(cfg)
+	for _, d := range cfg.Decoys {
+		for _, p := range d.Ports {
+			if p.Proto == netport.TCP {
+				f.Decoys = append(f.Decoys, p.Num)
+			}
+		}
+	}
 	return f
 }
 
@@ -378,6 +386,7 @@ func (s *Server) tick(ctx context.Context) {
 			st.machine.Expire(now)
 			s.mu.Unlock()
 			s.grants.sweep(now)
+			s.expireBans(now)
 			s.reportLogs()
 		}
 	}
@@ -392,7 +401,7 @@ func (s *Server) handle(ctx context.Context, p *capture.Packet) {
 	st := s.cur
 	isSPA := st.cfg.SPA != nil && st.cfg.SPA.Sniff && p.Proto == netport.UDP && p.DstPort == st.cfg.SPA.Port
 	s.mu.Unlock()
-	if s.screen(ctx, st.cfg, p, isSPA) {
+	if s.decoyTouch(p) || s.screen(ctx, st.cfg, p, isSPA) {
 		return
 	}
 	s.mu.Lock()
