@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -307,6 +308,98 @@ func TestIntegrationDecoy(t *testing.T) {
 			}
 			if !waitFor(2*time.Second, func() bool { return banOf(t, ctl("status", "--json"), attacker) == 0 }) {
 				t.Errorf("ban of %s not lifted by a valid SPA packet:\n%s", attacker, ctl("status"))
+			}
+		})
+	}
+}
+
+// TestIntegrationDecoyReload: SIGHUP with a new [[decoy]] port and a new [alert] url: the new
+// port listens (a handshake bans, its webhook goes to the new url only, a spoofed SYN to it
+// alerts as a SYN-only touch: the capture filter followed), the removed port is closed, and a
+// ban made before the reload stays.
+func TestIntegrationDecoyReload(t *testing.T) {
+	const newDecoy = 2424
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			bed := skipUnlessRoot(t)
+			svc := listen(t, bed, fam)
+			extra, err := bed.AddClientAddrs(context.Background(), 3, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, after, never := pick(extra, 0, fam), pick(extra, 1, fam), pick(extra, 2, fam)
+			h1, h2 := startHook(t, bed, fam.server), startHook(t, bed, fam.server)
+			k := newSPAKeys(t)
+			sock := operatorSocket(t)
+			cfg := decoyConfig(t, k, never, h1.url, "")
+			d, path := startSesame(t, bed, cfg, "--control-socket", sock)
+			ctl := func(args ...string) string {
+				t.Helper()
+				out, err := sesameCtl(sock, nil, args...)
+				if err != nil {
+					t.Fatalf("sesame %v: %v\n%s\ndaemon:\n%s", args, err, out, d.Output())
+				}
+				return out
+			}
+			visitDecoy(t, bed, before, fam.server, "before")
+			if !waitFor(5*time.Second, func() bool { return h1.find("decoy_connect", before) != nil }) {
+				t.Fatalf("no webhook before the reload; daemon:\n%s", d.Output())
+			}
+
+			next := strings.Replace(cfg, fmt.Sprintf(`ports = ["tcp/%d", "udp/%d"]`, decoyPort, udpDecoyPort), fmt.Sprintf(`ports = ["tcp/%d"]`, newDecoy), 1)
+			next = strings.Replace(next, fmt.Sprintf("url = %q", h1.url), fmt.Sprintf("url = %q", h2.url), 1)
+			if next == cfg || strings.Count(next, h2.url) != 1 {
+				t.Fatal("the test's config rewrite did not apply")
+			}
+			next = strings.ReplaceAll(next, "STATE_DIR", filepath.Dir(path))
+			if err := os.WriteFile(path, []byte(next), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			d.Cmd.Process.Signal(syscall.SIGHUP)
+			if !d.WaitOutput("configuration reloaded", 5*time.Second) {
+				t.Fatalf("no reload; daemon:\n%s", d.Output())
+			}
+			if c, err := netnsbed.Dial(bed.Client, after, netip.AddrPortFrom(fam.server, decoyPort), time.Second); err == nil {
+				c.Close()
+				t.Errorf("the removed decoy port tcp/%d still accepts", decoyPort)
+			}
+			// A spoofed SYN to the new port (the real client's address, which resets the SYN-ACK).
+			sendSpoofedSYN(t, bed, fam.client, fam.server, newDecoy)
+			c, err := netnsbed.Dial(bed.Client, after, netip.AddrPortFrom(fam.server, newDecoy), 2*time.Second)
+			if err != nil {
+				t.Fatalf("the new decoy port: %v; daemon:\n%s", err, d.Output())
+			}
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			got := make([]byte, len(decoyBanner))
+			if _, err := io.ReadFull(c, got); err != nil || string(got) != decoyBanner {
+				t.Fatalf("new decoy banner %q, %v", got, err)
+			}
+			c.Write([]byte("after"))
+			c.Close()
+			if !waitFor(5*time.Second, func() bool { return h2.find("decoy_connect", after) != nil }) {
+				t.Fatalf("no webhook to the new url; daemon:\n%s", d.Output())
+			}
+			if e := h2.find("decoy_connect", after); !e.Banned || e.Port != fmt.Sprintf("tcp/%d", newDecoy) {
+				t.Errorf("webhook %+v", e)
+			}
+			if !waitFor(8*time.Second, func() bool { return h2.find("decoy_touch", fam.client) != nil }) {
+				t.Errorf("no SYN-only touch webhook for the new port; daemon:\n%s", d.Output())
+			}
+			if h1.count(after) != 0 || h1.count(fam.client) != 0 {
+				t.Error("webhooks still go to the old url after the reload")
+			}
+			st := ctl("status", "--json")
+			for _, src := range []netip.Addr{before, after} {
+				if banOf(t, st, src) == 0 {
+					t.Errorf("%s not banned after the reload:\n%s", src, st)
+				}
+				knockFrom(t, bed, src, fam.server, seq...)
+				if eventually(t, bed, src, svc, true) {
+					t.Errorf("banned %s reached the protected port", src)
+				}
+			}
+			if banOf(t, st, fam.client) != 0 {
+				t.Errorf("the spoofed SYN banned %s", fam.client)
 			}
 		})
 	}
