@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -289,6 +290,32 @@ func TestIntegrationDecoy(t *testing.T) {
 				t.Errorf("%d webhooks for %s within the interval, want 1", n, attacker)
 			}
 
+			// The metrics count the bans, the touches by kind and the webhooks; promtool accepts them.
+			wantMetrics := []string{
+				`sesame_bans_added_total{reason="decoy"} 2`, // the attacker's two visits
+				`sesame_bans_active 1`,
+				`sesame_decoy_touches_total{kind="handshake"} 3`,
+				`sesame_decoy_touches_total{kind="syn"} 1`, // the spoofed SYNs, once: retransmits
+				`sesame_decoy_touches_total{kind="udp"} 1`,
+				`sesame_alerts_sent_total 4`,
+				`sesame_alerts_suppressed_total 1`,
+				`sesame_alerts_dropped_total 0`,
+				`sesame_alerts_failed_total 0`,
+			}
+			var text string
+			if !waitFor(3*time.Second, func() bool {
+				text = scrape(t, unixDialer(sock))
+				return !slices.ContainsFunc(wantMetrics, func(l string) bool { return !metricLine(text, l) })
+			}) {
+				for _, l := range wantMetrics {
+					if !metricLine(text, l) {
+						t.Errorf("metrics: no line %q", l)
+					}
+				}
+				t.Logf("scrape:\n%s", text)
+			}
+			promtoolCheck(t, "socket", text)
+
 			// kill -9 and start again: still banned.
 			d.Stop(syscall.SIGKILL)
 			<-d.Done()
@@ -308,6 +335,12 @@ func TestIntegrationDecoy(t *testing.T) {
 			}
 			if !waitFor(2*time.Second, func() bool { return banOf(t, ctl("status", "--json"), attacker) == 0 }) {
 				t.Errorf("ban of %s not lifted by a valid SPA packet:\n%s", attacker, ctl("status"))
+			}
+			text = scrape(t, unixDialer(sock))
+			for _, l := range []string{`sesame_bans_lifted_total{reason="spa"} 1`, `sesame_bans_active 0`} {
+				if !metricLine(text, l) {
+					t.Errorf("metrics after the SPA lift: no line %q\n%s", l, text)
+				}
 			}
 		})
 	}

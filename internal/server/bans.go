@@ -45,7 +45,6 @@ type banParts struct {
 type banEntry struct {
 	until  time.Time
 	reason string
-	kind   string // BanReason* of the ban
 }
 
 // scanKey is what a scan detector is built from: a reload keeps the detector (and the
@@ -65,13 +64,12 @@ func (k scanKey) equal(o scanKey) bool {
 
 // Reasons a ban is added or lifted, the label values of the ban metrics.
 const (
-	BanReasonDecoy    = "decoy"
-	BanReasonScan     = "scan"
-	BanReasonOperator = "operator"
-	BanReasonKept     = "kept" // from before a restart
-	LiftSPA           = "spa"
-	LiftRevoke        = "revoke"
-	LiftExpired       = "expired"
+	BanReasonDecoy = "decoy"
+	BanReasonScan  = "scan"
+	banReasonOther = "other"
+	LiftSPA        = "spa"
+	LiftRevoke     = "revoke"
+	LiftExpired    = "expired"
 )
 
 // banKind classifies a ban's reason text.
@@ -82,7 +80,7 @@ func banKind(reason string) string {
 	case strings.HasPrefix(reason, "scan"):
 		return BanReasonScan
 	}
-	return BanReasonOperator
+	return banReasonOther
 }
 
 // banner is the firewall's ban primitive, or nil when the backend has none (firewall none). A
@@ -116,7 +114,7 @@ func (s *Server) startBans(ctx context.Context, wg *sync.WaitGroup, cfg *config.
 		now := s.deps.Now()
 		s.bans.mu.Lock()
 		for _, l := range live {
-			s.bans.banned[l.Src] = banEntry{until: now.Add(l.Remaining), reason: "kept from before a restart", kind: BanReasonKept}
+			s.bans.banned[l.Src] = banEntry{until: now.Add(l.Remaining), reason: "kept from before a restart"}
 		}
 		s.bans.mu.Unlock()
 		if len(live) > 0 {
@@ -298,7 +296,7 @@ func (s *Server) Ban(ctx context.Context, src netip.Addr, dur time.Duration, rea
 	kind := banKind(reason)
 	count(&s.bans.added, kind)
 	if s.bans.banned != nil && (len(s.bans.banned) < maxBanCache || s.bans.has(src, s.deps.Now())) {
-		s.bans.banned[src] = banEntry{until: s.deps.Now().Add(dur), reason: reason, kind: kind}
+		s.bans.banned[src] = banEntry{until: s.deps.Now().Add(dur), reason: reason}
 	}
 	s.bans.mu.Unlock()
 	s.log.Warn("banned", "src", src, "for", dur, "reason", reason)
@@ -454,7 +452,7 @@ func (s *Server) banStats() BanStats {
 	s.expireBans(s.deps.Now())
 	s.bans.mu.Lock()
 	out := BanStats{Added: map[string]uint64{}, Lifted: map[string]uint64{}, Active: len(s.bans.banned), Ignored: s.bans.ignored}
-	for _, k := range []string{BanReasonDecoy, BanReasonScan, BanReasonOperator} {
+	for _, k := range []string{BanReasonDecoy, BanReasonScan} {
 		out.Added[k] = s.bans.added[k]
 	}
 	for _, k := range []string{LiftSPA, LiftRevoke, LiftExpired} {

@@ -78,6 +78,12 @@ func TestScanBans(t *testing.T) {
 	if _, err := b.srv.Revoke(ctx, RevokeRequest{Src: scanner, Ban: true, All: true}); err == nil {
 		t.Fatal("ban with all accepted")
 	}
+	// Three scan bans: one lifted by SPA, one expired, one revoked.
+	bs := b.srv.Stats().Bans
+	if bs.Added[BanReasonScan] != 3 || bs.Added[BanReasonDecoy] != 0 || bs.Lifted[LiftSPA] != 1 ||
+		bs.Lifted[LiftExpired] != 1 || bs.Lifted[LiftRevoke] != 1 || bs.Active != 0 {
+		t.Errorf("ban stats %+v", bs)
+	}
 }
 
 // freeTCP returns a TCP port free on every address now.
