@@ -136,7 +136,7 @@ func TestTouch(t *testing.T) {
 	port := netport.Port{Proto: netport.TCP, Num: tp}
 	s := New(Options{
 		Decoys: []Decoy{{Ports: []netport.Port{port}, BanFor: time.Minute}},
-		Host:   "127.0.0.1", Ban: r.ban, Alert: r.alert, ReadFor: 100 * time.Millisecond, SYNGrace: 200 * time.Millisecond,
+		Host:   "127.0.0.1", Ban: r.ban, Alert: r.alert, ReadFor: 100 * time.Millisecond, SYNGrace: time.Second,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -167,7 +167,7 @@ func TestTouch(t *testing.T) {
 	wait(1)
 	// A SYN the capture reports after the accept: no touch either.
 	s.Touch(lo, port, time.Now())
-	time.Sleep(600 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	cancel()
 	s.Wait()
 	r.mu.Lock()

@@ -143,9 +143,22 @@ func nmapReport(t *testing.T, bed *netnsbed.Bed, dst netip.Addr, args ...string)
 // scanAll is the acceptance scan: a SYN scan of all 65535 TCP ports and a UDP scan of the knock
 // port, the SPA port, the UDP decoy port and 100 others. between, when set, runs between the
 // two scans.
-func scanAll(t *testing.T, bed *netnsbed.Bed, dst netip.Addr, between func()) (tcp, udp string) {
+//
+// answered says every TCP port answers (no firewall drops anything: stealth closed, or no
+// sesame). Then a SYN scan whose report has "filtered" ports lost answers and is run again, at
+// most twice, each time logged: on a 2-core machine shared with other test runs, IPv6 SYN scans
+// at nmap's rate now and then lose 5 000 to 34 000 answers, without sesame too (seen in a run
+// without sesame in the test, and by hand between two bare namespaces with no firewall at
+// all). A port that sesame really drops is filtered in every run, so the retry does not hide it.
+func scanAll(t *testing.T, bed *netnsbed.Bed, dst netip.Addr, answered bool, between func()) (tcp, udp string) {
 	t.Helper()
-	tcp = nmapReport(t, bed, dst, "-sS", "-p-", "--min-rate", "8000")
+	for try := 0; ; try++ {
+		tcp = nmapReport(t, bed, dst, "-sS", "-p-", "--min-rate", "8000")
+		if !answered || !strings.Contains(tcp, "filtered") || try == 2 {
+			break
+		}
+		t.Logf("SYN scan of %s lost answers (%s); scanning again", dst, tcp)
+	}
 	if between != nil {
 		between()
 	}
@@ -249,7 +262,7 @@ func TestIntegrationStealthClosed(t *testing.T) {
 			stopOrdinary := ordinaryServices(t, bed)
 			base := map[string][2]string{}
 			for _, fam := range families {
-				tcp, udp := scanAll(t, bed, fam.server, nil)
+				tcp, udp := scanAll(t, bed, fam.server, true, nil)
 				base[fam.name] = [2]string{tcp, udp}
 				t.Logf("%s without sesame: tcp %s; udp %s", fam.name, tcp, udp)
 				if !strings.Contains(tcp, "8080/tcp=open") || !strings.Contains(tcp, fmt.Sprintf("%d/tcp=open", decoyPort)) ||
@@ -280,7 +293,7 @@ func TestIntegrationStealthClosed(t *testing.T) {
 					// handshake); waiting for it before the UDP scan keeps the per-source alert
 					// interval from being taken by the UDP decoy's.
 					touch := fmt.Sprintf("msg=alert src=%s kind=decoy_touch port=tcp/%d", fam.client, decoyPort)
-					tcp, udp := scanAll(t, bed, fam.server, func() {
+					tcp, udp := scanAll(t, bed, fam.server, true, func() {
 						if !waitFor(8*time.Second, func() bool { return strings.Contains(d.Output(), touch) }) {
 							t.Errorf("no SYN-only touch alert for the SYN scan; daemon:\n%s", d.Output())
 						}
@@ -328,7 +341,7 @@ func TestIntegrationStealthDark(t *testing.T) {
 			}
 			for i, fam := range families {
 				t.Run(fam.name, func(t *testing.T) {
-					tcp, udp := scanAll(t, bed, fam.server, nil)
+					tcp, udp := scanAll(t, bed, fam.server, false, nil)
 					if tcp != " | filtered 65535" {
 						t.Errorf("TCP scan: %s, want every port filtered", tcp)
 					}
