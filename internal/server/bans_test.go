@@ -164,6 +164,12 @@ func TestReloadBans(t *testing.T) {
 	if b.fw.Banned(spoofed) {
 		t.Fatal("a SYN-only touch banned")
 	}
+	// A SYN to the decoy is not scan evidence: with 5 guard ports it makes 6, and no ban.
+	prober := netip.MustParseAddr("198.18.0.81")
+	b.knock(prober, tcp(pb), tcp(6998), tcp(6999), tcp(7001), tcp(7002), tcp(7003))
+	if b.fw.Banned(prober) {
+		t.Fatal("a SYN to a decoy port counted as scan evidence")
+	}
 	// The new port bans after a handshake.
 	if !visit(t, pb) {
 		t.Fatal("the new decoy port does not answer")

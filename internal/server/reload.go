@@ -48,14 +48,14 @@ var ErrNeedsRestart = errors.New("takes a restart")
 // Reload switches to cfg, all of it or none of it: knock doors, backend-independent settings
 // (max_sources, sweep_guard, on_stop, never_ban), [[decoy]] (new ports listen, removed ones
 // close), [scan] (a changed section starts a new detector: offences counted so far are
-// forgotten), [alert] (queued webhooks go to the new target), the [spa] section (its clients, keys and limits; adding
-// or removing it; its listener: a new UDP socket opens before the old one closes, and in sniff
-// mode the capture filter changes). On any error (a bad SPA part, a socket that cannot be
-// bound, a decoy port that cannot be bound, a gate or filter the kernel refuses, or something
+// forgotten), [alert] (queued webhooks go to the new target), the [spa] section (its clients,
+// keys and limits; adding or removing it; its listener: a new UDP socket opens before the old
+// one closes, and in sniff mode the capture filter changes). On any error (a bad SPA part, a
+// socket or decoy port that cannot be bound, a gate or filter the kernel refuses, or something
 // NeedsRestart names) the running configuration stays as it was and the error says why. Live
-// grants and bans survive; knocks in
-// progress are forgotten. Stop commands already pending keep the command and delay they were
-// scheduled with: the runner outlives reloads, so they run on time, once.
+// grants and bans survive; knocks in progress are forgotten. Stop commands already pending keep
+// the command and delay they were scheduled with: the runner outlives reloads, so they run on
+// time, once.
 func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 	if cfg == nil {
 		return errors.New("server: reload: no configuration")
