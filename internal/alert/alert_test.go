@@ -186,3 +186,28 @@ func TestConfigure(t *testing.T) {
 		t.Errorf("stats %+v, want 2 sent", s)
 	}
 }
+
+// TestConfigureQueued: a webhook queued before Configure goes to the new URL with the new
+// secret.
+func TestConfigureQueued(t *testing.T) {
+	got := make(chan bool, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- Verify([]byte("second-secret"), b, r.Header.Get(SignatureHeader))
+	}))
+	defer srv.Close()
+	a := New(Options{URL: "http://127.0.0.1:1/old", Secret: []byte("first-secret")})
+	a.Alert(Event{Kind: "scan", Src: netip.MustParseAddr("198.18.0.2")}) // no Run yet: queued
+	a.Configure(srv.URL, []byte("second-secret"), 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go a.Run(ctx)
+	select {
+	case ok := <-got:
+		if !ok {
+			t.Fatal("the queued webhook was not signed with the new secret")
+		}
+	case <-ctx.Done():
+		t.Fatal("the queued webhook did not reach the new URL")
+	}
+}

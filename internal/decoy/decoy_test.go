@@ -195,8 +195,8 @@ func TestSet(t *testing.T) {
 	r := &recorder{got: make(chan struct{}, 16)}
 	a, b := freePort(t, "tcp"), freePort(t, "tcp")
 	pa, pb := netport.Port{Proto: netport.TCP, Num: a}, netport.Port{Proto: netport.TCP, Num: b}
-	s := New(Options{Decoys: []Decoy{{Ports: []netport.Port{pa}, Banner: "one\n"}}, Host: "127.0.0.1", Alert: r.alert,
-		ReadFor: 100 * time.Millisecond})
+	s := New(Options{Decoys: []Decoy{{Ports: []netport.Port{pa}, Banner: "one\n", BanFor: time.Minute}}, Host: "127.0.0.1", Alert: r.alert,
+		Ban: r.ban, ReadFor: 100 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.Start(ctx); err != nil {
@@ -222,6 +222,11 @@ func TestSet(t *testing.T) {
 	if got := banner(a); got != "two\n" {
 		t.Errorf("kept port: banner %q, want the new one", got)
 	}
+	r.mu.Lock()
+	if len(r.bans) != 1 {
+		t.Errorf("bans %v: the first visit (ban_for 1m) bans, the one after ban_for became 0 does not", r.bans)
+	}
+	r.mu.Unlock()
 	if got := banner(b); got != "two\n" {
 		t.Errorf("new port: %q", got)
 	}
