@@ -66,6 +66,8 @@ type Alerter struct {
 
 	mu   sync.Mutex
 	last map[netip.Addr]time.Time
+	// target is where webhooks go and how often per source; Configure changes it.
+	target target
 
 	dropped    atomic.Uint64 // queue overflow
 	suppressed atomic.Uint64 // within the interval of an earlier alert for the same source
@@ -101,7 +103,32 @@ func New(o Options) *Alerter {
 	if o.Sleep == nil {
 		o.Sleep = sleep
 	}
-	return &Alerter{o: o, queue: make(chan []byte, o.Queue), last: map[netip.Addr]time.Time{}}
+	return &Alerter{o: o, queue: make(chan []byte, o.Queue), last: map[netip.Addr]time.Time{},
+		target: target{url: o.URL, secret: o.Secret, interval: o.Interval}}
+}
+
+type target struct {
+	url      string
+	secret   []byte
+	interval time.Duration
+}
+
+// Configure changes the webhook URL, its secret and the per-source interval (0: the default)
+// of a running Alerter (a reload). Webhooks still queued go to the new URL, signed with the new
+// secret; the counters and the per-source memory are kept.
+func (a *Alerter) Configure(url string, secret []byte, interval time.Duration) {
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	a.mu.Lock()
+	a.target = target{url: url, secret: secret, interval: interval}
+	a.mu.Unlock()
+}
+
+func (a *Alerter) current() target {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.target
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -138,13 +165,14 @@ func (a *Alerter) Alert(ev Event) bool {
 	if len(ev.Data) > maxDataInAlerts {
 		ev.Data = ev.Data[:maxDataInAlerts]
 	}
-	if !a.take(ev.Src, now) {
+	tg, ok := a.take(ev.Src, now)
+	if !ok {
 		a.suppressed.Add(1)
 		return false
 	}
 	a.o.Log.Warn("alert", "src", ev.Src.String(), "kind", ev.Kind, "port", ev.Port, "ports", ev.Ports,
 		"banned", ev.Banned, "ban_for", time.Duration(ev.BanFor)*time.Millisecond, "data", fmt.Sprintf("%q", ev.Data))
-	if a.o.URL == "" {
+	if tg.url == "" {
 		return true
 	}
 	body, err := json.Marshal(ev)
@@ -161,25 +189,27 @@ func (a *Alerter) Alert(ev Event) bool {
 	return true
 }
 
-// take records an alert for src at now if none was taken within the interval.
-func (a *Alerter) take(src netip.Addr, now time.Time) bool {
+// take records an alert for src at now if none was taken within the interval, and returns
+// the target it goes to.
+func (a *Alerter) take(src netip.Addr, now time.Time) (target, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if t, ok := a.last[src]; ok && now.Sub(t) < a.o.Interval {
-		return false
+	tg := a.target
+	if t, ok := a.last[src]; ok && now.Sub(t) < tg.interval {
+		return tg, false
 	}
 	if len(a.last) >= maxSources {
 		for k, t := range a.last {
-			if now.Sub(t) >= a.o.Interval {
+			if now.Sub(t) >= tg.interval {
 				delete(a.last, k)
 			}
 		}
 		if len(a.last) >= maxSources {
-			return false // every remembered source is recent: a flood; hold back new ones
+			return tg, false // every remembered source is recent: a flood; hold back new ones
 		}
 	}
 	a.last[src] = now
-	return true
+	return tg, true
 }
 
 // Run delivers queued webhooks until ctx ends.
@@ -214,12 +244,16 @@ func (a *Alerter) deliver(ctx context.Context, body []byte) {
 }
 
 func (a *Alerter) post(ctx context.Context, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.o.URL, bytes.NewReader(body))
+	tg := a.current()
+	if tg.url == "" {
+		return nil // the webhook was removed by a reload: the log line was written
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tg.url, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("webhook: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(SignatureHeader, Sign(a.o.Secret, body))
+	req.Header.Set(SignatureHeader, Sign(tg.secret, body))
 	resp, err := a.o.Client.Do(req)
 	if err != nil {
 		return fmt.Errorf("webhook: %w", err)

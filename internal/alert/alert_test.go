@@ -125,3 +125,89 @@ func TestVerify(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigure: a running Alerter reconfigured (a reload) sends the next webhook to the new
+// URL signed with the new secret, applies the new interval, and keeps its counters.
+func TestConfigure(t *testing.T) {
+	type hit struct {
+		to   string
+		body []byte
+		sig  string
+	}
+	hits := make(chan hit, 10)
+	hook := func(name string) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			hits <- hit{name, b, r.Header.Get(SignatureHeader)}
+		}))
+	}
+	one, two := hook("one"), hook("two")
+	defer one.Close()
+	defer two.Close()
+	clk := &clock{t: time.Unix(1000, 0)}
+	a := New(Options{URL: one.URL, Secret: []byte("first-secret"), Interval: time.Hour, Now: clk.Now})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go a.Run(ctx)
+	src := netip.MustParseAddr("198.18.0.2")
+	recv := func() hit {
+		t.Helper()
+		select {
+		case h := <-hits:
+			return h
+		case <-ctx.Done():
+			t.Fatal("no webhook")
+		}
+		return hit{}
+	}
+	a.Alert(Event{Kind: "scan", Src: src})
+	if h := recv(); h.to != "one" || !Verify([]byte("first-secret"), h.body, h.sig) {
+		t.Fatalf("first webhook to %s, signature ok %v", h.to, Verify([]byte("first-secret"), h.body, h.sig))
+	}
+	a.Configure(two.URL, []byte("second-secret"), time.Minute)
+	clk.Add(time.Minute) // within the old hour, past the new minute
+	if !a.Alert(Event{Kind: "scan", Src: src}) {
+		t.Fatal("the new interval was not applied")
+	}
+	if h := recv(); h.to != "two" || !Verify([]byte("second-secret"), h.body, h.sig) {
+		t.Fatalf("second webhook to %s, signature ok %v", h.to, Verify([]byte("second-secret"), h.body, h.sig))
+	}
+	a.Configure("", nil, time.Minute)
+	clk.Add(time.Minute)
+	if !a.Alert(Event{Kind: "scan", Src: src}) {
+		t.Fatal("alert without a webhook not logged")
+	}
+	select {
+	case h := <-hits:
+		t.Fatalf("webhook to %s after the URL was removed", h.to)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if s := a.Stats(); s.Sent != 2 {
+		t.Errorf("stats %+v, want 2 sent", s)
+	}
+}
+
+// TestConfigureQueued: a webhook queued before Configure goes to the new URL with the new
+// secret.
+func TestConfigureQueued(t *testing.T) {
+	got := make(chan bool, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- Verify([]byte("second-secret"), b, r.Header.Get(SignatureHeader))
+	}))
+	defer srv.Close()
+	a := New(Options{URL: "http://127.0.0.1:1/old", Secret: []byte("first-secret")})
+	a.Alert(Event{Kind: "scan", Src: netip.MustParseAddr("198.18.0.2")}) // no Run yet: queued
+	a.Configure(srv.URL, []byte("second-secret"), 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go a.Run(ctx)
+	select {
+	case ok := <-got:
+		if !ok {
+			t.Fatal("the queued webhook was not signed with the new secret")
+		}
+	case <-ctx.Done():
+		t.Fatal("the queued webhook did not reach the new URL")
+	}
+}

@@ -48,6 +48,9 @@ type Filter struct {
 	// carried in a ping: every echo request then returns SnapSPA (an ICMP knock needs only the
 	// header, so it is served too).
 	SPAICMP bool
+	// Decoys lists TCP decoy ports whose connection attempts (SYN set, ACK clear) pass, so
+	// that a SYN-only touch is seen.
+	Decoys []uint16
 }
 
 // ICMP types of the packets Decode accepts.

@@ -36,8 +36,9 @@ const (
 // The program drops copies of outgoing packets (packet type PACKET_OUTGOING), tells IPv4 from
 // IPv6 by the packet's protocol (the SKF_AD_PROTOCOL ancillary load), honours a variable IPv4
 // header length, drops IPv4 non-first fragments and IPv4 headers shorter than 20 bytes, and
-// accepts only packets that match f: it returns SnapSPA for UDP datagrams to SPA ports and,
-// with f.SPAICMP, for ICMP echo requests and IPv4 echo replies, and SnapKnock for other matches. On IPv6 the next header must be TCP, UDP or ICMPv6 directly:
+// accepts only packets that match f (knocks, guards, SPA ports and SYNs to decoy ports): it
+// returns SnapSPA for UDP datagrams to SPA ports and, with f.SPAICMP, for ICMP echo requests and
+// IPv4 echo replies, and SnapKnock for other matches. On IPv6 the next header must be TCP, UDP or ICMPv6 directly:
 // extension headers are not followed, so packets carrying them never match (knockd behaves the
 // same way). Ports are merged into ranges to keep the program short.
 func Compile(f Filter) ([]bpf.Instruction, error) {
@@ -291,6 +292,13 @@ func sortFilter(f Filter) (tcp []tcpGroup, udp, spa []portRange, icmp bool, err 
 		default:
 			return nil, nil, nil, false, fmt.Errorf("guard %v %d-%d: only tcp and udp can be guarded", g.Proto, g.Lo, g.Hi)
 		}
+	}
+	for _, p := range f.Decoys {
+		if p == 0 {
+			return nil, nil, nil, false, fmt.Errorf("decoy port 0")
+		}
+		syn := knock.TCPFlags{Set: knock.SYN, Clear: knock.ACK}
+		byFlags[syn] = append(byFlags[syn], portRange{p, p})
 	}
 	for _, p := range f.SPA {
 		if p == 0 {

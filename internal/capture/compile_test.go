@@ -418,3 +418,40 @@ func TestCompilePayloads(t *testing.T) {
 		}
 	}
 }
+
+// TestCompileDecoys: a decoy port passes connection attempts (SYN without ACK) only, on IPv4 and
+// IPv6, beside knocks on other ports; the rest of its handshake and other ports do not pass.
+func TestCompileDecoys(t *testing.T) {
+	f := Filter{Knocks: []Knock{{Port: netport.Port{Proto: netport.TCP, Num: 7000}}}, Decoys: []uint16{2323, 3389}}
+	prog, err := Compile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		port  uint16
+		flags uint8
+		want  int
+	}{
+		{"SYN to a decoy", 2323, knock.SYN, SnapKnock},
+		{"SYN to the other decoy", 3389, knock.SYN, SnapKnock},
+		{"ACK of the handshake", 2323, knock.ACK, 0},
+		{"SYN+ACK", 2323, knock.SYN | knock.ACK, 0},
+		{"data", 2323, knock.PSH | knock.ACK, 0},
+		{"SYN to a port next to it", 2324, knock.SYN, 0},
+		{"knock port any flags", 7000, knock.ACK, SnapKnock},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, v6 := range []bool{false, true} {
+				p := pk{v6: v6, proto: ipProtoTCP, dport: tt.port, flags: tt.flags}
+				if got := runFilter(t, prog, p.build(), 0); got != tt.want {
+					t.Errorf("v6=%v: filter = %d, want %d", v6, got, tt.want)
+				}
+			}
+		})
+	}
+	if _, err := Compile(Filter{Decoys: []uint16{0}}); err == nil {
+		t.Error("decoy port 0 compiled")
+	}
+}

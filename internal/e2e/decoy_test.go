@@ -11,7 +11,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -179,7 +181,7 @@ func sendSpoofedSYN(t *testing.T, bed *netnsbed.Bed, src, dst netip.Addr, dport 
 
 // TestIntegrationDecoy: a completed handshake with a TCP decoy bans the visitor (it cannot reach
 // the protected port even after a correct knock, and its SPA garbage changes nothing), a
-// spoofed SYN bans nobody, a UDP touch alerts without banning, the webhook arrives signed with
+// spoofed SYN (no handshake) alerts once as a SYN-only touch and bans nobody, a UDP touch alerts without banning, the webhook arrives signed with
 // the visitor's bytes, never_ban holds, the ban survives kill -9 and a restart, and a valid SPA
 // packet from the banned address opens the port and lifts the ban.
 func TestIntegrationDecoy(t *testing.T) {
@@ -222,6 +224,23 @@ func TestIntegrationDecoy(t *testing.T) {
 			}
 			if h.bad != 0 {
 				t.Errorf("%d webhooks with a bad signature", h.bad)
+			}
+			// The spoofed SYNs, whose handshake never completed (the innocent's kernel reset the
+			// SYN-ACK), alert once as a SYN-only touch and ban nobody.
+			if !waitFor(8*time.Second, func() bool { return h.find("decoy_touch", innocent) != nil }) {
+				t.Fatalf("no webhook for the SYN-only touch from %s; daemon:\n%s", innocent, d.Output())
+			}
+			if e := h.find("decoy_touch", innocent); e.Banned || e.Port != fmt.Sprintf("tcp/%d", decoyPort) || !strings.Contains(e.Reason, "syn") {
+				t.Errorf("SYN touch webhook %+v", e)
+			}
+			if n := h.count(innocent); n != 1 {
+				t.Errorf("%d webhooks for the SYN touches from %s, want 1", n, innocent)
+			}
+			if !strings.Contains(d.Output(), fmt.Sprintf("msg=alert src=%s kind=decoy_touch port=tcp/%d", innocent, decoyPort)) {
+				t.Errorf("no alert line for the SYN touch; daemon:\n%s", d.Output())
+			}
+			if b := banOf(t, ctl("status", "--json"), innocent); b != 0 {
+				t.Fatalf("a spoofed SYN banned %s for %v", innocent, b)
 			}
 			// The innocent, whose address was forged, still knocks and connects.
 			knockFrom(t, bed, innocent, fam.server, seq...)
@@ -271,6 +290,32 @@ func TestIntegrationDecoy(t *testing.T) {
 				t.Errorf("%d webhooks for %s within the interval, want 1", n, attacker)
 			}
 
+			// The metrics count the bans, the touches by kind and the webhooks; promtool accepts them.
+			wantMetrics := []string{
+				`sesame_bans_added_total{reason="decoy"} 2`, // the attacker's two visits
+				`sesame_bans_active 1`,
+				`sesame_decoy_touches_total{kind="handshake"} 3`,
+				`sesame_decoy_touches_total{kind="syn"} 1`, // the spoofed SYNs, once: retransmits
+				`sesame_decoy_touches_total{kind="udp"} 1`,
+				`sesame_alerts_sent_total 4`,
+				`sesame_alerts_suppressed_total 1`,
+				`sesame_alerts_dropped_total 0`,
+				`sesame_alerts_failed_total 0`,
+			}
+			var text string
+			if !waitFor(3*time.Second, func() bool {
+				text = scrape(t, unixDialer(sock))
+				return !slices.ContainsFunc(wantMetrics, func(l string) bool { return !metricLine(text, l) })
+			}) {
+				for _, l := range wantMetrics {
+					if !metricLine(text, l) {
+						t.Errorf("metrics: no line %q", l)
+					}
+				}
+				t.Logf("scrape:\n%s", text)
+			}
+			promtoolCheck(t, "socket", text)
+
 			// kill -9 and start again: still banned.
 			d.Stop(syscall.SIGKILL)
 			<-d.Done()
@@ -290,6 +335,104 @@ func TestIntegrationDecoy(t *testing.T) {
 			}
 			if !waitFor(2*time.Second, func() bool { return banOf(t, ctl("status", "--json"), attacker) == 0 }) {
 				t.Errorf("ban of %s not lifted by a valid SPA packet:\n%s", attacker, ctl("status"))
+			}
+			text = scrape(t, unixDialer(sock))
+			for _, l := range []string{`sesame_bans_lifted_total{reason="spa"} 1`, `sesame_bans_active 0`} {
+				if !metricLine(text, l) {
+					t.Errorf("metrics after the SPA lift: no line %q\n%s", l, text)
+				}
+			}
+		})
+	}
+}
+
+// TestIntegrationDecoyReload: SIGHUP with a new [[decoy]] port and a new [alert] url: the new
+// port listens (a handshake bans, its webhook goes to the new url only, a spoofed SYN to it
+// alerts as a SYN-only touch: the capture filter followed), the removed port is closed, and a
+// ban made before the reload stays.
+func TestIntegrationDecoyReload(t *testing.T) {
+	const newDecoy = 2424
+	for _, fam := range families {
+		t.Run(fam.name, func(t *testing.T) {
+			bed := skipUnlessRoot(t)
+			svc := listen(t, bed, fam)
+			extra, err := bed.AddClientAddrs(context.Background(), 3, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, after, never := pick(extra, 0, fam), pick(extra, 1, fam), pick(extra, 2, fam)
+			h1, h2 := startHook(t, bed, fam.server), startHook(t, bed, fam.server)
+			k := newSPAKeys(t)
+			sock := operatorSocket(t)
+			cfg := decoyConfig(t, k, never, h1.url, "")
+			d, path := startSesame(t, bed, cfg, "--control-socket", sock)
+			ctl := func(args ...string) string {
+				t.Helper()
+				out, err := sesameCtl(sock, nil, args...)
+				if err != nil {
+					t.Fatalf("sesame %v: %v\n%s\ndaemon:\n%s", args, err, out, d.Output())
+				}
+				return out
+			}
+			visitDecoy(t, bed, before, fam.server, "before")
+			if !waitFor(5*time.Second, func() bool { return h1.find("decoy_connect", before) != nil }) {
+				t.Fatalf("no webhook before the reload; daemon:\n%s", d.Output())
+			}
+
+			next := strings.Replace(cfg, fmt.Sprintf(`ports = ["tcp/%d", "udp/%d"]`, decoyPort, udpDecoyPort), fmt.Sprintf(`ports = ["tcp/%d"]`, newDecoy), 1)
+			next = strings.Replace(next, fmt.Sprintf("url = %q", h1.url), fmt.Sprintf("url = %q", h2.url), 1)
+			if next == cfg || strings.Count(next, h2.url) != 1 {
+				t.Fatal("the test's config rewrite did not apply")
+			}
+			next = strings.ReplaceAll(next, "STATE_DIR", filepath.Dir(path))
+			if err := os.WriteFile(path, []byte(next), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			d.Cmd.Process.Signal(syscall.SIGHUP)
+			if !d.WaitOutput("configuration reloaded", 5*time.Second) {
+				t.Fatalf("no reload; daemon:\n%s", d.Output())
+			}
+			if c, err := netnsbed.Dial(bed.Client, after, netip.AddrPortFrom(fam.server, decoyPort), time.Second); err == nil {
+				c.Close()
+				t.Errorf("the removed decoy port tcp/%d still accepts", decoyPort)
+			}
+			// A spoofed SYN to the new port (the real client's address, which resets the SYN-ACK).
+			sendSpoofedSYN(t, bed, fam.client, fam.server, newDecoy)
+			c, err := netnsbed.Dial(bed.Client, after, netip.AddrPortFrom(fam.server, newDecoy), 2*time.Second)
+			if err != nil {
+				t.Fatalf("the new decoy port: %v; daemon:\n%s", err, d.Output())
+			}
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			got := make([]byte, len(decoyBanner))
+			if _, err := io.ReadFull(c, got); err != nil || string(got) != decoyBanner {
+				t.Fatalf("new decoy banner %q, %v", got, err)
+			}
+			c.Write([]byte("after"))
+			c.Close()
+			if !waitFor(5*time.Second, func() bool { return h2.find("decoy_connect", after) != nil }) {
+				t.Fatalf("no webhook to the new url; daemon:\n%s", d.Output())
+			}
+			if e := h2.find("decoy_connect", after); !e.Banned || e.Port != fmt.Sprintf("tcp/%d", newDecoy) {
+				t.Errorf("webhook %+v", e)
+			}
+			if !waitFor(8*time.Second, func() bool { return h2.find("decoy_touch", fam.client) != nil }) {
+				t.Errorf("no SYN-only touch webhook for the new port; daemon:\n%s", d.Output())
+			}
+			if h1.count(after) != 0 || h1.count(fam.client) != 0 {
+				t.Error("webhooks still go to the old url after the reload")
+			}
+			st := ctl("status", "--json")
+			for _, src := range []netip.Addr{before, after} {
+				if banOf(t, st, src) == 0 {
+					t.Errorf("%s not banned after the reload:\n%s", src, st)
+				}
+				knockFrom(t, bed, src, fam.server, seq...)
+				if eventually(t, bed, src, svc, true) {
+					t.Errorf("banned %s reached the protected port", src)
+				}
+			}
+			if banOf(t, st, fam.client) != 0 {
+				t.Errorf("the spoofed SYN banned %s", fam.client)
 			}
 		})
 	}

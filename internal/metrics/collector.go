@@ -57,6 +57,9 @@ type Collector struct {
 	cmdRun, cmdFailed, cmdOverflowed                           *prometheus.Desc
 	grantsAdded, grantsActive, grantsExpired, grantErrors      *prometheus.Desc
 	logSuppressed, latency                                     *prometheus.Desc
+	bansAdded, bansLifted, bansActive, bansIgnored             *prometheus.Desc
+	alertsSent, alertsFailed, alertsDropped, alertsSuppressed  *prometheus.Desc
+	decoyTouches                                               *prometheus.Desc
 }
 
 // MaxLabelLen is the longest label value the collector exports.
@@ -114,6 +117,16 @@ func NewCollector(opts Options) (*Collector, error) {
 
 		logSuppressed: d("log_lines_suppressed_total", "Log lines held back by the global log budgets."),
 		latency:       d("packet_to_grant_seconds", "Time from the packet that earned a grant being seen to the grant being in the kernel."),
+
+		bansAdded:        d("bans_added_total", "Sources banned, by reason (decoy, scan).", "reason"),
+		bansLifted:       d("bans_lifted_total", "Bans lifted, by reason (spa, revoke, expired).", "reason"),
+		bansActive:       d("bans_active", "Bans the server knows to be live in the kernel now."),
+		bansIgnored:      d("bans_ignored_packets_total", "Captured packets from banned sources ignored."),
+		alertsSent:       d("alerts_sent_total", "Alert webhooks delivered."),
+		alertsFailed:     d("alerts_failed_total", "Alert webhooks that failed after every retry."),
+		alertsDropped:    d("alerts_dropped_total", "Alert webhooks dropped because the queue was full."),
+		alertsSuppressed: d("alerts_suppressed_total", "Alerts held back because the same source had one within the interval."),
+		decoyTouches:     d("decoy_touches_total", "Decoy port touches, by kind (handshake, syn, udp).", "kind"),
 	}, nil
 }
 
@@ -127,6 +140,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		c.cmdQueued, c.cmdRunning, c.cmdPendingStops, c.cmdRun, c.cmdFailed, c.cmdOverflowed,
 		c.grantsAdded, c.grantsActive, c.grantsExpired, c.grantErrors,
 		c.logSuppressed, c.latency,
+		c.bansAdded, c.bansLifted, c.bansActive, c.bansIgnored,
+		c.alertsSent, c.alertsFailed, c.alertsDropped, c.alertsSuppressed, c.decoyTouches,
 	} {
 		ch <- d
 	}
@@ -187,6 +202,22 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 
 	e.counter(c.logSuppressed, s.Logs.Suppressed)
 	e.histogram(c.latency, s.Latency)
+
+	for _, reason := range sortedKeys(s.Bans.Added) {
+		e.counter(c.bansAdded, s.Bans.Added[reason], reason)
+	}
+	for _, reason := range sortedKeys(s.Bans.Lifted) {
+		e.counter(c.bansLifted, s.Bans.Lifted[reason], reason)
+	}
+	e.gauge(c.bansActive, s.Bans.Active)
+	e.counter(c.bansIgnored, s.Bans.Ignored)
+	e.counter(c.alertsSent, s.Bans.Alerts.Sent)
+	e.counter(c.alertsFailed, s.Bans.Alerts.Failed)
+	e.counter(c.alertsDropped, s.Bans.Alerts.Dropped)
+	e.counter(c.alertsSuppressed, s.Bans.Alerts.Suppressed)
+	e.counter(c.decoyTouches, s.Bans.Touches.Handshake, "handshake")
+	e.counter(c.decoyTouches, s.Bans.Touches.SYN, "syn")
+	e.counter(c.decoyTouches, s.Bans.Touches.UDP, "udp")
 
 	// Last, so that this scrape's refusals are already counted.
 	ch <- prometheus.MustNewConstMetric(c.labelRefused, prometheus.CounterValue, float64(c.refused.Load()))

@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sesame-knock/sesame/internal/alert"
+	"github.com/sesame-knock/sesame/internal/decoy"
 	"github.com/sesame-knock/sesame/internal/server"
 )
 
@@ -39,6 +41,14 @@ func sample() server.Stats {
 			Counts: []uint64{10, 60, 73},
 			Count:  74,
 			Sum:    0.5,
+		},
+		Bans: server.BanStats{
+			Added:   map[string]uint64{"decoy": 3, "scan": 2},
+			Lifted:  map[string]uint64{"spa": 1, "revoke": 1, "expired": 2},
+			Active:  1,
+			Ignored: 12,
+			Alerts:  alert.Stats{Sent: 4, Failed: 1, Dropped: 2, Suppressed: 9},
+			Touches: decoy.Stats{Handshake: 3, SYN: 5, UDP: 6},
 		},
 	}
 }
@@ -147,6 +157,39 @@ sesame_capture_decode_errors_total 3
 # HELP sesame_capture_kernel_drops_total Packets the kernel dropped before the capture socket read them.
 # TYPE sesame_capture_kernel_drops_total counter
 sesame_capture_kernel_drops_total 7
+`,
+		},
+		{
+			name: "bans, alerts and decoy touches",
+			metrics: []string{"sesame_bans_added_total", "sesame_bans_lifted_total", "sesame_bans_active",
+				"sesame_alerts_sent_total", "sesame_alerts_failed_total", "sesame_alerts_dropped_total", "sesame_decoy_touches_total"},
+			want: `
+# HELP sesame_alerts_dropped_total Alert webhooks dropped because the queue was full.
+# TYPE sesame_alerts_dropped_total counter
+sesame_alerts_dropped_total 2
+# HELP sesame_alerts_failed_total Alert webhooks that failed after every retry.
+# TYPE sesame_alerts_failed_total counter
+sesame_alerts_failed_total 1
+# HELP sesame_alerts_sent_total Alert webhooks delivered.
+# TYPE sesame_alerts_sent_total counter
+sesame_alerts_sent_total 4
+# HELP sesame_bans_active Bans the server knows to be live in the kernel now.
+# TYPE sesame_bans_active gauge
+sesame_bans_active 1
+# HELP sesame_bans_added_total Sources banned, by reason (decoy, scan).
+# TYPE sesame_bans_added_total counter
+sesame_bans_added_total{reason="decoy"} 3
+sesame_bans_added_total{reason="scan"} 2
+# HELP sesame_bans_lifted_total Bans lifted, by reason (spa, revoke, expired).
+# TYPE sesame_bans_lifted_total counter
+sesame_bans_lifted_total{reason="expired"} 2
+sesame_bans_lifted_total{reason="revoke"} 1
+sesame_bans_lifted_total{reason="spa"} 1
+# HELP sesame_decoy_touches_total Decoy port touches, by kind (handshake, syn, udp).
+# TYPE sesame_decoy_touches_total counter
+sesame_decoy_touches_total{kind="handshake"} 3
+sesame_decoy_touches_total{kind="syn"} 5
+sesame_decoy_touches_total{kind="udp"} 6
 `,
 		},
 		{

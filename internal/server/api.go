@@ -132,6 +132,7 @@ type Stats struct {
 	Grants   map[string]GrantCounts `json:"grants"` // by door or SPA client name ("operator" for sesame grant)
 	Logs     LogStats               `json:"logs"`
 	Latency  Histogram              `json:"packet_to_grant"` // seconds, from packet seen to grant in the kernel
+	Bans     BanStats               `json:"bans"`
 }
 
 // CaptureStats are the packet intake's counters.

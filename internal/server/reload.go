@@ -50,13 +50,16 @@ func NeedsRestart(running, next *config.Config, storeDir string) []string {
 var ErrNeedsRestart = errors.New("takes a restart")
 
 // Reload switches to cfg, all of it or none of it: knock doors, backend-independent settings
-// (max_sources, sweep_guard, on_stop), the [spa] section (its clients, keys and limits; adding
-// or removing it; its listener: a new UDP socket opens before the old one closes, and in sniff
-// mode the capture filter changes). On any error (a bad SPA part, a socket that cannot be
-// bound, a gate or filter the kernel refuses, or something NeedsRestart names) the running
-// configuration stays as it was and the error says why. Live grants survive; knocks in
-// progress are forgotten. Stop commands already pending keep the command and delay they were
-// scheduled with: the runner outlives reloads, so they run on time, once.
+// (max_sources, sweep_guard, on_stop, never_ban), [[decoy]] (new ports listen, removed ones
+// close), [scan] (a changed section starts a new detector: offences counted so far are
+// forgotten), [alert] (queued webhooks go to the new target), the [spa] section (its clients,
+// keys and limits; adding or removing it; its listener: a new UDP socket opens before the old
+// one closes, and in sniff mode the capture filter changes). On any error (a bad SPA part, a
+// socket or decoy port that cannot be bound, a gate or filter the kernel refuses, or something
+// NeedsRestart names) the running configuration stays as it was and the error says why. Live
+// grants and bans survive; knocks in progress are forgotten. Stop commands already pending keep
+// the command and delay they were scheduled with: the runner outlives reloads, so they run on
+// time, once.
 func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 	if cfg == nil {
 		return errors.New("server: reload: no configuration")
@@ -101,6 +104,14 @@ func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 		}
 		return fmt.Errorf("server: reload: %w", err)
 	}
+	// Decoys, scan rules and alerts, before mu is taken: they read the running configuration.
+	if err := s.reloadBans(cfg, running); err != nil {
+		undo()
+		if rerr := s.deps.Firewall.Apply(ctx, Gate(running)); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("restore the running gate: %w", rerr))
+		}
+		return fmt.Errorf("server: reload: %w", err)
+	}
 	// The filter is set under mu, so that the rotating doors' tick cannot set the running
 	// state's over it before the new state is in place.
 	st := newState(cfg, s.deps.Now())
@@ -108,6 +119,9 @@ func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 	if err := s.deps.Intake.SetFilter(st.filter()); err != nil {
 		s.mu.Unlock()
 		undo()
+		if rerr := s.reloadBans(running, cfg); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("restore the running decoys: %w", rerr))
+		}
 		if rerr := s.deps.Firewall.Apply(ctx, Gate(running)); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("restore the running gate: %w", rerr))
 		}

@@ -271,8 +271,9 @@ func Gate(cfg *config.Config) firewall.Gate {
 	return firewall.Gate{Protected: spaProtected(cfg, OpenPorts(cfg)), Stealth: cfg.Server.Stealth, Allow: cfg.Server.Allow}
 }
 
-// Filter is the kernel capture filter cfg needs: the doors' knocks and the sweep guard ports.
-// The rotating doors' knocks depend on the time: the running server adds them (state.filter).
+// Filter is the kernel capture filter cfg needs: the doors' knocks, the sweep guard ports, the
+// SPA port (and pings, with [spa] icmp) and connection attempts to TCP decoy ports. The rotating
+// doors' knocks depend on the time: the running server adds them (state.filter).
 func Filter(cfg *config.Config) capture.Filter {
 	var f capture.Filter
 	for _, d := range cfg.Doors {
@@ -294,6 +295,13 @@ func Filter(cfg *config.Config) capture.Filter {
 	f.GuardFlags = knock.GuardFlags(doorsOf(cfg))
 	f.SPA = SPAPorts(cfg)
 	f.SPAICMP = cfg.SPA != nil && cfg.SPA.ICMP
+	for _, d := range cfg.Decoys {
+		for _, p := range d.Ports {
+			if p.Proto == netport.TCP {
+				f.Decoys = append(f.Decoys, p.Num)
+			}
+		}
+	}
 	return f
 }
 
@@ -424,6 +432,7 @@ func (s *Server) tick(ctx context.Context) {
 			s.mu.Unlock()
 			s.grants.sweep(now)
 			s.rotateNow(now)
+			s.expireBans(now)
 			s.reportLogs()
 		}
 	}
@@ -458,7 +467,7 @@ func (s *Server) handle(ctx context.Context, p *capture.Packet) {
 	st := s.cur
 	isSPA := sniffedSPA(st.cfg, p)
 	s.mu.Unlock()
-	if s.screen(ctx, st.cfg, p, isSPA) {
+	if s.decoyTouch(p) || s.screen(ctx, st.cfg, p, isSPA) {
 		return
 	}
 	s.mu.Lock()

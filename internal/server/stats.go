@@ -90,6 +90,7 @@ func (s *Server) Stats() Stats {
 		Logs:     LogStats{Suppressed: s.SuppressedLogLines()},
 		Latency:  s.stats.latency.snapshot(),
 		Commands: commandStats(s),
+		Bans:     s.banStats(),
 	}
 	out.Knock = KnockStats{
 		Packets: s.stats.knockPackets.Load(),
