@@ -149,6 +149,7 @@ type (
 		StopCommand     field[string]     `toml:"stop_command"`
 		StopCommand6    field[string]     `toml:"stop_command_6"`
 		CmdTimeout      field[duration]   `toml:"cmd_timeout"`
+		Group           field[string]     `toml:"group"`
 	}
 )
 
@@ -250,12 +251,12 @@ func unknownKey(at place, section, key, fileKey string) *Error {
 func (d *decoder) config(top map[string]toml.Primitive, cfg *Config) error {
 	var other []string
 	for k := range top {
-		if !slices.Contains([]string{"server", "door", "spa", "control", "metrics", "decoy", "alert", "scan"}, k) {
+		if !slices.Contains([]string{"server", "door", "spa", "control", "metrics", "decoy", "alert", "scan", "cluster"}, k) {
 			other = append(other, k)
 		}
 	}
 	if k := d.first(toml.Key{""}, other); k != "" {
-		return &Error{Err: fmt.Errorf("unknown key %q (want [server], [[door]], [spa], [control], [metrics], [[decoy]], [alert] or [scan])", k), at: place{index: -1, key: toml.Key{k}}}
+		return &Error{Err: fmt.Errorf("unknown key %q (want [server], [[door]], [spa], [control], [metrics], [[decoy]], [alert], [scan] or [cluster])", k), at: place{index: -1, key: toml.Key{k}}}
 	}
 	if v, ok := top["control"]; ok {
 		if err := d.control(v, &cfg.Control); err != nil {
@@ -327,7 +328,14 @@ func (d *decoder) banSections(top map[string]toml.Primitive, cfg *Config) error 
 		}
 		cfg.Scan = s
 	}
-	return nil
+	if v, ok := top["cluster"]; ok {
+		c, err := d.cluster(v)
+		if err != nil {
+			return err
+		}
+		cfg.Cluster = c
+	}
+	return checkGroups(cfg)
 }
 
 func (d *decoder) server(v toml.Primitive, srv *Server) error {
@@ -439,6 +447,7 @@ func (d *decoder) door(i int, v toml.Primitive) (Door, error) {
 		StartCommand: f.Command.or(f.StartCommand.v),
 		StopCommand:  f.StopCommand.v,
 		CmdTimeout:   time.Duration(f.CmdTimeout.or(duration(DefaultCmdTimeout))),
+		Group:        f.Group.v,
 		Door: knock.Door{
 			Name:     name,
 			Sequence: convertList(f.Sequence.v, func(e element) knock.Element { return knock.Element(e) }),

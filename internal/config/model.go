@@ -40,6 +40,8 @@ type Config struct {
 	Decoys []Decoy
 	Alert  Alert
 	Scan   *Scan
+	// Cluster is the [cluster] section: the fleet's shared Redis (nil: this server is alone).
+	Cluster *Cluster
 }
 
 // Control is the [control] section: the control socket sesame status, grant and revoke use
@@ -159,6 +161,9 @@ type Door struct {
 	CmdTimeout time.Duration
 	// OneTimeFile is knockd's One_Time_Sequences file; when set, Sequence is its active line.
 	OneTimeFile string
+	// Group, when set, names the fleet group every member of which applies this door's grants
+	// ([cluster]).
+	Group string
 }
 
 // Defaults for values a configuration leaves out.

@@ -90,6 +90,9 @@ type SPAClient struct {
 	Sources []netip.Prefix
 	// DefaultOpenFor is used when a packet asks for no duration; MaxOpenFor caps what it asks.
 	DefaultOpenFor, MaxOpenFor time.Duration
+	// Group, when set, names the fleet group every member of which applies this client's
+	// grants ([cluster]).
+	Group string
 }
 
 // AnySource is the sources of a client that sets none: every IPv4 and IPv6 address.
@@ -143,6 +146,7 @@ type (
 		EncryptionMode       field[mode]       `toml:"encryption_mode"`
 		RequireUsername      field[string]     `toml:"require_username"`
 		RequireSourceAddress field[bool]       `toml:"require_source_address"`
+		Group                field[string]     `toml:"group"`
 	}
 )
 
@@ -223,6 +227,7 @@ func (d *decoder) spaClient(i int, v toml.Primitive, s *SPA) (SPAClient, error) 
 		return SPAClient{}, problem(at, sec, r.badKey, "%w", r.badErr)
 	}
 	c := SPAClient{
+		Group:          f.Group.v,
 		Name:           f.Name.v,
 		Format:         f.Format.or(SPAFormatNative),
 		KeyFile:        f.KeyFile.v,

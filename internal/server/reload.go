@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -37,6 +38,9 @@ func NeedsRestart(running, next *config.Config, storeDir string) []string {
 	}
 	if running.Metrics != next.Metrics {
 		out = append(out, "changing [metrics]")
+	}
+	if !reflect.DeepEqual(running.Cluster, next.Cluster) || !slices.Equal(config.FleetGroups(running), config.FleetGroups(next)) {
+		out = append(out, "changing [cluster] or the fleet groups")
 	}
 	return out
 }
