@@ -111,7 +111,9 @@ func (g *fleetGW) start(t *testing.T) {
 	g.d = startDaemon(t, g.ns, "sesame server running", sesameBin, "server", "-c", g.cfgPath, "--log-level", "debug", "--control-socket", g.ctl)
 }
 
-func (g *fleetGW) svc(port uint16) netip.AddrPort { return netip.AddrPortFrom(netnsbed.Gateway4(g.i), port) }
+func (g *fleetGW) svc(port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netnsbed.Gateway4(g.i), port)
+}
 
 // open reports whether the gateway's service on port answers the client with data both ways.
 func (b *fleetBed) open(t *testing.T, g *fleetGW, port uint16) bool {
@@ -380,7 +382,9 @@ func TestIntegrationFleetRedisOutage(t *testing.T) {
 		}) {
 			t.Fatal("the double acceptance during the outage was not detected on reconnect")
 		}
-		if !waitFor(5*time.Second, func() bool { return strings.Contains(b.gws[2].d.Output(), "redis is back") || b.gws[2].status(t).Fleet.Up }) {
+		if !waitFor(5*time.Second, func() bool {
+			return strings.Contains(b.gws[2].d.Output(), "redis is back") || b.gws[2].status(t).Fleet.Up
+		}) {
 			t.Fatal("gw2 not up")
 		}
 		b.send(t, b.gws[2], pkt)
