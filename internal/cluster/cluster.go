@@ -52,7 +52,7 @@ const (
 	beatEvery      = time.Second
 	beatTTL        = 5 * time.Second
 	backoffMin     = 50 * time.Millisecond
-	backoffMax     = time.Second
+	backoffMax     = 500 * time.Millisecond
 	readBlock      = time.Second
 	readCount      = 256
 	maxClaims      = 1 << 17 // keys remembered for reconciliation

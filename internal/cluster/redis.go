@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,7 +30,8 @@ type RedisOptions struct {
 
 // Redis is the Backend on a real Redis server (go-redis).
 type Redis struct {
-	c *redis.Client
+	opt redis.Options
+	cur atomic.Pointer[redis.Client]
 }
 
 // NewRedis returns a Backend for the server o names. It connects lazily (and again after
@@ -39,7 +41,24 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Redis{c: redis.NewClient(opt)}, nil
+	r := &Redis{opt: *opt}
+	r.cur.Store(r.newClient())
+	return r, nil
+}
+
+func (r *Redis) newClient() *redis.Client {
+	o := r.opt
+	return redis.NewClient(&o)
+}
+
+// c is the current client.
+func (r *Redis) c() *redis.Client { return r.cur.Load() }
+
+// renew replaces the client by a fresh one after a failed health check: go-redis stops dialing
+// after repeated dial errors and probes once a second, which would delay the way back.
+func (r *Redis) renew() {
+	old := r.cur.Swap(r.newClient())
+	go old.Close()
 }
 
 func redisOptions(o RedisOptions) (*redis.Options, error) {
@@ -61,7 +80,7 @@ func redisOptions(o RedisOptions) (*redis.Options, error) {
 		ContextTimeoutEnabled: true,
 		DisableIdentity:       true,
 		PoolSize:              32,
-		MinIdleConns:          2,
+		DialerRetries:         1, // the node's health loop retries, with backoff
 		Protocol:              2,
 	}
 	if o.User != "" {
@@ -116,7 +135,7 @@ func (r *Redis) Claim(ctx context.Context, key, member string, ttl time.Duration
 	if ttl < time.Millisecond {
 		ttl = time.Millisecond
 	}
-	ok, err := r.c.SetNX(ctx, key, member, ttl).Result()
+	ok, err := r.c().SetNX(ctx, key, member, ttl).Result()
 	if err != nil {
 		return false, fmt.Errorf("redis set nx: %w", err)
 	}
@@ -125,7 +144,7 @@ func (r *Redis) Claim(ctx context.Context, key, member string, ttl time.Duration
 
 // Holder implements Backend.
 func (r *Redis) Holder(ctx context.Context, key string) (string, error) {
-	v, err := r.c.Get(ctx, key).Result()
+	v, err := r.c().Get(ctx, key).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}
@@ -137,7 +156,7 @@ func (r *Redis) Holder(ctx context.Context, key string) (string, error) {
 
 // Append implements Backend.
 func (r *Redis) Append(ctx context.Context, stream string, maxLen int64, data []byte) (string, error) {
-	id, err := r.c.XAdd(ctx, &redis.XAddArgs{Stream: stream, MaxLen: maxLen, Approx: true, Values: []any{"data", data}}).Result()
+	id, err := r.c().XAdd(ctx, &redis.XAddArgs{Stream: stream, MaxLen: maxLen, Approx: true, Values: []any{"data", data}}).Result()
 	if err != nil {
 		return "", fmt.Errorf("redis xadd: %w", err)
 	}
@@ -155,7 +174,7 @@ func (r *Redis) Read(ctx context.Context, after map[string]string, block time.Du
 		args = append(args, s)
 		ids = append(ids, id)
 	}
-	res, err := r.c.XRead(ctx, &redis.XReadArgs{Streams: append(args, ids...), Block: block, Count: count}).Result()
+	res, err := r.c().XRead(ctx, &redis.XReadArgs{Streams: append(args, ids...), Block: block, Count: count}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
@@ -178,7 +197,7 @@ func message(stream string, m redis.XMessage) Message {
 
 // Recent implements Backend.
 func (r *Redis) Recent(ctx context.Context, stream string, n int64) ([]Message, error) {
-	res, err := r.c.XRevRangeN(ctx, stream, "+", "-", n).Result()
+	res, err := r.c().XRevRangeN(ctx, stream, "+", "-", n).Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis xrevrange: %w", err)
 	}
@@ -191,7 +210,7 @@ func (r *Redis) Recent(ctx context.Context, stream string, n int64) ([]Message, 
 
 // Beat implements Backend.
 func (r *Redis) Beat(ctx context.Context, key, value string, ttl time.Duration) error {
-	if err := r.c.Set(ctx, key, value, ttl).Err(); err != nil {
+	if err := r.c().Set(ctx, key, value, ttl).Err(); err != nil {
 		return fmt.Errorf("redis set: %w", err)
 	}
 	return nil
@@ -200,7 +219,7 @@ func (r *Redis) Beat(ctx context.Context, key, value string, ttl time.Duration) 
 // Scan implements Backend.
 func (r *Redis) Scan(ctx context.Context, prefix string) (map[string]string, error) {
 	var keys []string
-	iter := r.c.Scan(ctx, 0, prefix+"*", 100).Iterator()
+	iter := r.c().Scan(ctx, 0, prefix+"*", 100).Iterator()
 	for iter.Next(ctx) && len(keys) < 10000 {
 		keys = append(keys, iter.Val())
 	}
@@ -211,7 +230,7 @@ func (r *Redis) Scan(ctx context.Context, prefix string) (map[string]string, err
 	if len(keys) == 0 {
 		return out, nil
 	}
-	vals, err := r.c.MGet(ctx, keys...).Result()
+	vals, err := r.c().MGet(ctx, keys...).Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis mget: %w", err)
 	}
@@ -225,7 +244,7 @@ func (r *Redis) Scan(ctx context.Context, prefix string) (map[string]string, err
 
 // Ack implements Backend.
 func (r *Redis) Ack(ctx context.Context, key, field, value string, ttl time.Duration) error {
-	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := r.c().TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, key, field, value)
 		p.PExpire(ctx, key, ttl)
 		return nil
@@ -238,7 +257,7 @@ func (r *Redis) Ack(ctx context.Context, key, field, value string, ttl time.Dura
 
 // Hash implements Backend.
 func (r *Redis) Hash(ctx context.Context, key string) (map[string]string, error) {
-	m, err := r.c.HGetAll(ctx, key).Result()
+	m, err := r.c().HGetAll(ctx, key).Result()
 	if err != nil {
 		return nil, fmt.Errorf("redis hgetall: %w", err)
 	}
@@ -247,8 +266,9 @@ func (r *Redis) Hash(ctx context.Context, key string) (map[string]string, error)
 
 // ServerID implements Backend.
 func (r *Redis) ServerID(ctx context.Context) (string, error) {
-	info, err := r.c.Info(ctx, "server").Result()
+	info, err := r.c().Info(ctx, "server").Result()
 	if err != nil {
+		r.renew()
 		return "", fmt.Errorf("redis info: %w", err)
 	}
 	for l := range strings.SplitSeq(info, "\n") {
@@ -260,4 +280,4 @@ func (r *Redis) ServerID(ctx context.Context) (string, error) {
 }
 
 // Close implements Backend.
-func (r *Redis) Close() error { return r.c.Close() }
+func (r *Redis) Close() error { return r.c().Close() }
