@@ -43,9 +43,9 @@ type FleetResults struct {
 	// FleetOrigin is the packet to gw0 → gw0 answering, gw0 alone probed (the Redis claim on the
 	// packet path, without the three probes sharing the CPUs).
 	FleetOrigin benchkit.Summary `json:"fleet_origin_alone"`
-	Failures  int                 `json:"failures"`
-	Replays   []ReplayRound       `json:"replays"`
-	Converge  []ConvergeRound     `json:"converge"`
+	Failures    int              `json:"failures"`
+	Replays     []ReplayRound    `json:"replays"`
+	Converge    []ConvergeRound  `json:"converge"`
 }
 
 // ReplayRound is one packet sent Sent times to each member at once.
