@@ -107,10 +107,24 @@ func TestIntegrationRedisReplay(t *testing.T) {
 // TestIntegrationRedisACL: an ACL user with a password (from the options, never the URL) works;
 // a wrong password fails closed.
 func TestIntegrationRedisACL(t *testing.T) {
-	s := startRedis(t, "--user", "default", "off", "--user", "sesame", "on", ">fleet-pass-1", "~sesame:*", "+@all")
-	good := redisMember(t, s, RedisOptions{User: "sesame", Password: "fleet-pass-1"}, "a", Refuse, nil, "")
+	// The command list docs/FLEET.md suggests.
+	s := startRedis(t, "--user", "default", "off", "--user", "sesame", "on", ">fleet-pass-1", "~sesame:*", "&*", "-@all",
+		"+set", "+get", "+xadd", "+xread", "+xrevrange", "+hset", "+hgetall", "+pexpire", "+scan", "+mget", "+info", "+multi", "+exec", "+ping")
+	good := redisMember(t, s, RedisOptions{User: "sesame", Password: "fleet-pass-1"}, "a", Refuse, []string{"web"}, "")
+	w := redisMember(t, s, RedisOptions{User: "sesame", Password: "fleet-pass-1"}, "w", Refuse, []string{"web"}, "")
 	if ok, err := insert(t, good.store, "k"); !ok || err != nil {
 		t.Fatalf("with the ACL user: %v, %v", ok, err)
+	}
+	if ok, err := insert(t, w.store, "k"); ok || err != nil {
+		t.Fatalf("replay with the ACL user: %v, %v", ok, err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	good.Publish(grantEvent("web", time.Now().Add(time.Minute)))
+	if _, ok := recv(t, w, 3*time.Second); !ok {
+		t.Fatal("fan-out with the ACL user: not applied")
+	}
+	if st := good.Status(context.Background()); st.Err != "" || len(st.Members) != 2 || len(st.Grants) != 1 || len(st.Grants[0].HeldBy) != 2 {
+		t.Fatalf("status with the ACL user: %+v", st)
 	}
 	bad := redisMember(t, s, RedisOptions{User: "sesame", Password: "wrong"}, "b", Refuse, nil, "")
 	ok, err := insert(t, bad.store, "k2")
