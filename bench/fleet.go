@@ -44,8 +44,13 @@ type FleetResults struct {
 	// packet path, without the three probes sharing the CPUs).
 	FleetOrigin benchkit.Summary `json:"fleet_origin_alone"`
 	Failures    int              `json:"failures"`
-	Replays     []ReplayRound    `json:"replays"`
-	Converge    []ConvergeRound  `json:"converge"`
+	// FailureNotes are the first failures' errors; RedisDownLines counts the members' "redis is
+	// down" lines during the opens and replays (a Redis call past [cluster] timeout counts as
+	// down, and refuses the packet).
+	FailureNotes   []string        `json:"failure_notes,omitempty"`
+	RedisDownLines int             `json:"redis_down_lines"`
+	Replays        []ReplayRound   `json:"replays"`
+	Converge       []ConvergeRound `json:"converge"`
 }
 
 // ReplayRound is one packet sent Sent times to each member at once.
@@ -308,7 +313,7 @@ func (b *fleetBench) single(res *FleetResults) error {
 	for range res.Tries {
 		l, err := b.open(f, 3*time.Second)
 		if err != nil {
-			res.Failures++
+			res.fail(err)
 			continue
 		}
 		lat = append(lat, l[0])
@@ -336,12 +341,14 @@ func (b *fleetBench) fleet(res *FleetResults) error {
 	}
 	defer b.redis.Stop()
 	b.ctls = nil
+	var ds []*daemon
 	for i := range 3 {
 		d, ctl, err := b.start(f, i, fmt.Sprintf("group = \"web\"\n\n[cluster]\nredis = %q\nmember = \"gw%d\"\n", b.redis.URL(), i))
 		if err != nil {
 			return err
 		}
 		defer d.stop()
+		ds = append(ds, d)
 		b.ctls = append(b.ctls, ctl)
 	}
 	b.log("fleet: three members, %d opens on gw0, probed on all three", res.Tries)
@@ -350,7 +357,7 @@ func (b *fleetBench) fleet(res *FleetResults) error {
 	for range res.Tries {
 		l, err := b.open(f, 3*time.Second)
 		if err != nil {
-			res.Failures++
+			res.fail(err)
 			continue
 		}
 		all = append(all, max(l[0], l[1], l[2]))
@@ -368,7 +375,7 @@ func (b *fleetBench) fleet(res *FleetResults) error {
 	for range res.Tries {
 		l, err := b.openOn(f, 1, 3*time.Second)
 		if err != nil {
-			res.Failures++
+			res.fail(err)
 			continue
 		}
 		origin = append(origin, l[0])
@@ -384,7 +391,10 @@ func (b *fleetBench) fleet(res *FleetResults) error {
 		res.Replays = append(res.Replays, r)
 		b.log("  replays: %d sent, %d decided, %d accepted, refusal rate %.4f", r.Sent, r.Decided, r.Accepted, r.Refused)
 	}
-	for range 3 {
+	for _, d := range ds {
+		res.RedisDownLines += strings.Count(d.out.String(), "fleet: redis is down")
+	}
+	for range 3 { // the outages below are on purpose
 		c, err := b.converge(f)
 		if err != nil {
 			return err
@@ -507,6 +517,13 @@ func (b *fleetBench) openAfter(f *netnsbed.Fleet, t0 time.Time, c *ConvergeRound
 	return errors.New("no open on all three members 10s after redis came back")
 }
 
+func (r *FleetResults) fail(err error) {
+	r.Failures++
+	if len(r.FailureNotes) < 5 {
+		r.FailureNotes = append(r.FailureNotes, err.Error())
+	}
+}
+
 func (r *FleetResults) markdown() string {
 	var s strings.Builder
 	fmt.Fprintf(&s, "Fleet run %s, %s, %d CPUs (%s)\n\n", r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Machine.CPU, r.Machine.CPUs, r.Machine.Kernel)
@@ -520,7 +537,11 @@ func (r *FleetResults) markdown() string {
 		row(fmt.Sprintf("fleet: gw%d (same opens)", i), x)
 	}
 	row("fleet: gw0, gw0 alone probed (Redis claim on the packet path)", r.FleetOrigin)
-	fmt.Fprintf(&s, "\nFailures (no answer within 3 s): %d\n\n", r.Failures)
+	fmt.Fprintf(&s, "\nFailures (no answer within 3 s): %d; members' \"redis is down\" lines during the opens and replays: %d\n", r.Failures, r.RedisDownLines)
+	for _, n := range r.FailureNotes {
+		fmt.Fprintf(&s, "- %s\n", n)
+	}
+	s.WriteString("\n")
 	s.WriteString("| replay round | datagrams sent (3 members at once) | decided | accepted | replay refusal rate |\n|---|---|---|---|---|\n")
 	for i, x := range r.Replays {
 		fmt.Fprintf(&s, "| %d | %d | %d | %d | %.2f %% |\n", i+1, x.Sent, x.Decided, x.Accepted, 100*x.Refused)

@@ -121,6 +121,20 @@ func TestFleetGrants(t *testing.T) {
 	if b.fw.Has(srcB, tcp(22)) || len(rec.events()) != 2 {
 		t.Fatalf("fleet revoke: still granted %v, events %d", b.fw.Has(srcB, tcp(22)), len(rec.events()))
 	}
+	// Bans: one made here is published with its end; one applied from the fleet is not, and
+	// never for a never_ban source.
+	if err := b.srv.Ban(ctx, netip.MustParseAddr("198.18.0.9"), time.Minute, "decoy tcp/23"); err != nil {
+		t.Fatal(err)
+	}
+	if evs := rec.events(); len(evs) != 3 || evs[2].Kind != cluster.KindBan || !evs[2].Until.Equal(b.clock.Now().Add(time.Minute)) || evs[2].Reason != "decoy tcp/23" {
+		t.Fatalf("ban not published: %+v", evs)
+	}
+	if err := b.srv.ApplyFleet(ctx, cluster.Event{Kind: cluster.KindBan, ID: "b", Origin: "gw9", Src: srcB, Until: b.clock.Now().Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if !b.fw.Banned(srcB) || len(rec.events()) != 3 {
+		t.Fatalf("fleet ban: banned %v, events %d", b.fw.Banned(srcB), len(rec.events()))
+	}
 	st, err := b.srv.Status(ctx)
 	if err != nil || st.Fleet == nil || st.Fleet.Member != "gw0" {
 		t.Fatalf("status fleet %+v, %v", st.Fleet, err)
