@@ -447,8 +447,11 @@ func TestFanOut(t *testing.T) {
 	if ev, ok := recv(t, d, 2*time.Second); !ok || ev.Kind != KindBan {
 		t.Fatalf("d: ban not applied: %+v", ev)
 	}
-	st := a.Status(context.Background())
-	if len(st.Members) != 3 || len(st.Grants) != 1 || strings.Join(st.Grants[0].HeldBy, ",") != "a,w" {
+	var st Status
+	if !waitFor(2*time.Second, func() bool {
+		st = a.Status(context.Background())
+		return len(st.Members) == 3 && len(st.Grants) == 1 && strings.Join(st.Grants[0].HeldBy, ",") == "a,w"
+	}) {
 		t.Fatalf("status: %+v", st)
 	}
 }
