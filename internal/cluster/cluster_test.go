@@ -528,3 +528,35 @@ func TestDecodeEvent(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyNotReady: an entry Apply is not ready for is read again, not skipped.
+func TestApplyNotReady(t *testing.T) {
+	b := newFake()
+	a := newMember(t, b, "a", Refuse, []string{"web"}, "", true)
+	var refusals atomic.Int64
+	applied := make(chan Event, 10)
+	w := New(b, Options{Member: "w", Groups: []string{"web"}, Timeout: 50 * time.Millisecond,
+		Apply: func(_ context.Context, ev Event) error {
+			if refusals.Add(1) <= 2 {
+				return fmt.Errorf("starting: %w", ErrNotReady)
+			}
+			applied <- ev
+			return nil
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	time.Sleep(100 * time.Millisecond)
+	a.Publish(grantEvent("web", time.Now().Add(time.Minute)))
+	select {
+	case <-applied:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the entry was skipped after Apply was not ready")
+	}
+	select {
+	case ev := <-applied:
+		t.Fatalf("applied twice: %+v", ev)
+	case <-time.After(300 * time.Millisecond):
+	}
+}

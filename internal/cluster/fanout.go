@@ -287,7 +287,9 @@ func (n *Node) consumer(ctx context.Context) {
 			continue
 		}
 		for _, m := range msgs {
-			n.handle(ctx, m)
+			if !n.handle(ctx, m) {
+				break // not ready: read it again
+			}
 			n.mu.Lock()
 			n.lastIDs[m.Stream] = m.ID
 			n.mu.Unlock()
@@ -332,19 +334,24 @@ func (n *Node) resolveDollar(ctx context.Context) bool {
 	return true
 }
 
-// handle applies one stream entry from another member, once, with the time it has left.
-func (n *Node) handle(ctx context.Context, m Message) {
+// ErrNotReady is returned (wrapped) by an Apply that cannot take events yet or any more (the
+// server is starting or stopping): the entry is read again later, not skipped.
+var ErrNotReady = errors.New("not ready for fleet events")
+
+// handle applies one stream entry from another member, once, with the time it has left; false
+// when Apply was not ready (the entry stays unread).
+func (n *Node) handle(ctx context.Context, m Message) bool {
 	ev, err := decodeEvent(m.Data)
 	if err != nil {
 		n.Counters.Skipped.Add(1)
 		if n.down.Allow() {
 			n.log.Warn("fleet: bad stream entry ignored", "stream", m.Stream, "id", m.ID, "err", err)
 		}
-		return
+		return true
 	}
 	now := n.o.Now()
 	if ev.Origin == n.o.Member {
-		return
+		return true
 	}
 	n.mu.Lock()
 	_, dup := n.seen[ev.ID]
@@ -362,7 +369,7 @@ func (n *Node) handle(ctx context.Context, m Message) {
 	}
 	n.mu.Unlock()
 	if dup {
-		return
+		return true
 	}
 	switch ev.Kind {
 	case KindGrant:
@@ -374,22 +381,31 @@ func (n *Node) handle(ctx context.Context, m Message) {
 		}
 		if len(live) == 0 {
 			n.Counters.Skipped.Add(1)
-			return
+			return true
 		}
 		ev.Grants = live
 	case KindBan:
 		if !ev.Until.After(now) {
 			n.Counters.Skipped.Add(1)
-			return
+			return true
 		}
 	}
 	if n.o.Apply == nil {
-		return
+		return true
 	}
-	if err := n.o.Apply(context.WithoutCancel(ctx), ev); err != nil {
+	if err := n.o.Apply(context.WithoutCancel(ctx), ev); errors.Is(err, ErrNotReady) {
+		n.mu.Lock()
+		delete(n.seen, ev.ID)
+		n.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+		return false
+	} else if err != nil {
 		n.Counters.ApplyErrors.Add(1)
 		n.log.Warn("fleet: event from another member not applied", "kind", ev.Kind, "origin", ev.Origin, "group", ev.Group, "by", ev.By, "err", err)
-		return
+		return true
 	}
 	n.Counters.Applied.Add(1)
 	if ev.Kind == KindGrant {
@@ -397,6 +413,7 @@ func (n *Node) handle(ctx context.Context, m Message) {
 		n.ack(cctx, ev, now)
 		cancel()
 	}
+	return true
 }
 
 // lastIDsFile keeps the last stream ids across restarts.

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -79,7 +78,7 @@ func (s *Server) fanOut(ctx context.Context, ev cluster.Event) {
 }
 
 // errNotRunning refuses fleet events before Run applied the gate (they are read again).
-var errNotRunning = errors.New("server not running")
+var errNotRunning = fmt.Errorf("server not running: %w", cluster.ErrNotReady)
 
 // ApplyFleet applies another member's event here: a grant for the time it has left (only on
 // ports this member protects, at most Deps.MaxOperatorGrant), a ban, an unban or a
