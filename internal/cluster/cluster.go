@@ -3,8 +3,8 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -192,9 +192,7 @@ func (n *Node) health(ctx context.Context) {
 		}
 		if err != nil {
 			n.markDown(err)
-			if !n.down.Allow() {
-				// held back
-			} else {
+			if n.down.Allow() {
 				n.log.Warn("fleet: redis still down, retrying", "redis", n.o.Redis, "retry_in", backoff, "err", err)
 			}
 			wait = backoff
@@ -221,8 +219,18 @@ func (n *Node) poke() {
 }
 
 func (n *Node) beat(ctx context.Context) error {
-	v := fmt.Sprintf(`{"member":%q,"groups":%s,"seen":%d}`, n.o.Member, jsonList(n.o.Groups), n.o.Now().UnixMilli())
-	return n.b.Beat(ctx, n.key("member", n.o.Member), v, beatTTL)
+	v, err := json.Marshal(heartbeat{Member: n.o.Member, Groups: n.o.Groups, Seen: n.o.Now().UnixMilli()})
+	if err != nil {
+		return err
+	}
+	return n.b.Beat(ctx, n.key("member", n.o.Member), string(v), beatTTL)
+}
+
+// heartbeat is the value of a member's heartbeat key.
+type heartbeat struct {
+	Member string   `json:"member"`
+	Groups []string `json:"groups"`
+	Seen   int64    `json:"seen"`
 }
 
 // beatOff removes this member's heartbeat at the end of Run.
@@ -290,15 +298,4 @@ func (n *Node) reconcile(ctx context.Context, restarted bool) {
 		args = append(args, "redis_restarted", true)
 	}
 	n.log.Warn("fleet: redis is back", args...)
-}
-
-func jsonList(v []string) string {
-	out := "["
-	for i, s := range v {
-		if i > 0 {
-			out += ","
-		}
-		out += fmt.Sprintf("%q", s)
-	}
-	return out + "]"
 }

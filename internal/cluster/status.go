@@ -52,16 +52,11 @@ func (n *Node) Status(ctx context.Context) Status {
 		st.Err = err.Error()
 		return st
 	}
-	for k, v := range beats {
-		var b struct {
-			Member string   `json:"member"`
-			Groups []string `json:"groups"`
-			Seen   int64    `json:"seen"`
-		}
+	for _, v := range beats {
+		var b heartbeat
 		if json.Unmarshal([]byte(v), &b) != nil || b.Member == "" {
 			continue
 		}
-		_ = k
 		st.Members = append(st.Members, MemberStatus{Name: b.Member, Groups: b.Groups, Seen: time.UnixMilli(b.Seen)})
 	}
 	slices.SortFunc(st.Members, func(a, b MemberStatus) int { return strings.Compare(a.Name, b.Name) })
