@@ -45,7 +45,7 @@ type fleetGW struct {
 // newFleetBed builds the fleet, starts Redis on a unix socket (the namespaces share the file
 // system, not the network) and one echo service per gateway on tcp/2222 and tcp/2223, then
 // starts sesame on each gateway: alice may open both ports; with group set, her grants fan out.
-func newFleetBed(t *testing.T, mode, group string) *fleetBed {
+func newFleetBed(t *testing.T, mode, group string, extra ...string) *fleetBed {
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
 	f, err := netnsbed.NewFleet(context.Background(), 3)
@@ -95,7 +95,7 @@ max_open_for = "1h"
 redis = %q
 member = "gw%d"
 on_redis_down = %q
-`, dir, spaPort, filepath.Join(b.keys.dir, "alice.key"), groupLine, rs.URL(), i, mode)
+`, dir, spaPort, filepath.Join(b.keys.dir, "alice.key"), groupLine, rs.URL(), i, mode) + strings.Join(extra, "")
 		gw.cfgPath = filepath.Join(dir, "sesame.toml")
 		if err := os.WriteFile(gw.cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -425,5 +425,45 @@ func TestIntegrationFleetCatchUp(t *testing.T) {
 	}
 	if n := strings.Count(away.d.Output(), "fleet grant applied"); n != 1 {
 		t.Errorf("gw2 applied %d grants after its restart, want 1:\n%s", n, away.d.Output())
+	}
+}
+
+// fleetBanOf is the reason of src's ban in st, "" when it is not banned.
+func fleetBanOf(st server.Status, src netip.Addr) string {
+	for _, b := range st.Bans {
+		if b.Src == src {
+			return b.Reason
+		}
+	}
+	return "none"
+}
+
+// TestIntegrationFleetBan (item 2): a decoy ban on one member is applied by the members of its
+// group, and sesame revoke --ban on another lifts it on all three.
+func TestIntegrationFleetBan(t *testing.T) {
+	b := newFleetBed(t, "refuse", "web", "\n[[decoy]]\nports = [\"tcp/2323\"]\nalert = false\n")
+	c, err := netnsbed.Dial(b.f.Client, netnsbed.Client4, netip.AddrPortFrom(netnsbed.Gateway4(0), 2323), 2*time.Second)
+	if err != nil {
+		t.Fatalf("decoy on gw0: %v", err)
+	}
+	c.Write([]byte("USER root\r\n"))
+	c.Close()
+	for _, g := range b.gws {
+		var reason string
+		if !waitFor(3*time.Second, func() bool { reason = fleetBanOf(g.status(t), netnsbed.Client4); return reason != "none" }) {
+			t.Fatalf("gw%d: %s not banned 3s after the decoy visit on gw0:\n%s", g.i, netnsbed.Client4, g.d.Output())
+		}
+		if g.i > 0 && !strings.HasPrefix(reason, "fleet: gw0: ") {
+			t.Errorf("gw%d: ban reason %q", g.i, reason)
+		}
+	}
+	out, err := runSesame(t, "revoke", "--socket", b.gws[1].ctl, "--ban", netnsbed.Client4.String())
+	if err != nil {
+		t.Fatalf("revoke --ban: %v\n%s", err, out)
+	}
+	for _, g := range b.gws {
+		if !waitFor(3*time.Second, func() bool { return fleetBanOf(g.status(t), netnsbed.Client4) == "none" }) {
+			t.Errorf("gw%d: ban not lifted 3s after revoke --ban on gw1", g.i)
+		}
 	}
 }
