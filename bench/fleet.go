@@ -71,15 +71,16 @@ type ConvergeRound struct {
 
 // fleetBench is the bed of one fleet run.
 type fleetBench struct {
-	ctx   context.Context
-	bin   string
-	dir   string
-	key   spa.SharedKey
-	pool  []netip.Addr
-	next  int
-	redis *redistest.Server
-	ctls  []string
-	log   func(string, ...any)
+	ctx     context.Context
+	bin     string
+	dir     string
+	key     spa.SharedKey
+	pool    []netip.Addr
+	next    int
+	redis   *redistest.Server
+	ctls    []string
+	clients map[string]*control.Client
+	log     func(string, ...any)
 }
 
 func runFleet(args []string) error {
@@ -104,7 +105,7 @@ func runFleet(args []string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	b := &fleetBench{ctx: ctx, bin: *bin, dir: dir, log: func(f string, a ...any) {
+	b := &fleetBench{ctx: ctx, bin: *bin, dir: dir, clients: map[string]*control.Client{}, log: func(f string, a ...any) {
 		fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(f, a...))
 	}}
 	if b.bin == "" {
@@ -221,7 +222,13 @@ default_open_for = "5m"
 func (b *fleetBench) status(ctl string) (s statusLite, err error) {
 	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
 	defer cancel()
-	st, err := control.NewClient(ctl).Status(ctx)
+	cl := b.clients[ctl]
+	if cl == nil {
+		// One client per socket: each keeps an idle connection, and the socket serves 32 at once.
+		cl = control.NewClient(ctl)
+		b.clients[ctl] = cl
+	}
+	st, err := cl.Status(ctx)
 	if err != nil {
 		return s, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,9 @@ const (
 	maxSeenEvents  = 8192    // event ids remembered against duplicates
 	downLogEvery   = 10 * time.Second
 	recentPerGroup = 200 // stream entries status looks at
+	// startMargin is how long before its start a member without a saved stream position
+	// reads from (Redis's and the member's clocks may differ by that much).
+	startMargin = 10 * time.Second
 )
 
 // Node is one member of a fleet. Its methods are safe for concurrent use.
@@ -123,8 +127,11 @@ func New(b Backend, o Options) *Node {
 		seen:    map[string]time.Time{},
 	}
 	n.up.Store(true) // until a call fails: the first packet need not wait for the health loop
+	// Without a saved position, entries from a little before the start on: a time-based id
+	// rather than "$", which would skip what is added between the start and the first read.
+	first := fmt.Sprintf("%d-0", o.Now().Add(-startMargin).UnixMilli())
 	for _, g := range o.Groups {
-		n.lastIDs[n.stream(g)] = "$"
+		n.lastIDs[n.stream(g)] = first
 	}
 	n.loadLastIDs()
 	return n

@@ -93,15 +93,16 @@ func (f *fake) Append(ctx context.Context, stream string, maxLen int64, data []b
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.seq++
-	id := fmt.Sprintf("%d-0", f.seq)
+	id := fmt.Sprintf("%d-%d", f.now().UnixMilli(), f.seq) // time-based, as Redis's
 	f.streams[stream] = append(f.streams[stream], Message{Stream: stream, ID: id, Data: data})
 	return id, nil
 }
 
+// idNum orders stream ids: milliseconds, then sequence.
 func idNum(id string) int {
-	var n int
-	fmt.Sscanf(id, "%d-", &n)
-	return n
+	var ms, seq int
+	fmt.Sscanf(id, "%d-%d", &ms, &seq)
+	return ms*1000000 + seq
 }
 
 func (f *fake) Read(ctx context.Context, after map[string]string, block time.Duration, count int64) ([]Message, error) {
@@ -114,9 +115,6 @@ func (f *fake) Read(ctx context.Context, after map[string]string, block time.Dur
 		var out []Message
 		for s, id := range after {
 			last := idNum(id)
-			if id == "$" {
-				last = f.seq
-			}
 			for _, m := range f.streams[s] {
 				if idNum(m.ID) > last {
 					out = append(out, m)
@@ -559,4 +557,39 @@ func TestApplyNotReady(t *testing.T) {
 		t.Fatalf("applied twice: %+v", ev)
 	case <-time.After(300 * time.Millisecond):
 	}
+}
+
+// TestFreshMemberNoGap: a member without a saved position applies what was published after it
+// was created, even before its first read (a server becomes ready, and others publish, before
+// the consumer's first XREAD).
+func TestFreshMemberNoGap(t *testing.T) {
+	b := newFake()
+	a := newMember(t, b, "a", Refuse, []string{"web"}, "", true)
+	old := grantEvent("web", time.Now().Add(time.Minute))
+	b.mu.Lock()
+	b.streams["sesame:grants:web"] = append(b.streams["sesame:grants:web"], Message{Stream: "sesame:grants:web",
+		ID: fmt.Sprintf("%d-0", time.Now().Add(-time.Minute).UnixMilli()), Data: mustEncode(t, old)})
+	b.mu.Unlock()
+	w := newMember(t, b, "w", Refuse, []string{"web"}, "", false)
+	a.Publish(grantEvent("web", time.Now().Add(time.Minute)))
+	if !waitFor(time.Second, func() bool { return a.Counters.Published.Load() == 1 }) {
+		t.Fatal("not published")
+	}
+	w.start(t)
+	if ev, ok := recv(t, w, 2*time.Second); !ok || ev.Origin != "a" || ev.ID == old.ID {
+		t.Fatalf("applied %+v (%v), want the grant published before the first read", ev, ok)
+	}
+	if ev, ok := recv(t, w, 300*time.Millisecond); ok {
+		t.Fatalf("applied an entry from before the member started: %+v", ev)
+	}
+}
+
+func mustEncode(t *testing.T, ev Event) []byte {
+	t.Helper()
+	ev.ID, ev.Origin = "old", "z"
+	b, err := encodeEvent(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -267,9 +267,6 @@ func (n *Node) consumer(ctx context.Context) {
 			}
 			continue
 		}
-		if !n.resolveDollar(ctx) {
-			continue
-		}
 		n.mu.Lock()
 		after := make(map[string]string, len(n.lastIDs))
 		for s, id := range n.lastIDs {
@@ -296,42 +293,6 @@ func (n *Node) consumer(ctx context.Context) {
 		}
 		n.saveLastIDs()
 	}
-}
-
-// resolveDollar replaces "$" (new entries only: a member with no saved position starts at the
-// stream's end) by the newest id, so that a reconnect does not skip entries.
-func (n *Node) resolveDollar(ctx context.Context) bool {
-	n.mu.Lock()
-	var todo []string
-	for s, id := range n.lastIDs {
-		if id == "$" {
-			todo = append(todo, s)
-		}
-	}
-	n.mu.Unlock()
-	changed := false
-	for _, s := range todo {
-		cctx, cancel := context.WithTimeout(ctx, n.o.Timeout)
-		last, err := n.b.Recent(cctx, s, 1)
-		cancel()
-		if err != nil {
-			n.markDown(err)
-			return false
-		}
-		id := "0"
-		if len(last) > 0 {
-			id = last[0].ID
-		}
-		n.mu.Lock()
-		if n.lastIDs[s] == "$" {
-			n.lastIDs[s], changed = id, true
-		}
-		n.mu.Unlock()
-	}
-	if changed {
-		n.saveLastIDs()
-	}
-	return true
 }
 
 // ErrNotReady is returned (wrapped) by an Apply that cannot take events yet or any more (the
@@ -433,7 +394,7 @@ func (n *Node) loadLastIDs() {
 		return
 	}
 	for s, id := range m {
-		if _, ok := n.lastIDs[s]; ok && id != "" && id != "$" {
+		if _, ok := n.lastIDs[s]; ok && id != "" {
 			n.lastIDs[s] = id
 		}
 	}
@@ -446,9 +407,7 @@ func (n *Node) saveLastIDs() {
 	n.mu.Lock()
 	m := make(map[string]string, len(n.lastIDs))
 	for s, id := range n.lastIDs {
-		if id != "$" {
-			m[s] = id
-		}
+		m[s] = id
 	}
 	n.mu.Unlock()
 	data, _ := json.Marshal(m)
@@ -463,7 +422,7 @@ func (n *Node) saveLastIDs() {
 	}
 }
 
-// LastIDs returns the last entry id seen of each group's stream ("$" before the first read).
+// LastIDs returns the last entry id seen of each group's stream.
 func (n *Node) LastIDs() map[string]string {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -39,6 +39,7 @@ type fleetGW struct {
 	ns      string
 	cfgPath string
 	ctl     string
+	cl      *control.Client // one client: each keeps an idle connection, and the socket serves 32 at once
 	d       *daemon
 }
 
@@ -72,6 +73,7 @@ func newFleetBed(t *testing.T, mode, group string, extra ...string) *fleetBed {
 			}
 		}
 		gw := &fleetGW{i: i, ns: ns, ctl: filepath.Join(shortTempDir(t), "control.sock")}
+		gw.cl = control.NewClient(gw.ctl)
 		dir := t.TempDir()
 		groupLine := ""
 		if group != "" {
@@ -130,7 +132,7 @@ func (g *fleetGW) status(t *testing.T) server.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := control.NewClient(g.ctl).Status(ctx)
+	st, err := g.cl.Status(ctx)
 	if err != nil {
 		t.Fatalf("gw%d status: %v", g.i, err)
 	}
