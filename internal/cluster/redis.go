@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,15 @@ type Redis struct {
 	cur atomic.Pointer[redis.Client]
 }
 
+// quietRedis keeps go-redis's own log lines (one per failed dial, unformatted, unlimited) out of
+// the daemon's log: the node reports Redis's state itself, rate-limited. go-redis's logger is
+// process-wide, so it is set once.
+var quietRedis sync.Once
+
+type discardLogger struct{}
+
+func (discardLogger) Printf(context.Context, string, ...any) {}
+
 // NewRedis returns a Backend for the server o names. It connects lazily (and again after
 // every failure): it does not fail when Redis is down.
 func NewRedis(o RedisOptions) (*Redis, error) {
@@ -41,6 +51,7 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
+	quietRedis.Do(func() { redis.SetLogger(discardLogger{}) })
 	r := &Redis{opt: *opt}
 	r.cur.Store(r.newClient())
 	return r, nil
