@@ -12,9 +12,10 @@ export DEBIAN_FRONTEND=noninteractive
 # systemd-sysusers and systemd-tmpfiles, which Debian has.
 # fail2ban: fail2ban-regex and fail2ban-client -t check dist/fail2ban against the daemon's log.
 # openssh-server and openssh-client: the ssh-proxy test runs the real ssh through its own sshd.
+# redis-server: the fleet tests and `go run ./bench fleet` start their own on a unix socket.
 # iputils-ping: the real ping, for the SPA-in-a-ping tests (what a pinged host answers).
 pkgs=(iproute2 nftables iptables knockd fwknop-client fwknop-server tcpdump procps nmap gcc libc6-dev prometheus strace
-  man-db groff-base bash-completion zsh fail2ban openssh-server openssh-client iputils-ping)
+  man-db groff-base bash-completion zsh fail2ban openssh-server openssh-client iputils-ping redis-server)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,7 +25,7 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The Debian packages enable their daemons; the tests start their own copies in namespaces.
-for svc in knockd fwknop-server prometheus fail2ban ssh; do
+for svc in knockd fwknop-server prometheus fail2ban ssh redis-server; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
 # A fail2ban server that an init other than systemd started would ban addresses on this

@@ -8,6 +8,7 @@
 //	go run ./bench -smoke -out /tmp/smoke       # a few seconds, sesame only
 //	go run ./bench -scenarios latency,flood -daemons sesame,knockd -rates 10000,max -duration 5s
 //	go run ./bench -replot /tmp/bench/results.json  # redraw results.md and flood.svg, run nothing
+//	go run ./bench fleet -out /tmp/fleet         # three gateways on Redis against one host
 //
 // Every load is bounded in rate, count and time and stays inside the bench's namespaces; all
 // namespaces and daemons are removed at the end, also on error or Ctrl-C. Results go to
@@ -80,6 +81,9 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "fleet" {
+		return runFleet(args[1:]) // a fleet of three gateways on Redis (docs/FLEET.md)
+	}
 	o, err := parseOptions(args)
 	if err != nil {
 		return err

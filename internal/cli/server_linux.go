@@ -83,12 +83,19 @@ func runServer(ctx context.Context, c *command, args []string, stdout, stderr io
 		}
 	}
 	notify := sdnotify.FromEnv() // systemd's Type=notify (dist/sesame.service); no-op without it
-	srv, err := server.New(cfg, server.Deps{Firewall: fw, Intake: intake, Logger: log, Version: versionString(),
+	deps := server.Deps{Firewall: fw, Intake: intake, Logger: log, Version: versionString(),
 		KillConns: conntrack.Kill, MaxOperatorGrant: cfg.Control.MaxGrant,
-		Ready: func() { notifyLog(log, notify.Ready()) }})
+		Ready: func() { notifyLog(log, notify.Ready()) }}
+	fl, err := joinFleet(cfg, &deps, log)
 	if err != nil {
 		return err
 	}
+	defer fl.close()
+	srv, err := server.New(cfg, deps)
+	if err != nil {
+		return err
+	}
+	fl.attach(srv)
 	ops, err := openOps(cfg, srv, log)
 	if err != nil {
 		fw.Close(ctx, false)

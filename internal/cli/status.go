@@ -144,6 +144,9 @@ func writeStatus(w io.Writer, st server.Status) error {
 		}
 		tw.Flush()
 	}
+	if st.Fleet != nil {
+		writeFleet(&b, tw, st.Fleet)
+	}
 	// tabwriter pads the last column too; trim it.
 	var out strings.Builder
 	for line := range strings.Lines(b.String()) {

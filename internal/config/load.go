@@ -162,6 +162,7 @@ type (
 		RotateLength    field[int]         `toml:"rotate_length"`
 		RotateUses      field[int]         `toml:"rotate_uses"`
 		RotateProto     field[string]      `toml:"rotate_proto"`
+		Group           field[string]      `toml:"group"`
 	}
 )
 
@@ -263,12 +264,12 @@ func unknownKey(at place, section, key, fileKey string) *Error {
 func (d *decoder) config(top map[string]toml.Primitive, cfg *Config) error {
 	var other []string
 	for k := range top {
-		if !slices.Contains([]string{"server", "door", "spa", "control", "metrics", "decoy", "alert", "scan", "firewall"}, k) {
+		if !slices.Contains([]string{"server", "door", "spa", "control", "metrics", "decoy", "alert", "scan", "cluster", "firewall"}, k) {
 			other = append(other, k)
 		}
 	}
 	if k := d.first(toml.Key{""}, other); k != "" {
-		return &Error{Err: fmt.Errorf("unknown key %q (want [server], [[door]], [spa], [control], [metrics], [[decoy]], [alert], [scan] or [firewall.aws])", k), at: place{index: -1, key: toml.Key{k}}}
+		return &Error{Err: fmt.Errorf("unknown key %q (want [server], [[door]], [spa], [control], [metrics], [[decoy]], [alert], [scan], [cluster] or [firewall.aws])", k), at: place{index: -1, key: toml.Key{k}}}
 	}
 	if v, ok := top["firewall"]; ok {
 		if err := d.firewallAWS(v, cfg); err != nil {
@@ -345,7 +346,14 @@ func (d *decoder) banSections(top map[string]toml.Primitive, cfg *Config) error 
 		}
 		cfg.Scan = s
 	}
-	return nil
+	if v, ok := top["cluster"]; ok {
+		c, err := d.cluster(v)
+		if err != nil {
+			return err
+		}
+		cfg.Cluster = c
+	}
+	return checkGroups(cfg)
 }
 
 func (d *decoder) server(v toml.Primitive, srv *Server) error {
@@ -457,6 +465,7 @@ func (d *decoder) door(i int, v toml.Primitive) (Door, error) {
 		StartCommand: f.Command.or(f.StartCommand.v),
 		StopCommand:  f.StopCommand.v,
 		CmdTimeout:   time.Duration(f.CmdTimeout.or(duration(DefaultCmdTimeout))),
+		Group:        f.Group.v,
 		Door: knock.Door{
 			Name:     name,
 			Sequence: convertList(f.Sequence.v, func(e knockElem) knock.Element { return e.el }),

@@ -253,7 +253,7 @@ func TestParseErrors(t *testing.T) {
 		{"metrics listen port 0", "[metrics]\nlisten = \"127.0.0.1:0\"\n", `s.toml:2: metrics: listen: "127.0.0.1:0": the port must be a number in 1-65535`},
 		{"metrics listen port name", "[metrics]\nlisten = \"localhost:http\"\n", `the port must be a number in 1-65535`},
 		{"metrics allow_remote type", "[metrics]\nallow_remote = \"yes\"\n", `s.toml:2: metrics: allow_remote: want true or false, got a string`},
-		{"unknown top key", "[server]\n[spq]\nkey = 1\n", `s.toml:2: unknown key "spq" (want [server], [[door]], [spa], [control], [metrics], [[decoy]], [alert], [scan] or [firewall.aws])`},
+		{"unknown top key", "[server]\n[spq]\nkey = 1\n", `s.toml:2: unknown key "spq" (want [server], [[door]], [spa], [control], [metrics], [[decoy]], [alert], [scan], [cluster] or [firewall.aws])`},
 		{"unknown top value", "x = 1\n", `s.toml:1: unknown key "x"`},
 		{"server not table", "server = 1\n", `s.toml:1: server: want a table, got an integer`},
 		{"door not array", "[door]\nname = \"x\"\n", `s.toml:1: door: want [[door]] tables, got a table`},

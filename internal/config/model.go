@@ -43,6 +43,8 @@ type Config struct {
 	Scan   *Scan
 	// AWS is [firewall.aws], the security groups of firewall aws-sg (nil: not set).
 	AWS *AWS
+	// Cluster is the [cluster] section: the fleet's shared Redis (nil: this server is alone).
+	Cluster *Cluster
 }
 
 // Control is the [control] section: the control socket sesame status, grant and revoke use
@@ -170,6 +172,9 @@ type Door struct {
 	Payloads [][]byte
 	// SourcePorts, when not empty, are the only source ports TCP and UDP knocks may come from.
 	SourcePorts []PortRange
+	// Group, when set, names the fleet group every member of which applies this door's grants
+	// ([cluster]).
+	Group string
 }
 
 // Payload is the payload knock i of the sequence must carry, nil for none.

@@ -99,6 +99,9 @@ type SPAClient struct {
 	// Forward lists the forwards the client may ask for (forward.go): a request for one of
 	// their ports is granted as a forward, not as a grant of the port.
 	Forward []Forward
+	// Group, when set, names the fleet group every member of which applies this client's
+	// grants ([cluster]).
+	Group string
 }
 
 // AnySource is the sources of a client that sets none: every IPv4 and IPv6 address.
@@ -163,6 +166,7 @@ type (
 		EncryptionMode       field[mode]           `toml:"encryption_mode"`
 		RequireUsername      field[string]         `toml:"require_username"`
 		RequireSourceAddress field[bool]           `toml:"require_source_address"`
+		Group                field[string]         `toml:"group"`
 	}
 )
 
@@ -244,6 +248,7 @@ func (d *decoder) spaClient(i int, v toml.Primitive, s *SPA) (SPAClient, error) 
 		return SPAClient{}, problem(at, sec, r.badKey, "%w", r.badErr)
 	}
 	c := SPAClient{
+		Group:          f.Group.v,
 		Name:           f.Name.v,
 		Format:         f.Format.or(SPAFormatNative),
 		KeyFile:        f.KeyFile.v,

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/sesame-knock/sesame/internal/cluster"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
@@ -24,6 +25,8 @@ type Status struct {
 	InProgress int           `json:"sources_in_progress"`
 	Grants     []GrantStatus `json:"grants"`
 	Bans       []BanStatus   `json:"bans,omitempty"`
+	// Fleet is the [cluster] fleet: members and fan-out grants (nil when alone).
+	Fleet *cluster.Status `json:"fleet,omitempty"`
 }
 
 // DoorStatus is one knock door and its counters since the server started.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sesame-knock/sesame/internal/alert"
 	"github.com/sesame-knock/sesame/internal/capture"
+	"github.com/sesame-knock/sesame/internal/cluster"
 	"github.com/sesame-knock/sesame/internal/config"
 	"github.com/sesame-knock/sesame/internal/decoy"
 	"github.com/sesame-knock/sesame/internal/firewall"
@@ -300,6 +301,7 @@ func (s *Server) Ban(ctx context.Context, src netip.Addr, dur time.Duration, rea
 	}
 	s.bans.mu.Unlock()
 	s.log.Warn("banned", "src", src, "for", dur, "reason", reason)
+	s.fanOut(ctx, cluster.Event{Kind: cluster.KindBan, Src: src, Until: s.deps.Now().Add(dur), Reason: reason})
 	return nil
 }
 

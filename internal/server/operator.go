@@ -78,6 +78,7 @@ func (s *Server) Status(ctx context.Context) (Status, error) {
 	if out.Bans, err = s.Bans(ctx); err != nil {
 		return out, err
 	}
+	out.Fleet = s.fleetStatus(ctx)
 	return out, nil
 }
 
@@ -145,6 +146,7 @@ func (s *Server) Revoke(ctx context.Context, req RevokeRequest) (RevokeResult, e
 		if was {
 			res.Bans = 1
 		}
+		s.fanOutRevoke(ctx, req)
 		return res, nil
 	}
 	switch {
@@ -213,5 +215,6 @@ func (s *Server) Revoke(ctx context.Context, req RevokeRequest) (RevokeResult, e
 		return res, fmt.Errorf("%s: %w", op, err)
 	}
 	s.log.Warn("operator revoke", args...)
+	s.fanOutRevoke(ctx, req)
 	return res, nil
 }

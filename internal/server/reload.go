@@ -42,6 +42,9 @@ func NeedsRestart(running, next *config.Config, storeDir string) []string {
 	if !reflect.DeepEqual(running.AWS, next.AWS) {
 		out = append(out, "changing [firewall.aws]")
 	}
+	if !reflect.DeepEqual(running.Cluster, next.Cluster) || !slices.Equal(config.FleetGroups(running), config.FleetGroups(next)) {
+		out = append(out, "changing [cluster] or the fleet groups")
+	}
 	return out
 }
 

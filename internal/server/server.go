@@ -72,6 +72,9 @@ type Deps struct {
 	MaxOperatorGrant time.Duration
 	// Version is reported by Status.
 	Version string
+	// Fleet, when set, shares grants of grouped doors and clients, bans and revocations with
+	// the fleet ([cluster]); nil: this server is alone.
+	Fleet Fleet
 	// Ready, when set, is called once Run has opened the SPA socket, put the gate in the
 	// kernel and set the capture filter (sd_notify READY=1).
 	Ready func()
@@ -646,6 +649,7 @@ func (s *Server) grant(ctx context.Context, kind GrantKind, by, note string, gra
 	if !seen.IsZero() {
 		s.stats.latency.observe(now.Sub(seen))
 	}
+	s.fanOutGrant(ctx, kind, by, grants, now)
 	return nil
 }
 
