@@ -22,6 +22,9 @@ type Forward struct {
 	// and the client's connections are redirected to port To.Port() of this host.
 	To    netip.AddrPort
 	Local bool
+	// NATOnly (written with a leading "nat ") serves only fwknop NAT requests (-N, --nat-local),
+	// never a plain request for Port: fwknopd's ENABLE_IPT_LOCAL_NAT.
+	NATOnly bool
 }
 
 // String is the configuration's spelling of f.
@@ -29,6 +32,9 @@ func (f Forward) String() string {
 	from := f.Port.String()
 	if f.Port.Num == 0 {
 		from = f.Port.Proto.String() + "/*"
+	}
+	if f.NATOnly {
+		from = "nat " + from
 	}
 	if f.Local {
 		return fmt.Sprintf("%s -> local:%d", from, f.To.Port())
@@ -60,8 +66,13 @@ func (f Forward) Target(addr netip.Addr) netip.AddrPort {
 }
 
 // ParseForward parses "PROTO/PORT -> ADDRESS:PORT" (IPv6 in brackets), "PROTO/PORT ->
-// local:PORT" or "PROTO/* -> local:PORT".
+// local:PORT" or "PROTO/* -> local:PORT", each optionally after "nat " (NATOnly).
 func ParseForward(s string) (Forward, error) {
+	if rest, ok := strings.CutPrefix(strings.TrimSpace(s), "nat "); ok {
+		f, err := ParseForward(rest)
+		f.NATOnly = true
+		return f, err
+	}
 	from, to, ok := strings.Cut(s, "->")
 	if !ok {
 		return Forward{}, fmt.Errorf("%q: want PROTO/PORT -> ADDRESS:PORT or PROTO/PORT -> local:PORT", s)
@@ -133,7 +144,15 @@ func (f *forwardEntry) UnmarshalText(b []byte) error {
 // two entries for one port and family, and a port both opened and forwarded.
 func checkForwards(fs []Forward, open []netport.Port) error {
 	for i, f := range fs {
+		if f.NATOnly {
+			// A NAT request names its destination, which picks among NAT-only forwards, and a
+			// plain request never takes one: neither is ambiguous.
+			continue
+		}
 		for _, g := range fs[:i] {
+			if g.NATOnly {
+				continue
+			}
 			sameFam := f.Local || g.Local || f.To.Addr().Is4() == g.To.Addr().Is4()
 			overlap := f.Port.Proto == g.Port.Proto && (f.Port.Num == g.Port.Num || f.Port.Num == 0 || g.Port.Num == 0)
 			if sameFam && overlap {

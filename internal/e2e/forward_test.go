@@ -247,3 +247,50 @@ default_open_for = "3s"
 		}
 	})
 }
+
+// TestIntegrationForwardFwknopConfLocalNAT: sesame runs fwknopd's own configuration with
+// ENABLE_IPT_LOCAL_NAT Y (nftables backend), and the real fwknop client's --nat-local
+// --nat-port redirects the gateway's port 55000, for the client only, to the stanza's
+// OPEN_PORTS service (its greeting and echo come back through 55000); a plain -A for the same
+// port still opens the port itself and redirects nothing; a local NAT request to a port
+// outside OPEN_PORTS is refused ("forward not allowed") and opens nothing.
+func TestIntegrationForwardFwknopConfLocalNAT(t *testing.T) {
+	skipWithoutFwknop(t)
+	bed := skipUnlessRoot(t)
+	svc := netip.AddrPortFrom(netnsbed.Server4, 2222)
+	listenIn(t, bed.Server, svc)
+	dir := t.TempDir()
+	srv := fmt.Sprintf("PCAP_INTF %s;\nPCAP_FILTER udp port %d;\nENABLE_IPT_LOCAL_NAT Y;\n", bed.ServerIf, spaPort)
+	writeSecret(t, filepath.Join(dir, "fwknopd.conf"), []byte(srv))
+	writeSecret(t, filepath.Join(dir, "access.conf"), []byte("SOURCE ANY\nKEY_BASE64 "+fwknopKey+"\nHMAC_KEY_BASE64 "+fwknopHMAC+
+		"\nOPEN_PORTS tcp/2222\nFW_ACCESS_TIMEOUT 3\nMAX_FW_TIMEOUT 60\n"))
+	d := startDaemon(t, bed.Server, "sesame server running", sesameBin, "server", "--fwknop-conf", dir,
+		"--firewall", "nftables", "--state-dir", filepath.Join(dir, "state"), "--log-level", "debug")
+	local := netip.AddrPortFrom(netnsbed.Server4, 55000)
+	if connects(t, bed, local) || connects(t, bed, svc) {
+		t.Fatal("open before any SPA packet")
+	}
+	fwknopClient(t, bed, "-A", "tcp/2222", "--nat-local", "--nat-port", "55000", "-a", netnsbed.Client4.String())
+	if !eventuallyConnects(t, bed, local, true) {
+		t.Fatalf("--nat-local did not redirect tcp/55000 to the service:\n%s", d.Output())
+	}
+	if !eventuallyConnectsWithin(t, bed, local, false, 6*time.Second) {
+		t.Fatal("the local forward did not expire")
+	}
+	// A plain request: the port itself opens, and 55000 redirects nothing.
+	fwknopClient(t, bed, "-A", "tcp/2222", "-a", netnsbed.Client4.String())
+	if !eventuallyConnects(t, bed, svc, true) {
+		t.Fatalf("a plain -A tcp/2222 did not open the port:\n%s", d.Output())
+	}
+	if connects(t, bed, local) {
+		t.Fatal("a plain request redirected tcp/55000")
+	}
+	// Local NAT to a port the stanza does not open: refused.
+	fwknopClient(t, bed, "-A", "tcp/2223", "--nat-local", "--nat-port", "55001", "-a", netnsbed.Client4.String())
+	if !waitDecision(d, netnsbed.Client4, "", "forward not allowed", 5*time.Second) {
+		t.Fatalf("no 'forward not allowed' decision:\n%s", d.Output())
+	}
+	if connects(t, bed, netip.AddrPortFrom(netnsbed.Server4, 55001)) {
+		t.Fatal("a refused local NAT request opened tcp/55001")
+	}
+}

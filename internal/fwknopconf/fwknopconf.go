@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sesame-knock/sesame/internal/config"
+	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/fwknop"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
@@ -181,9 +183,6 @@ func parse(source, srvName string, srvData []byte, accName string, accData []byt
 	if srv.DigestFile != "" {
 		warn("%s: DIGEST_FILE is not read: sesame keeps its own replay cache in %s", srvName, filepath.Join(cfg.Server.StateDir, "replay.db"))
 	}
-	if srv.EnableIPTLocalNAT {
-		warn("%s: ENABLE_IPT_LOCAL_NAT is not translated: local NAT requests (--nat-local) are refused; a native configuration (sesame migrate) can allow them with forward = [\"tcp/55000 -> local:22\"]", srvName)
-	}
 	if srv.EnableIPTForwarding && !slices.ContainsFunc(stanzas, func(st fwknop.AccessStanza) bool { return st.Other["FORCE_NAT"] != "" }) {
 		warn("%s: ENABLE_IPT_FORWARDING without FORCE_NAT in any stanza: NAT requests (-N) are refused (forward not allowed): sesame forwards only to destinations the configuration names (FORCE_NAT, or a native forward list)", srvName)
 	}
@@ -217,6 +216,14 @@ func parse(source, srvName string, srvData []byte, accName string, accData []byt
 		s.Clients = append(s.Clients, c)
 	}
 	cfg.Apply(ov)
+	if srv.EnableIPTLocalNAT && cfg.Server.Firewall != firewall.Nftables {
+		// Only the nftables backend forwards; the others keep running without local NAT, as
+		// before (FORCE_NAT, which fwknopd cannot run without, stays an error there).
+		for i := range s.Clients {
+			s.Clients[i].Forward = slices.DeleteFunc(s.Clients[i].Forward, func(f config.Forward) bool { return f.NATOnly })
+		}
+		warn("%s: ENABLE_IPT_LOCAL_NAT needs --firewall nftables: with %s, local NAT requests (--nat-local) are refused", srvName, cfg.Server.Firewall)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", accName, err)
 	}
@@ -284,6 +291,8 @@ func client(accName string, i int, st fwknop.AccessStanza, srv *fwknop.ServerCon
 		if err := forceNAT(&c, v, srv); err != nil {
 			return c, fmt.Errorf("%s: FORCE_NAT: %w", where, err)
 		}
+	} else if srv.EnableIPTLocalNAT {
+		localNAT(&c, warn, where)
 	}
 	for _, k := range sortedKeys(st.Other) {
 		if k == "FORCE_NAT" {
@@ -351,4 +360,22 @@ func forceNAT(c *config.SPAClient, v string, srv *fwknop.ServerConf) error {
 	}
 	c.Open = nil
 	return nil
+}
+
+// localNAT is fwknopd's ENABLE_IPT_LOCAL_NAT for a stanza: a --nat-local request may redirect a
+// port of this host the client picks (--nat-port, --nat-rand-port) to a port of OPEN_PORTS, for
+// the client's address. The forwards are NAT-only: a plain request still opens the port itself.
+func localNAT(c *config.SPAClient, warn func(string, ...any), where string) {
+	if c.AnyPort {
+		warn("%s: no OPEN_PORTS: ENABLE_IPT_LOCAL_NAT requests (--nat-local) are refused: sesame redirects only to ports OPEN_PORTS names", where)
+		return
+	}
+	for _, p := range c.Open {
+		if p.Proto != netport.TCP && p.Proto != netport.UDP {
+			continue
+		}
+		c.Forward = append(c.Forward, config.Forward{
+			Port: netport.Port{Proto: p.Proto}, To: netip.AddrPortFrom(netip.Addr{}, p.Num), Local: true, NATOnly: true,
+		})
+	}
 }

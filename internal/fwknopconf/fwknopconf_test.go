@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sesame-knock/sesame/internal/config"
+	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/fwknop"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
@@ -387,5 +388,41 @@ func TestFwknopConfICMP(t *testing.T) {
 	if _, err := Parse("dir", "fwknopd.conf", []byte("PCAP_FILTER tcp port 1 or icmp;\n"), "access.conf", []byte(acc)); err == nil ||
 		!strings.Contains(err.Error(), `"udp port N", "icmp" or "udp port N or icmp"`) {
 		t.Errorf("tcp port 1 or icmp: err = %v", err)
+	}
+}
+
+// TestFwknopConfLocalNAT: ENABLE_IPT_LOCAL_NAT Y gives each stanza NAT-only local forwards to
+// its OPEN_PORTS (so --nat-local works and a plain request still opens the port itself) with
+// the nftables backend; other backends keep running without local NAT, with a warning.
+func TestFwknopConfLocalNAT(t *testing.T) {
+	srv := "ENABLE_UDP_SERVER Y;\nENABLE_IPT_LOCAL_NAT Y;\n"
+	acc := "SOURCE ANY\n" + keys + "OPEN_PORTS tcp/22, udp/53\n\nSOURCE 10.0.0.0/8\nKEY other key\n"
+	for _, tc := range []struct {
+		fw      firewall.Kind
+		want    []string
+		warning string
+	}{
+		{firewall.Nftables, []string{"nat tcp/* -> local:22", "nat udp/* -> local:53"}, "stanza #2: no OPEN_PORTS: ENABLE_IPT_LOCAL_NAT requests"},
+		{firewall.Iptables, nil, "ENABLE_IPT_LOCAL_NAT needs --firewall nftables"},
+	} {
+		t.Run(string(tc.fw), func(t *testing.T) {
+			cfg, err := ParseOverrides("dir", "fwknopd.conf", []byte(srv), "access.conf", []byte(acc), config.Overrides{Firewall: tc.fw})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, f := range cfg.SPA.Clients[0].Forward {
+				got = append(got, f.String())
+			}
+			if !slices.Equal(got, tc.want) || len(cfg.SPA.Clients[1].Forward) != 0 {
+				t.Errorf("forwards %q, %v; want %q and none", got, cfg.SPA.Clients[1].Forward, tc.want)
+			}
+			if !slices.Equal(cfg.SPA.Clients[0].Open, []netport.Port{{Proto: netport.TCP, Num: 22}, {Proto: netport.UDP, Num: 53}}) {
+				t.Errorf("open %v: the ports must stay open to plain requests", cfg.SPA.Clients[0].Open)
+			}
+			if !hasWarning(cfg.SPA, tc.warning) {
+				t.Errorf("warnings %q lack %q", cfg.SPA.Warnings, tc.warning)
+			}
+		})
 	}
 }

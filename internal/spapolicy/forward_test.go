@@ -101,3 +101,52 @@ func TestSPAForwards(t *testing.T) {
 		})
 	}
 }
+
+// TestSPANATOnlyForwards: NAT-only forwards (fwknopd's ENABLE_IPT_LOCAL_NAT, "nat tcp/* ->
+// local:PORT") serve --nat-local requests, to the port the request names among several, and
+// leave a plain request for an open port an ordinary grant of that port.
+func TestSPANATOnlyForwards(t *testing.T) {
+	c := newCreds(t)
+	cfg := testConfig(c)
+	alt := netport.Port{Proto: netport.TCP, Num: 2222}
+	loc := netport.Port{Proto: netport.TCP, Num: 55000}
+	st := config.SPAClient{Name: "stanza#1", Format: config.SPAFormatFwknop, Fwknop: fwKeys, Open: []netport.Port{ssh, alt},
+		Forward: []config.Forward{mustForward(t, "nat tcp/* -> local:22"), mustForward(t, "nat tcp/* -> local:2222")},
+		Sources: config.AnySource, DefaultOpenFor: 10 * time.Second, MaxOpenFor: time.Minute}
+	cfg.Clients = append([]config.SPAClient{st}, cfg.Clients...)
+	if err := cfg.Validate(firewall.Nftables); err != nil {
+		t.Fatal(err)
+	}
+	a4 := netip.MustParseAddr("198.18.0.2")
+	local := func(p netport.Port, to uint16) []firewall.Grant {
+		return []firewall.Grant{{Src: a4, Port: p, To: netip.AddrPortFrom(netip.IPv4Unspecified(), to), Timeout: 10 * time.Second}}
+	}
+	tests := []struct {
+		name   string
+		msg    fwknop.Message
+		reason Reason
+		want   []firewall.Grant
+	}{
+		{"plain -A open port", fwknop.Message{Type: fwknop.TypeAccess, AllowIP: a4, Ports: []netport.Port{ssh}}, ReasonAccepted,
+			[]firewall.Grant{{Src: a4, Port: ssh, Timeout: 10 * time.Second}}},
+		{"--nat-local to 22", fwknop.Message{Type: fwknop.TypeLocalNATAccess, AllowIP: a4, NATAccess: "198.18.0.1,22", Ports: []netport.Port{loc}}, ReasonAccepted,
+			local(loc, 22)},
+		{"--nat-local to 2222", fwknop.Message{Type: fwknop.TypeLocalNATAccess, AllowIP: a4, NATAccess: "198.18.0.1,2222", Ports: []netport.Port{loc}}, ReasonAccepted,
+			local(loc, 2222)},
+		{"--nat-local to a port not open", fwknop.Message{Type: fwknop.TypeLocalNATAccess, AllowIP: a4, NATAccess: "198.18.0.1,23", Ports: []netport.Port{loc}}, ReasonForwardNotAllowed, nil},
+		{"-N to another host", fwknop.Message{Type: fwknop.TypeNATAccess, AllowIP: a4, NATAccess: "198.19.0.2,22", Ports: []netport.Port{loc}}, ReasonForwardNotAllowed, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h, logs := newHandler(t, cfg, func() time.Time { return t0 })
+			pkt := fw(fwKeys, tc.msg, 0)(t, c, t0, rand.NewChaCha8([32]byte{9}))
+			got := hg(h.Handle(context.Background(), client4, pkt, nil))
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("grants %v, want %v", got, tc.want)
+			}
+			if !strings.Contains(logs.String(), "reason=\""+tc.reason.String()+"\"") && !strings.Contains(logs.String(), "reason="+tc.reason.String()) {
+				t.Errorf("log lacks reason %q:\n%s", tc.reason, logs)
+			}
+		})
+	}
+}

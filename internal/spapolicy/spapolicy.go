@@ -459,7 +459,7 @@ func (h *Policy) native1(ctx context.Context, r *rules, src netip.Addr, srcPort 
 			return d
 		}
 	}
-	h.policy(&d, c, src, srcPort, addr, req.Ports, req.Duration, now)
+	h.policy(&d, c, src, srcPort, addr, req.Ports, false, req.Duration, now)
 	return d
 }
 
@@ -583,14 +583,16 @@ func (h *Policy) fwknopPolicy(d *decision, c *config.SPAClient, msg *fwknop.Mess
 	if !msg.Type.HasTimeout() {
 		dur = 0
 	}
-	h.policy(d, c, src, srcPort, addr, msg.Ports, dur, now)
+	h.policy(d, c, src, srcPort, addr, msg.Ports, msg.Type.HasNAT(), dur, now)
 	if d.reason == ReasonAccepted && msg.Type.HasNAT() {
-		// Every port was checked against the forward list above: all of them are forwards.
-		for _, g := range d.grants {
+		// Every port was checked against the forward list above: all of them are forwards, to
+		// the destination the request names (natRequested found a forward to it).
+		for i, g := range d.grants {
 			if !g.IsForward() {
 				d.reason, d.detail, d.grants = ReasonForwardNotAllowed, g.Port.String()+" is not forwarded", nil
 				break
 			}
+			d.grants[i].To = natTarget(msg, g)
 		}
 	}
 }
@@ -613,22 +615,46 @@ func natRequested(d *decision, c *config.SPAClient, msg *fwknop.Message, addr ne
 		d.reason, d.detail = ReasonForwardNotAllowed, fmt.Sprintf("NAT destination %q is not an IP address (names are not resolved)", host)
 		return false
 	}
+	want := netip.AddrPortFrom(dst.Unmap(), uint16(n))
 	for _, p := range msg.Ports {
+		// Several forwards may serve the port (tcp/* -> local:22 and tcp/* -> local:2222): the
+		// one to the requested destination does.
+		agrees := func(f config.Forward) bool {
+			if !f.Matches(p, addr) {
+				return false
+			}
+			if localNAT {
+				return f.Local && f.To.Port() == want.Port()
+			}
+			return !f.Local && f.To == want
+		}
+		if slices.ContainsFunc(c.Forward, agrees) {
+			continue
+		}
 		i := slices.IndexFunc(c.Forward, func(f config.Forward) bool { return f.Matches(p, addr) })
-		want := netip.AddrPortFrom(dst.Unmap(), uint16(n))
 		switch {
 		case i < 0:
 			d.reason, d.detail = ReasonForwardNotAllowed, fmt.Sprintf("%s: the client has no forward of this port", p)
-			return false
-		case localNAT && !c.Forward[i].Local, localNAT && c.Forward[i].To.Port() != want.Port():
+		case localNAT:
 			d.reason, d.detail = ReasonForwardNotAllowed, fmt.Sprintf("local NAT %s -> port %d: the client's forward is %s", p, n, c.Forward[i])
-			return false
-		case !localNAT && (c.Forward[i].Local || c.Forward[i].To != want):
+		default:
 			d.reason, d.detail = ReasonForwardNotAllowed, fmt.Sprintf("NAT %s -> %s: the client's forward is %s", p, want, c.Forward[i])
-			return false
 		}
+		return false
 	}
 	return true
+}
+
+// natTarget is the destination an accepted NAT request names for grant g: -N's address and
+// port, or for --nat-local this host's (the unspecified address of g's family) port.
+func natTarget(msg *fwknop.Message, g firewall.Grant) netip.AddrPort {
+	host, port, _ := strings.Cut(msg.NATAccess, ",")
+	n, _ := strconv.ParseUint(port, 10, 16)
+	if msg.Type == fwknop.TypeLocalNATAccess || msg.Type == fwknop.TypeClientTimeoutLocalNATAccess {
+		return netip.AddrPortFrom(g.To.Addr(), uint16(n))
+	}
+	dst, _ := netip.ParseAddr(host)
+	return netip.AddrPortFrom(dst.Unmap(), uint16(n))
 }
 
 // fresh records key in the replay store, live at now until expiry; false (with the reason set)
@@ -662,7 +688,7 @@ func (h *Policy) requested(d *decision, c *config.SPAClient, addr netip.Addr) bo
 }
 
 // policy applies a client's limits to an authenticated request and sets the grants.
-func (h *Policy) policy(d *decision, c *config.SPAClient, src netip.Addr, srcPort uint16, addr netip.Addr, ports []netport.Port, dur time.Duration, now time.Time) {
+func (h *Policy) policy(d *decision, c *config.SPAClient, src netip.Addr, srcPort uint16, addr netip.Addr, ports []netport.Port, nat bool, dur time.Duration, now time.Time) {
 	switch {
 	case !sourceAllowed(src, c.Sources):
 		d.reason = ReasonSourceNotAllowed
@@ -681,15 +707,16 @@ func (h *Policy) policy(d *decision, c *config.SPAClient, src netip.Addr, srcPor
 		return
 	}
 	// A port in the client's forward list is granted as that forward; the others must be open.
+	// A NAT-only forward serves NAT requests only.
 	fwd := make([]int, len(ports))
 	for i, p := range ports {
-		fwd[i] = slices.IndexFunc(c.Forward, func(f config.Forward) bool { return f.Matches(p, addr) })
+		fwd[i] = slices.IndexFunc(c.Forward, func(f config.Forward) bool { return (nat || !f.NATOnly) && f.Matches(p, addr) })
 		switch {
 		case fwd[i] >= 0 && slices.Contains(c.Restrict, p):
 			d.reason, d.detail = ReasonPortNotAllowed, p.String()
 			return
 		case fwd[i] >= 0:
-		case slices.ContainsFunc(c.Forward, func(f config.Forward) bool { return f.Port == p }):
+		case slices.ContainsFunc(c.Forward, func(f config.Forward) bool { return (nat || !f.NATOnly) && f.Port == p }):
 			d.reason, d.detail = ReasonForwardNotAllowed, fmt.Sprintf("%s: the client's forward of this port is not to an address of %s's family", p, addr)
 			return
 		case slices.Contains(c.Restrict, p) || (!c.AnyPort && !slices.Contains(c.Open, p)):
