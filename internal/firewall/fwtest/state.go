@@ -10,6 +10,7 @@ import (
 
 	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/netnsbed/netnstest"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
@@ -172,4 +173,40 @@ func runState(t *testing.T, tg StateTarget, client, other netip.Addr) {
 	}
 	closed2 = true
 	expect("rules removed", other, ssh, tg.RemovedAdmits)
+}
+
+// RunStateKernel runs RunState on a kernel gate in a bed of its own: services on ports 2222
+// and 2223 of the server, and Admits a real connection with data both ways (netnsbed.CanConnect)
+// from a client address. newBackend opens the backend in the bed (skips when not root).
+func RunStateKernel(t *testing.T, newBackend func(t *testing.T, bed *netnsbed.Bed) firewall.Backend) {
+	netnstest.SkipUnlessRoot(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	bed := netnstest.NewT(t)
+	if _, err := bed.AddClientAddrs(ctx, 1, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []netip.Addr{netnsbed.Server4, netnsbed.Server6} {
+		for _, p := range []uint16{2222, 2223} {
+			if _, err := netnsbed.Listen(ctx, bed.Server, netip.AddrPortFrom(a, p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	RunState(t, StateTarget{
+		New: func(t *testing.T) firewall.Backend { return newBackend(t, bed) },
+		Admits: func(src netip.Addr, port netport.Port) bool {
+			dst := netnsbed.Server4
+			if src.Is6() {
+				dst = netnsbed.Server6
+			}
+			ok, err := netnsbed.CanConnect(bed.Client, src, netip.AddrPortFrom(dst, port.Num), 300*time.Millisecond)
+			if err != nil {
+				t.Fatalf("connect %s -> %s %s: %v", src, dst, port, err)
+			}
+			return ok
+		},
+		Settle:        3 * time.Second,
+		RemovedAdmits: true,
+	})
 }
