@@ -66,14 +66,10 @@ func (b *Backend) Ban(ctx context.Context, src netip.Addr, dur time.Duration) er
 	if err := firewall.CheckBan(src, dur, true); err != nil {
 		return fmt.Errorf("firewall nft: %w", err)
 	}
-	if err := ctx.Err(); err != nil {
+	if err := b.lock(ctx); err != nil {
 		return err
 	}
-	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return errClosed
-	}
 	s, k := b.banSet(src), src.Unmap().AsSlice()
 	if err := b.conn.SetDestroyElements(s, []nftables.SetElement{{Key: k}}); err != nil {
 		b.conn.Flush()
@@ -94,14 +90,10 @@ func (b *Backend) Unban(ctx context.Context, src netip.Addr) error {
 	if err := firewall.CheckBan(src, 0, false); err != nil {
 		return fmt.Errorf("firewall nft: %w", err)
 	}
-	if err := ctx.Err(); err != nil {
+	if err := b.lock(ctx); err != nil {
 		return err
 	}
-	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return errClosed
-	}
 	if err := b.conn.SetDestroyElements(b.banSet(src), []nftables.SetElement{{Key: src.Unmap().AsSlice()}}); err != nil {
 		b.conn.Flush()
 		return fmt.Errorf("firewall nft: unban: %w", err)
@@ -114,14 +106,10 @@ func (b *Backend) Unban(ctx context.Context, src netip.Addr) error {
 
 // ListBans returns the live bans with the time they have left.
 func (b *Backend) ListBans(ctx context.Context) ([]firewall.LiveBan, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.lock(ctx); err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errClosed
-	}
 	var out []firewall.LiveBan
 	for _, s := range []*nftables.Set{b.bans4, b.bans6} {
 		elems, err := b.conn.GetSetElements(s)

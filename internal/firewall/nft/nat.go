@@ -377,14 +377,10 @@ func (b *Backend) changeForwards(ctx context.Context, op string, fwds []firewall
 	if len(fwds) == 0 {
 		return nil
 	}
-	if err := ctx.Err(); err != nil {
+	if err := b.lock(ctx); err != nil {
 		return err
 	}
-	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return errClosed
-	}
 	o := newNATObjects(b.table.Name)
 	for s, elems := range b.forwardElems(o, fwds, add) {
 		del := make([]nftables.SetElement, len(elems))
@@ -414,14 +410,10 @@ func (b *Backend) changeForwards(ctx context.Context, op string, fwds []firewall
 
 // ListForwards returns the live forwards with the time each has left in Timeout.
 func (b *Backend) ListForwards(ctx context.Context) ([]firewall.Grant, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.lock(ctx); err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errClosed
-	}
 	o := newNATObjects(b.table.Name)
 	var out []firewall.Grant
 	for _, s := range []*nftables.Set{o.fwd4, o.fwd6, o.local4, o.local6} {

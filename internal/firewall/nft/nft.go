@@ -516,6 +516,20 @@ func (b *Backend) opError(op string, err error) error {
 	return fmt.Errorf("firewall nft: %s: %w", op, err)
 }
 
+// lock takes b.mu for an operation under ctx on an open backend: ctx done or the backend
+// closed is an error, and b.mu is not held then; otherwise the caller unlocks.
+func (b *Backend) lock(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return errClosed
+	}
+	return nil
+}
+
 // Revoke removes grants; absent grants are ignored.
 func (b *Backend) Revoke(ctx context.Context, grants ...firewall.Grant) error {
 	if err := firewall.CheckGrants(grants, false); err != nil {
@@ -524,14 +538,10 @@ func (b *Backend) Revoke(ctx context.Context, grants ...firewall.Grant) error {
 	if len(grants) == 0 {
 		return nil
 	}
-	if err := ctx.Err(); err != nil {
+	if err := b.lock(ctx); err != nil {
 		return err
 	}
-	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return errClosed
-	}
 	for _, s := range []*nftables.Set{b.grants4, b.grants6} {
 		var del []nftables.SetElement
 		for _, g := range grants {
@@ -553,14 +563,10 @@ func (b *Backend) Revoke(ctx context.Context, grants ...firewall.Grant) error {
 // List returns the live grants with the time they have left. A permanent element (added by hand
 // without a timeout) is listed with Remaining 0.
 func (b *Backend) List(ctx context.Context) ([]firewall.LiveGrant, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.lock(ctx); err != nil {
 		return nil, err
 	}
-	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil, errClosed
-	}
 	var out []firewall.LiveGrant
 	for _, s := range []*nftables.Set{b.grants4, b.grants6} {
 		elems, err := b.conn.GetSetElements(s)
