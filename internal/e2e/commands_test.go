@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/sesame-knock/sesame/internal/benchkit"
+	"github.com/sesame-knock/sesame/internal/control"
 	"github.com/sesame-knock/sesame/internal/netnsbed"
+	"github.com/sesame-knock/sesame/internal/server"
 )
 
 // commandsConf has two doors: "fast" stops cmd_timeout = 2 s after it starts, "slow" an hour
@@ -68,7 +70,8 @@ func TestIntegrationThousandCommands(t *testing.T) {
 	if err := os.WriteFile(path, []byte(strings.ReplaceAll(commandsConf, "DIR", dir)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, bed.Server, "sesame server running", sesameBin, "server", "--knockd-conf", path)
+	sock := filepath.Join(shortTempDir(t), "control.sock")
+	d := startDaemon(t, bed.Server, "sesame server running", sesameBin, "server", "--knockd-conf", path, "--control-socket", sock)
 
 	// Door by door, interleaved: every source's first knock, then every second, then every
 	// third, so each door's 1000 sequences complete within a few milliseconds. (A knock on the
@@ -139,6 +142,19 @@ func TestIntegrationThousandCommands(t *testing.T) {
 	}
 	if strings.Contains(d.Output(), "command not run") {
 		t.Error("the daemon refused commands")
+	}
+
+	// A start command's line is in the events file before its shell has exited and its stop is
+	// scheduled: wait until the daemon holds all 1000 slow stops, so that SIGTERM finds them
+	// pending (a start still running at SIGTERM also gets its stop, but not in the count logged).
+	ctl := control.NewClient(sock)
+	var cs server.CommandStats
+	if !waitFor(30*time.Second, func() bool {
+		st, err := ctl.Stats(t.Context())
+		cs = st.Commands
+		return err == nil && cs.PendingStops == n && cs.Running == 0 && cs.Queued == 0
+	}) {
+		t.Fatalf("the daemon's commands never settled at %d pending stops: %+v", n, cs)
 	}
 
 	// SIGTERM: the 1000 slow stops, an hour early, run before the daemon exits.
