@@ -24,6 +24,11 @@ const (
 // Refuse mode).
 var ErrRedisDown = errors.New("fleet replay cache unavailable: redis is down (on_redis_down = refuse)")
 
+// ErrOutageFull is the error of a replay claim refused in Local mode because Redis has been
+// down for so long that this member already holds the most claims it keeps for reconciliation:
+// accepting more would grow memory without bound or forget what it must push back.
+var ErrOutageFull = errors.New("fleet replay cache unavailable: redis is down and this member holds the most local claims it keeps (on_redis_down = local)")
+
 // Options configure a Node.
 type Options struct {
 	// Member names this server; Groups are the groups it belongs to.
@@ -56,7 +61,8 @@ const (
 	backoffMax     = 500 * time.Millisecond
 	readBlock      = time.Second
 	readCount      = 256
-	maxClaims      = 1 << 17 // keys remembered for reconciliation
+	maxClaims      = 1 << 17 // keys remembered for reconciliation, and outage claims at most
+	sweepEvery     = time.Second
 	maxOutbox      = 4096    // events waiting for Redis
 	maxSeenEvents  = 8192    // event ids remembered against duplicates
 	downLogEvery   = 10 * time.Second
@@ -85,6 +91,8 @@ type Node struct {
 	lastIDs  map[string]string    // stream → last id seen
 	seen     map[string]time.Time // event ids applied or published → expiry
 	downFrom time.Time
+	swept    time.Time // when remember last dropped expired claims
+	max      int       // claims and outage claims kept at most (maxClaims; tests lower it)
 
 	Counters Counters
 }
@@ -93,6 +101,10 @@ type Node struct {
 type Counters struct {
 	Claimed, Replays, RefusedDown, LocalClaims, Reconciled, Conflicts atomic.Uint64
 	Published, Applied, Skipped, Dropped, ApplyErrors                 atomic.Uint64
+	// NotKept counts claims made with Redis up that were not remembered for reconciliation
+	// (the table was full of live claims); RefusedFull counts packets refused in Local mode
+	// because the outage table was full.
+	NotKept, RefusedFull atomic.Uint64
 }
 
 // New returns a node on b. Nothing runs until Run; the replay store (Replay) may be used
@@ -125,6 +137,7 @@ func New(b Backend, o Options) *Node {
 		wake:    make(chan struct{}, 1),
 		lastIDs: map[string]string{},
 		seen:    map[string]time.Time{},
+		max:     maxClaims,
 	}
 	n.up.Store(true) // until a call fails: the first packet need not wait for the health loop
 	// Without a saved position, entries from a little before the start on: a time-based id
@@ -263,6 +276,11 @@ func (n *Node) reconcile(ctx context.Context, restarted bool) {
 	}
 	outage := n.outage
 	n.outage = map[string]time.Time{}
+	for k, e := range outage {
+		if e.After(now) {
+			all[k] = e // an outage claim the full claims table did not hold
+		}
+	}
 	from := n.downFrom
 	n.mu.Unlock()
 	var pushed, conflicts int

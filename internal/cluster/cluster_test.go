@@ -593,3 +593,106 @@ func mustEncode(t *testing.T, ev Event) []byte {
 	}
 	return b
 }
+
+// TestClaimTablesBounded: the claims a member keeps for reconciliation are bounded. With Redis
+// up, a claim beyond the bound is not kept (counted); with Redis down in Local mode, a packet
+// beyond the bound is refused with ErrOutageFull (fail closed, counted) rather than accepted and
+// forgotten; expired claims make room again; and every outage claim accepted, also those the
+// full claims table did not hold, is pushed to Redis when it is back.
+func TestClaimTablesBounded(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	b := newFake()
+	a := &member{applied: make(chan Event, 100)}
+	a.Node = New(b, Options{Member: "a", Mode: Local, Timeout: 50 * time.Millisecond, Now: clock,
+		Apply: func(_ context.Context, ev Event) error { a.applied <- ev; return nil }})
+	a.max = 4
+	a.store = a.Replay(replay.NewMemory(0))
+	ins := func(key string, life time.Duration) (bool, error) {
+		t0 := clock()
+		return a.store.InsertAt(context.Background(), []byte(key), t0, t0.Add(life))
+	}
+
+	// Redis up: 3 short-lived claims and 2 long ones fill the table; the 6th is not kept.
+	for i := range 3 {
+		if ok, err := ins(fmt.Sprintf("short%d", i), time.Second); !ok || err != nil {
+			t.Fatalf("short%d: %v, %v", i, ok, err)
+		}
+	}
+	for _, k := range []string{"long0", "long1", "long2"} {
+		if ok, err := ins(k, time.Hour); !ok || err != nil {
+			t.Fatalf("%s: %v, %v", k, ok, err)
+		}
+	}
+	if got := a.Counters.NotKept.Load(); got != 2 {
+		t.Fatalf("NotKept = %d after 6 claims into a table of 4, want 2", got)
+	}
+
+	// Redis down: outage claims up to the bound are accepted, the next is refused.
+	b.down.Store(true)
+	for i := range 4 {
+		if ok, err := ins(fmt.Sprintf("out%d", i), time.Hour); !ok || err != nil {
+			t.Fatalf("outage claim %d: %v, %v", i, ok, err)
+		}
+	}
+	if ok, err := ins("out4", time.Hour); ok || !errors.Is(err, ErrOutageFull) {
+		t.Fatalf("5th outage claim = %v, %v; want refused with ErrOutageFull", ok, err)
+	}
+	if got := a.Counters.RefusedFull.Load(); got != 1 {
+		t.Fatalf("RefusedFull = %d, want 1", got)
+	}
+	// Time passes; the outage claims do not expire within it, so it stays full.
+	advance(2 * time.Second)
+	if ok, err := ins("out5", time.Hour); ok || !errors.Is(err, ErrOutageFull) {
+		t.Fatalf("outage claim into a full table after 2s = %v, %v; want refused", ok, err)
+	}
+
+	// Redis back: every accepted outage claim reaches Redis, so another member refuses each.
+	b.down.Store(false)
+	a.start(t)
+	if !waitFor(3*time.Second, func() bool { return a.Up() }) {
+		t.Fatal("not up 3s after Redis came back")
+	}
+	c := newMember(t, b, "c", Local, nil, "", false)
+	for _, k := range []string{"out0", "out1", "out2", "out3", "long0"} {
+		if ok, err := insert(t, c.store, k); ok || err != nil {
+			t.Errorf("%s accepted on another member after reconciliation (%v, %v)", k, ok, err)
+		}
+	}
+	// Refused packets were never accepted: a fresh one of them is free in the fleet.
+	if ok, err := insert(t, c.store, "out4"); !ok || err != nil {
+		t.Errorf("out4, refused during the outage, is not free afterwards: %v, %v", ok, err)
+	}
+}
+
+// TestOutageTableSweepsExpired: in a long outage, expired outage claims make room for new ones.
+func TestOutageTableSweepsExpired(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	b := newFake()
+	n := New(b, Options{Member: "a", Mode: Local, Timeout: 50 * time.Millisecond, Now: clock})
+	n.max = 2
+	store := n.Replay(replay.NewMemory(0))
+	b.down.Store(true)
+	ins := func(key string, life time.Duration) (bool, error) {
+		t0 := clock()
+		return store.InsertAt(context.Background(), []byte(key), t0, t0.Add(life))
+	}
+	for _, k := range []string{"a", "b"} {
+		if ok, err := ins(k, time.Second); !ok || err != nil {
+			t.Fatalf("%s: %v, %v", k, ok, err)
+		}
+	}
+	if ok, _ := ins("c", time.Second); ok {
+		t.Fatal("a third claim was accepted into a table of 2")
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Second) // a and b have expired, and a sweep is due
+	mu.Unlock()
+	if ok, err := ins("d", time.Second); !ok || err != nil {
+		t.Fatalf("after the claims expired: %v, %v; want accepted", ok, err)
+	}
+}

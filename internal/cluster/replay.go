@@ -88,12 +88,12 @@ func (n *Node) claim(ctx context.Context, key []byte, now, expiry time.Time) (bo
 		return false, nil
 	}
 	n.Counters.Claimed.Add(1)
-	n.remember(rk, expiry, false)
+	_ = n.remember(rk, expiry, false) // never false for a claim made with Redis up
 	return true, nil
 }
 
 // whileDown decides a packet while Redis is down: refused in Refuse mode, accepted (local said
-// yes) and remembered for reconciliation in Local mode.
+// yes) and remembered for reconciliation in Local mode, unless the outage table is full.
 func (n *Node) whileDown(rk string, expiry time.Time, err error) (bool, error) {
 	if n.o.Mode != Local {
 		n.Counters.RefusedDown.Add(1)
@@ -102,35 +102,53 @@ func (n *Node) whileDown(rk string, expiry time.Time, err error) (bool, error) {
 		}
 		return false, ErrRedisDown
 	}
+	if !n.remember(rk, expiry, true) {
+		n.Counters.RefusedFull.Add(1)
+		if n.down.Allow() {
+			n.log.Error("fleet: redis is down and the local claims table is full: SPA packets are refused until redis is back",
+				"redis", n.o.Redis, "max_claims", n.max)
+		}
+		return false, ErrOutageFull
+	}
 	n.Counters.LocalClaims.Add(1)
 	if n.down.Allow() {
 		n.log.Warn("fleet: redis is down: SPA packet accepted on this member's local replay cache alone (on_redis_down = local)", "redis", n.o.Redis)
 	}
-	n.remember(rk, expiry, true)
 	return true, nil
 }
 
-// remember keeps a claim for reconciliation (bounded: the oldest live claims are kept, the
-// overflow counted).
-func (n *Node) remember(rk string, expiry time.Time, outage bool) {
+// remember keeps a claim for reconciliation. Both tables are bounded by n.max: when one is
+// full, expired claims are dropped (at most once per sweepEvery, so a full table costs no scan
+// per packet). A claim made with Redis up that still finds no room is not kept (counted in
+// NotKept: only a Redis restart that loses it makes that matter); an outage claim that finds
+// no room is refused (false), because it must be pushed when Redis is back.
+func (n *Node) remember(rk string, expiry time.Time, outage bool) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if len(n.claims) >= maxClaims {
-		now := n.o.Now()
-		for k, e := range n.claims {
-			if !e.After(now) {
-				delete(n.claims, k)
-			}
-		}
-		if len(n.claims) >= maxClaims {
-			n.Counters.Dropped.Add(1)
-			if !outage {
-				return
+	if len(n.claims) >= n.max || (outage && len(n.outage) >= n.max) {
+		if now := n.o.Now(); now.Sub(n.swept) >= sweepEvery {
+			n.swept = now
+			for _, m := range []map[string]time.Time{n.claims, n.outage} {
+				for k, e := range m {
+					if !e.After(now) {
+						delete(m, k)
+					}
+				}
 			}
 		}
 	}
-	n.claims[rk] = expiry
 	if outage {
+		if len(n.outage) >= n.max {
+			return false
+		}
 		n.outage[rk] = expiry
 	}
+	if len(n.claims) >= n.max {
+		if !outage {
+			n.Counters.NotKept.Add(1)
+		}
+		return true // an outage claim is pushed from n.outage (reconcile)
+	}
+	n.claims[rk] = expiry
+	return true
 }

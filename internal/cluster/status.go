@@ -98,5 +98,6 @@ func (n *Node) counts() map[string]uint64 {
 		"local_claims": c.LocalClaims.Load(), "reconciled": c.Reconciled.Load(), "conflicts": c.Conflicts.Load(),
 		"published": c.Published.Load(), "applied": c.Applied.Load(), "skipped": c.Skipped.Load(),
 		"dropped": c.Dropped.Load(), "apply_errors": c.ApplyErrors.Load(),
+		"claims_not_kept": c.NotKept.Load(), "refused_claims_full": c.RefusedFull.Load(),
 	}
 }
