@@ -91,6 +91,15 @@ func (n *Node) Status(ctx context.Context) Status {
 	return st
 }
 
+// Totals are a member's counters and whether it sees Redis, for metrics.
+type Totals struct {
+	Up     bool              `json:"redis_up"`
+	Counts map[string]uint64 `json:"counters"` // the keys of Status.Counts
+}
+
+// Totals reads this member's counters; it does not call Redis.
+func (n *Node) Totals() Totals { return Totals{Up: n.up.Load(), Counts: n.counts()} }
+
 func (n *Node) counts() map[string]uint64 {
 	c := &n.Counters
 	return map[string]uint64{

@@ -384,6 +384,25 @@ func TestIntegrationFleetRedisOutage(t *testing.T) {
 		}) {
 			t.Fatal("the double acceptance during the outage was not detected on reconnect")
 		}
+		// The metrics say it too: each of gw0 and gw1 decided one packet locally, Redis is up
+		// again, and one of the two counts the conflict; promtool accepts the scrapes.
+		conflicts := 0
+		for _, g := range b.gws[:2] {
+			var text string
+			if !waitFor(3*time.Second, func() bool {
+				text = scrape(t, unixDialer(g.ctl))
+				return metricLine(text, `sesame_fleet_redis_up 1`) && metricLine(text, `sesame_fleet_replay_claims_total{result="local"} 1`)
+			}) {
+				t.Errorf("gw%d metrics: want redis up and one local claim:\n%s", g.i, text)
+			}
+			if metricLine(text, `sesame_fleet_conflicts_total 1`) {
+				conflicts++
+			}
+			promtoolCheck(t, fmt.Sprintf("gw%d", g.i), text)
+		}
+		if conflicts != 1 {
+			t.Errorf("%d of gw0, gw1 count a conflict in sesame_fleet_conflicts_total, want 1", conflicts)
+		}
 		if !waitFor(5*time.Second, func() bool {
 			return strings.Contains(b.gws[2].d.Output(), "redis is back") || b.gws[2].status(t).Fleet.Up
 		}) {

@@ -60,7 +60,18 @@ type Collector struct {
 	bansAdded, bansLifted, bansActive, bansIgnored             *prometheus.Desc
 	alertsSent, alertsFailed, alertsDropped, alertsSuppressed  *prometheus.Desc
 	decoyTouches                                               *prometheus.Desc
+	fleetUp, fleetClaims, fleetNotKept, fleetReconciled        *prometheus.Desc
+	fleetConflicts, fleetEvents                                *prometheus.Desc
 }
+
+// fleetClaimResults maps cluster.Status counter names to sesame_fleet_replay_claims_total's
+// result label, fleetEventResults to sesame_fleet_events_total's.
+var (
+	fleetClaimResults = [][2]string{{"claimed", "claimed"}, {"replays", "replay"}, {"refused_redis_down", "refused_redis_down"},
+		{"local_claims", "local"}, {"refused_claims_full", "refused_full"}}
+	fleetEventResults = [][2]string{{"published", "published"}, {"dropped", "dropped"}, {"applied", "applied"},
+		{"skipped", "skipped"}, {"apply_errors", "apply_error"}}
+)
 
 // MaxLabelLen is the longest label value the collector exports.
 const MaxLabelLen = 128
@@ -127,6 +138,13 @@ func NewCollector(opts Options) (*Collector, error) {
 		alertsDropped:    d("alerts_dropped_total", "Alert webhooks dropped because the queue was full."),
 		alertsSuppressed: d("alerts_suppressed_total", "Alerts held back because the same source had one within the interval."),
 		decoyTouches:     d("decoy_touches_total", "Decoy port touches, by kind (handshake, syn, udp).", "kind"),
+
+		fleetUp:         d("fleet_redis_up", "1 when this fleet member reaches Redis, 0 while it counts Redis as down."),
+		fleetClaims:     d("fleet_replay_claims_total", "SPA replay keys this member took to the fleet, by result (claimed, replay, refused_redis_down, local, refused_full).", "result"),
+		fleetNotKept:    d("fleet_claims_not_kept_total", "Claims not remembered for reconciliation because the table was full of live claims."),
+		fleetReconciled: d("fleet_reconciled_total", "Claims pushed back into Redis after an outage or a Redis restart."),
+		fleetConflicts:  d("fleet_conflicts_total", "Packets accepted here while Redis was down that another member had also accepted."),
+		fleetEvents:     d("fleet_events_total", "Fan-out events (grants, bans, revocations), by result (published, dropped, applied, skipped, apply_error).", "result"),
 	}, nil
 }
 
@@ -142,6 +160,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		c.logSuppressed, c.latency,
 		c.bansAdded, c.bansLifted, c.bansActive, c.bansIgnored,
 		c.alertsSent, c.alertsFailed, c.alertsDropped, c.alertsSuppressed, c.decoyTouches,
+		c.fleetUp, c.fleetClaims, c.fleetNotKept, c.fleetReconciled, c.fleetConflicts, c.fleetEvents,
 	} {
 		ch <- d
 	}
@@ -218,6 +237,23 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	e.counter(c.decoyTouches, s.Bans.Touches.Handshake, "handshake")
 	e.counter(c.decoyTouches, s.Bans.Touches.SYN, "syn")
 	e.counter(c.decoyTouches, s.Bans.Touches.UDP, "udp")
+
+	if f := s.Fleet; f != nil {
+		up := 0
+		if f.Up {
+			up = 1
+		}
+		e.gauge(c.fleetUp, up)
+		for _, r := range fleetClaimResults {
+			e.counter(c.fleetClaims, f.Counts[r[0]], r[1])
+		}
+		e.counter(c.fleetNotKept, f.Counts["claims_not_kept"])
+		e.counter(c.fleetReconciled, f.Counts["reconciled"])
+		e.counter(c.fleetConflicts, f.Counts["conflicts"])
+		for _, r := range fleetEventResults {
+			e.counter(c.fleetEvents, f.Counts[r[0]], r[1])
+		}
+	}
 
 	// Last, so that this scrape's refusals are already counted.
 	ch <- prometheus.MustNewConstMetric(c.labelRefused, prometheus.CounterValue, float64(c.refused.Load()))

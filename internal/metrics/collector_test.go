@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/sesame-knock/sesame/internal/alert"
+	"github.com/sesame-knock/sesame/internal/cluster"
 	"github.com/sesame-knock/sesame/internal/decoy"
 	"github.com/sesame-knock/sesame/internal/server"
 )
@@ -50,6 +51,11 @@ func sample() server.Stats {
 			Alerts:  alert.Stats{Sent: 4, Failed: 1, Dropped: 2, Suppressed: 9},
 			Touches: decoy.Stats{Handshake: 3, SYN: 5, UDP: 6},
 		},
+		Fleet: &cluster.Totals{Up: true, Counts: map[string]uint64{
+			"claimed": 70, "replays": 2, "refused_redis_down": 3, "local_claims": 4, "refused_claims_full": 5,
+			"claims_not_kept": 6, "reconciled": 7, "conflicts": 1,
+			"published": 20, "dropped": 8, "applied": 19, "skipped": 9, "apply_errors": 10,
+		}},
 	}
 }
 
@@ -193,6 +199,39 @@ sesame_decoy_touches_total{kind="udp"} 6
 `,
 		},
 		{
+			name: "fleet",
+			metrics: []string{"sesame_fleet_redis_up", "sesame_fleet_replay_claims_total", "sesame_fleet_claims_not_kept_total",
+				"sesame_fleet_reconciled_total", "sesame_fleet_conflicts_total", "sesame_fleet_events_total"},
+			want: `
+# HELP sesame_fleet_claims_not_kept_total Claims not remembered for reconciliation because the table was full of live claims.
+# TYPE sesame_fleet_claims_not_kept_total counter
+sesame_fleet_claims_not_kept_total 6
+# HELP sesame_fleet_conflicts_total Packets accepted here while Redis was down that another member had also accepted.
+# TYPE sesame_fleet_conflicts_total counter
+sesame_fleet_conflicts_total 1
+# HELP sesame_fleet_events_total Fan-out events (grants, bans, revocations), by result (published, dropped, applied, skipped, apply_error).
+# TYPE sesame_fleet_events_total counter
+sesame_fleet_events_total{result="applied"} 19
+sesame_fleet_events_total{result="apply_error"} 10
+sesame_fleet_events_total{result="dropped"} 8
+sesame_fleet_events_total{result="published"} 20
+sesame_fleet_events_total{result="skipped"} 9
+# HELP sesame_fleet_reconciled_total Claims pushed back into Redis after an outage or a Redis restart.
+# TYPE sesame_fleet_reconciled_total counter
+sesame_fleet_reconciled_total 7
+# HELP sesame_fleet_redis_up 1 when this fleet member reaches Redis, 0 while it counts Redis as down.
+# TYPE sesame_fleet_redis_up gauge
+sesame_fleet_redis_up 1
+# HELP sesame_fleet_replay_claims_total SPA replay keys this member took to the fleet, by result (claimed, replay, refused_redis_down, local, refused_full).
+# TYPE sesame_fleet_replay_claims_total counter
+sesame_fleet_replay_claims_total{result="claimed"} 70
+sesame_fleet_replay_claims_total{result="local"} 4
+sesame_fleet_replay_claims_total{result="refused_full"} 5
+sesame_fleet_replay_claims_total{result="refused_redis_down"} 3
+sesame_fleet_replay_claims_total{result="replay"} 2
+`,
+		},
+		{
 			name:    "packet to grant histogram",
 			metrics: []string{"sesame_packet_to_grant_seconds"},
 			want: `
@@ -302,7 +341,9 @@ sesame_packet_to_grant_seconds_bucket{le="+Inf"} 0
 sesame_packet_to_grant_seconds_sum 0
 sesame_packet_to_grant_seconds_count 0
 `
-	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "sesame_packet_to_grant_seconds", "sesame_grants_active", "sesame_knock_refused_total"); err != nil {
+	// A server alone (no [cluster]) exports no fleet series.
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "sesame_packet_to_grant_seconds", "sesame_grants_active", "sesame_knock_refused_total",
+		"sesame_fleet_redis_up", "sesame_fleet_replay_claims_total", "sesame_fleet_events_total"); err != nil {
 		t.Error(err)
 	}
 }

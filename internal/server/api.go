@@ -136,6 +136,7 @@ type Stats struct {
 	Logs     LogStats               `json:"logs"`
 	Latency  Histogram              `json:"packet_to_grant"` // seconds, from packet seen to grant in the kernel
 	Bans     BanStats               `json:"bans"`
+	Fleet    *cluster.Totals        `json:"fleet,omitempty"` // nil when alone
 }
 
 // CaptureStats are the packet intake's counters.

@@ -18,6 +18,8 @@ type Fleet interface {
 	Publish(ev cluster.Event)
 	// Status is the fleet as Redis knows it.
 	Status(ctx context.Context) cluster.Status
+	// Totals are this member's own counters and whether it sees Redis, without asking Redis.
+	Totals() cluster.Totals
 }
 
 // GrantFleet is a grant another member of a group made and this one applied.

@@ -54,6 +54,10 @@ func (f *fleetRecorder) Publish(ev cluster.Event) {
 
 func (f *fleetRecorder) Status(context.Context) cluster.Status { return cluster.Status{Member: "gw0"} }
 
+func (f *fleetRecorder) Totals() cluster.Totals {
+	return cluster.Totals{Up: true, Counts: map[string]uint64{"claimed": 3}}
+}
+
 func (f *fleetRecorder) events() []cluster.Event {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -92,6 +92,10 @@ func (s *Server) Stats() Stats {
 		Commands: commandStats(s),
 		Bans:     s.banStats(),
 	}
+	if s.deps.Fleet != nil {
+		t := s.deps.Fleet.Totals()
+		out.Fleet = &t
+	}
 	out.Knock = KnockStats{
 		Packets: s.stats.knockPackets.Load(),
 		Opened:  s.stats.knockOpened.Load(),
