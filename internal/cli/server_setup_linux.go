@@ -154,4 +154,7 @@ func printCheck(w io.Writer, cfg *config.Config) {
 	}
 	printSPA(w, cfg)
 	printOps(w, cfg)
+	for _, r := range cfg.Remarks() {
+		fmt.Fprintf(w, "  warning: %s\n", r)
+	}
 }

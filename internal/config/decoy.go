@@ -3,10 +3,12 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/sesame-knock/sesame/internal/firewall"
 	"github.com/sesame-knock/sesame/internal/netport"
 )
 
@@ -215,4 +217,57 @@ func (s *Server) NeverBanned(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// checkDecoys refuses a decoy port that legitimate users touch: a port a door or SPA opens
+// (a user's connection would ban them), the SPA port, or a knock of a door's sequence.
+func (c *Config) checkDecoys() error {
+	type use struct {
+		what string
+		p    netport.Port
+	}
+	var taken []use
+	for _, p := range c.OpenPorts() {
+		taken = append(taken, use{"a port a door opens", p})
+	}
+	if c.SPA != nil {
+		taken = append(taken, use{"the SPA port", netport.Port{Proto: netport.UDP, Num: c.SPA.Port}})
+		for _, p := range c.SPA.Protected() {
+			taken = append(taken, use{"a port SPA opens", p})
+		}
+	}
+	for _, d := range c.Doors {
+		for _, p := range d.Sequence {
+			taken = append(taken, use{fmt.Sprintf("a knock of door %q", d.Name), p})
+		}
+	}
+	for i, d := range c.Decoys {
+		for _, p := range d.Ports {
+			for _, t := range taken {
+				if t.p == p {
+					return problem(atDecoy(i), fmt.Sprintf("decoy #%d", i+1), "ports",
+						"%s is %s: a decoy port must be one nobody legitimate uses", p, t.what)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Remarks are warnings about the whole configuration that are not errors, for the start log
+// and --check.
+func (c *Config) Remarks() []string {
+	var out []string
+	if c.Server.Stealth == firewall.StealthDark && len(c.Decoys) > 0 {
+		var ports []string
+		for _, d := range c.Decoys {
+			for _, p := range d.Ports {
+				ports = append(ports, p.String())
+			}
+		}
+		out = append(out, fmt.Sprintf("stealth = dark drops every packet from sources outside [server] allow, also to the decoy ports (%s): "+
+			"no scanner can complete a handshake with them, so their visits are only alerted (SYN, UDP), never banned; use stealth = closed for decoys that answer",
+			strings.Join(ports, ", ")))
+	}
+	return out
 }

@@ -87,6 +87,8 @@ ban_for = ["1m", "10m"]
 		{"scan escalation", "[scan]\nban_for = [\"1h\", \"1m\"]\n", "bans escalate", 2},
 		{"scan ban_for not list", "[scan]\nban_for = \"1h\"\n", "list of durations", 2},
 		{"never_ban", "[server]\nnever_ban = [\"nope\"]\n", "never_ban", 2},
+		{"decoy on an opened port", "[[decoy]]\nports = [\"tcp/22\"]\n", "tcp/22 is a port a door opens", 2},
+		{"decoy on a knock", "[[decoy]]\nports = [\"udp/9\", \"tcp/8000\"]\n", `tcp/8000 is a knock of door "d"`, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse(filepath.Join(dir, "sesame.toml"), []byte(decoyDoor+tc.text))
@@ -104,5 +106,50 @@ ban_for = ["1m", "10m"]
 				t.Errorf("secret in error %q", err)
 			}
 		})
+	}
+}
+
+// TestDecoyRemarks: a dark gate with decoys is allowed but warned about (its decoys can never
+// ban); a closed gate with decoys, or a dark one without, is not.
+func TestDecoyRemarks(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		want       bool
+	}{
+		{"dark with decoys", "[server]\nfirewall = \"nftables\"\nstealth = \"dark\"\n[[decoy]]\nports = [\"tcp/2323\", \"udp/161\"]\n", true},
+		{"closed with decoys", "[server]\nfirewall = \"nftables\"\n[[decoy]]\nports = [\"tcp/2323\"]\n", false},
+		{"dark without decoys", "[server]\nfirewall = \"nftables\"\nstealth = \"dark\"\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse("sesame.toml", []byte(decoyDoor+tc.text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := cfg.Remarks()
+			if got := len(r) == 1 && strings.Contains(r[0], "(tcp/2323, udp/161)") && strings.Contains(r[0], "never banned"); got != tc.want {
+				t.Errorf("remarks %q, want a dark-decoy warning: %v", r, tc.want)
+			}
+			if !tc.want && len(r) != 0 {
+				t.Errorf("remarks %q, want none", r)
+			}
+		})
+	}
+}
+
+// TestDecoyNotSPAPort: a decoy may not take the SPA port or a port an SPA client opens.
+func TestDecoyNotSPAPort(t *testing.T) {
+	dir, _ := spaKeys(t)
+	spa := "[spa]\nlisten = \"udp/4000\"\n[[spa.client]]\nname = \"a\"\nkey_file = \"alice.key\"\nopen = [\"tcp/2222\"]\n"
+	for _, tc := range []struct{ port, want string }{
+		{"udp/4000", "udp/4000 is the SPA port"},
+		{"tcp/2222", "tcp/2222 is a port SPA opens"},
+	} {
+		_, err := Parse(filepath.Join(dir, "s.toml"), []byte(spa+"[[decoy]]\nports = [\""+tc.port+"\"]\n"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("decoy %s: error %v, want %q", tc.port, err, tc.want)
+		}
+	}
+	if _, err := Parse(filepath.Join(dir, "s.toml"), []byte(spa+"[[decoy]]\nports = [\"tcp/2323\"]\n")); err != nil {
+		t.Errorf("a decoy on a free port: %v", err)
 	}
 }

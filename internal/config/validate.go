@@ -152,6 +152,9 @@ func (c *Config) Validate() error {
 			c.SPA.Sniff, c.SPA.SniffForStealth = true, true
 		}
 	}
+	if err := c.checkDecoys(); err != nil {
+		return err
+	}
 	return c.checkRotations()
 }
 

@@ -376,6 +376,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.log.Info("door", "door", d.Name, "sequence", fmt.Sprint(d.Sequence), "tcp_flags", d.Flags.String(), "open", fmt.Sprint(d.Open), "open_for", d.OpenFor)
 	}
 	s.logSPA(cfg)
+	for _, r := range cfg.Remarks() {
+		s.log.Warn("configuration: " + r)
+	}
 	wg.Go(func() { s.tick(ctx) })
 	err = s.deps.Intake.Run(ctx, func(p *capture.Packet) { s.handle(ctx, p) })
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
