@@ -63,8 +63,8 @@ const (
 	readCount      = 256
 	maxClaims      = 1 << 17 // keys remembered for reconciliation, and outage claims at most
 	sweepEvery     = time.Second
-	maxOutbox      = 4096    // events waiting for Redis
-	maxSeenEvents  = 8192    // event ids remembered against duplicates
+	maxOutbox      = 4096 // events waiting for Redis
+	maxSeenEvents  = 8192 // event ids remembered against duplicates
 	downLogEvery   = 10 * time.Second
 	recentPerGroup = 200 // stream entries status looks at
 	// startMargin is how long before its start a member without a saved stream position
