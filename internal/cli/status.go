@@ -116,6 +116,9 @@ func writeStatus(w io.Writer, st server.Status) error {
 		if st.SPA.Sniff {
 			sniff = " (sniffed)"
 		}
+		if st.SPA.ICMP {
+			sniff += ", and in pings"
+		}
 		fmt.Fprintf(&b, "\nSPA on %s%s\n", st.SPA.Listen, sniff)
 		if len(st.SPA.Clients) > 0 {
 			fmt.Fprintf(tw, "CLIENT\tFORMAT\tACCEPTED\tREFUSED\n")

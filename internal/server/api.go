@@ -45,6 +45,7 @@ type DoorStatus struct {
 type SPAStatus struct {
 	Listen  string            `json:"listen"` // "udp/62201"
 	Sniff   bool              `json:"sniff"`
+	ICMP    bool              `json:"icmp"` // SPA packets are also read from pings ([spa] icmp)
 	Clients []SPAClientStatus `json:"clients"`
 }
 

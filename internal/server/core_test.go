@@ -328,7 +328,9 @@ func TestRevoke(t *testing.T) {
 // TestStatusAndStats: Status and Stats agree with what happened: one knock grant, one SPA grant
 // (both in the latency histogram), an operator grant (not in it), an earlier run's grant (GrantKernel), refusals, expiry.
 func TestStatusAndStats(t *testing.T) {
-	b := newBed(t, withSPA(doorConfig(), spaSection(62201, false)))
+	spa := spaSection(62201, false)
+	spa.ICMP = true
+	b := newBed(t, withSPA(doorConfig(), spa))
 	ctx := context.Background()
 	b.fw.Grant(ctx, firewall.Grant{Src: srcC, Port: tcp(22), Timeout: time.Hour})
 	b.knock(srcA, sequence...)
@@ -352,7 +354,7 @@ func TestStatusAndStats(t *testing.T) {
 	if len(st.Doors) != 1 || st.Doors[0].Opened != 1 || fmt.Sprint(st.Doors[0].Sequence) != "[tcp/7000 udp/8000 tcp/23]" || st.Doors[0].Open[0] != "tcp/22" {
 		t.Errorf("doors %+v", st.Doors)
 	}
-	if st.SPA == nil || st.SPA.Listen != "udp/62201" || st.SPA.Clients[0] != (SPAClientStatus{Name: "alice", Format: "native", Accepted: 1, Refused: 1}) {
+	if st.SPA == nil || st.SPA.Listen != "udp/62201" || !st.SPA.ICMP || st.SPA.Clients[0] != (SPAClientStatus{Name: "alice", Format: "native", Accepted: 1, Refused: 1}) {
 		t.Errorf("spa %+v", st.SPA)
 	}
 	kinds := map[string]string{}

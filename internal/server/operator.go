@@ -53,7 +53,7 @@ func (s *Server) Status(ctx context.Context) (Status, error) {
 		out.Doors = append(out.Doors, ds)
 	}
 	if cfg.SPA != nil {
-		sp := &SPAStatus{Listen: netport.Port{Proto: netport.UDP, Num: cfg.SPA.Port}.String(), Sniff: cfg.SPA.Sniff}
+		sp := &SPAStatus{Listen: netport.Port{Proto: netport.UDP, Num: cfg.SPA.Port}.String(), Sniff: cfg.SPA.Sniff, ICMP: cfg.SPA.ICMP}
 		var counts map[string]spaClientCounts
 		if pol := s.spa.live.Load(); pol != nil {
 			counts = map[string]spaClientCounts{}
