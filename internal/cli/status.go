@@ -135,7 +135,11 @@ func writeStatus(w io.Writer, st server.Status) error {
 		fmt.Fprintf(&b, "\nLive grants: %d\n", len(st.Grants))
 		fmt.Fprintf(tw, "SOURCE\tPORT\tBY\tKIND\tLEFT\tNOTE\n")
 		for _, g := range st.Grants {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.Src, g.Port, orDash(g.By), g.Kind, human(g.Remaining.Duration()), g.Note)
+			port := g.Port.String()
+			if g.To != "" {
+				port += " -> " + g.To // a forward
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", g.Src, port, orDash(g.By), g.Kind, human(g.Remaining.Duration()), g.Note)
 		}
 		tw.Flush()
 	}

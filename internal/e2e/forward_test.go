@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -205,6 +206,7 @@ name = "alice"
 key_file = %q
 forward = ["tcp/8022 -> 198.19.0.2:2222", "tcp/8022 -> [fd5e:5a3f::2]:2222"]
 default_open_for = "3s"
+max_open_for = "1m"
 
 [[spa.client]]
 name = "legacy"
@@ -217,7 +219,46 @@ default_open_for = "3s"
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, bed.Server, "sesame server running", sesameBin, "server", "-c", path, "--log-level", "debug")
+	sock := filepath.Join(shortTempDir(t), "control.sock")
+	d := startDaemon(t, bed.Server, "sesame server running", sesameBin, "server", "-c", path, "--log-level", "debug", "--control-socket", sock)
+	// The operator's view: a forward is in sesame status with its destination and client, and
+	// sesame revoke ends it before its time (new connections through it fail at once).
+	t.Run("status and revoke", func(t *testing.T) {
+		gw := netip.AddrPortFrom(netnsbed.Server4, 8022)
+		run("open", netnsbed.Server4.String(), "-A", "tcp/8022", "--id", "alice", "--key-file", "alice.key", "--open-for", "60")
+		if !eventuallyConnects(t, bed, gw, true) {
+			t.Fatalf("the forward did not open:\n%s", d.Output())
+		}
+		out, err := sesameCtl(sock, nil, "status", "--json")
+		if err != nil {
+			t.Fatalf("sesame status: %v\n%s", err, out)
+		}
+		var st struct {
+			Grants []struct {
+				Src, Port, By, Kind, To string
+				RemainingMS             int64 `json:"remaining_ms"`
+			} `json:"grants"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("status JSON: %v\n%s", err, out)
+		}
+		found := false
+		for _, g := range st.Grants {
+			found = found || (g.Src == netnsbed.Client4.String() && g.Port == "tcp/8022" && g.To == "198.19.0.2:2222" && g.By == "alice" && g.Kind == "spa" && g.RemainingMS > 30000)
+		}
+		if !found {
+			t.Fatalf("sesame status does not show alice's forward tcp/8022 -> 198.19.0.2:2222:\n%s", out)
+		}
+		if text, err := sesameCtl(sock, nil, "status"); err != nil || !strings.Contains(text, "tcp/8022 -> 198.19.0.2:2222") {
+			t.Errorf("sesame status (text) lacks the forward: %v\n%s", err, text)
+		}
+		if out, err := sesameCtl(sock, nil, "revoke", netnsbed.Client4.String(), "tcp/8022"); err != nil {
+			t.Fatalf("sesame revoke: %v\n%s", err, out)
+		}
+		if connects(t, bed, gw) {
+			t.Fatal("the forward still carries new connections after sesame revoke")
+		}
+	})
 	for _, fam := range families {
 		t.Run(fam.name, func(t *testing.T) {
 			gw := netip.AddrPortFrom(fam.server, 8022)

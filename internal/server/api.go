@@ -65,6 +65,8 @@ type GrantStatus struct {
 	By        string       `json:"by"`             // door name, SPA client name, or "operator"
 	Kind      GrantKind    `json:"kind"`           // how it was made
 	Note      string       `json:"note,omitempty"` // an operator's note (sesame grant --note)
+	// To is a forward's destination: "198.19.0.2:22", or "local:22" for a port of this host.
+	To string `json:"to,omitempty"`
 }
 
 // GrantKind says what made a grant.
@@ -110,7 +112,7 @@ type RevokeRequest struct {
 
 // RevokeResult says what a revoke removed.
 type RevokeResult struct {
-	Grants int `json:"grants"`         // grants removed from the kernel
+	Grants int `json:"grants"`         // grants (forwards included) removed from the kernel
 	Killed int `json:"killed"`         // connections ended (with Kill)
 	Bans   int `json:"bans,omitempty"` // bans lifted (with Ban)
 }

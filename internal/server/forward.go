@@ -25,7 +25,17 @@ func (s *Server) applyForwarding(ctx context.Context, cfg, prev *config.Config) 
 	if err := fw.ApplyForwarding(ctx, cfg.SPA.Destinations()); err != nil {
 		return fmt.Errorf("apply forwarding: %w", err)
 	}
+	s.forwarding.Store(true)
 	return nil
+}
+
+// liveForwards lists the live forwards once forwarding was set up in this run (nil before).
+func (s *Server) liveForwards(ctx context.Context) ([]firewall.Grant, error) {
+	fw := s.forwarder()
+	if fw == nil || !s.forwarding.Load() {
+		return nil, nil
+	}
+	return fw.ListForwards(ctx)
 }
 
 // grantAll applies grants: forwards through the backend's Forwarder, the others with Grant.

@@ -100,7 +100,26 @@ func (s *Server) Grants(ctx context.Context) ([]GrantStatus, error) {
 		}
 		out = append(out, gs)
 	}
+	fwds, err := s.liveForwards(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("server: list forwards: %w", err)
+	}
+	for _, f := range fwds {
+		gs := GrantStatus{Src: f.Src, Port: f.Port, Remaining: MillisOf(f.Timeout), Kind: GrantKernel, To: forwardTo(f)}
+		if o, ok := s.grants.lookup(f.Src, f.Port, now); ok {
+			gs.Kind, gs.By, gs.Note = o.kind, o.by, o.note
+		}
+		out = append(out, gs)
+	}
 	return out, nil
+}
+
+// forwardTo is the status form of a forward's destination.
+func forwardTo(f firewall.Grant) string {
+	if f.To.Addr().IsUnspecified() {
+		return fmt.Sprintf("local:%d", f.To.Port())
+	}
+	return f.To.String()
 }
 
 // Grant applies an operator's break-glass grant: one protected port for one source, for at
@@ -167,12 +186,32 @@ func (s *Server) Revoke(ctx context.Context, req RevokeRequest) (RevokeResult, e
 			gone = append(gone, firewall.Grant{Src: g.Src, Port: g.Port})
 		}
 	}
+	fwds, err := s.liveForwards(ctx)
+	if err != nil {
+		return res, fmt.Errorf("%s: list forwards: %w", op, err)
+	}
+	var fgone []firewall.Grant
+	for _, f := range fwds {
+		if req.All || (f.Src == req.Src && (req.Port.IsZero() || f.Port == req.Port)) {
+			fgone = append(fgone, f)
+		}
+	}
 	if len(gone) > 0 {
 		if err := s.deps.Firewall.Revoke(ctx, gone...); err != nil {
 			s.log.Error("operator revoke failed", "src", req.Src, "all", req.All, "uid", req.UID, "err", err)
 			return res, fmt.Errorf("%s: %w", op, err)
 		}
 		s.grants.forget(gone)
+	}
+	if len(fgone) > 0 {
+		if err := s.forwarder().Unforward(ctx, fgone...); err != nil {
+			s.log.Error("operator revoke failed: forwards", "src", req.Src, "all", req.All, "uid", req.UID, "err", err)
+			return res, fmt.Errorf("%s: forwards: %w", op, err)
+		}
+		s.grants.forget(fgone)
+		for _, f := range fgone {
+			gone = append(gone, firewall.Grant{Src: f.Src, Port: f.Port})
+		}
 	}
 	res.Grants = len(gone)
 	if req.Kill {

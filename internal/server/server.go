@@ -113,6 +113,8 @@ type Server struct {
 	grantLogs *lograte.Budget  // opened doors, their knockd-style lines and commands
 	runner    *command.Runner
 	knockd    atomic.Pointer[func(string)] // nil: no knockd-style lines
+	// forwarding is set once the forwarding rules were applied: forwards may be live.
+	forwarding atomic.Bool
 	Counters  Counters
 	stats     stats
 	grants    *attribution

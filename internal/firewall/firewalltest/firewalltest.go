@@ -26,6 +26,7 @@ const (
 	OpBan
 	OpUnban
 	OpListBans
+	OpForward // ApplyForwarding, Forward, Unforward and ListForwards
 	numOps
 )
 
@@ -35,6 +36,11 @@ var ErrClosed = errors.New("firewalltest: backend closed")
 type key struct {
 	src  netip.Addr
 	port netport.Port
+}
+
+type forward struct {
+	to      netip.AddrPort
+	expires time.Time
 }
 
 // Backend keeps a gate and grants in memory. Grants expire by its clock, as the kernel's do;
@@ -47,6 +53,8 @@ type Backend struct {
 	applied int
 	grants  map[key]time.Time // expiry
 	bans    map[netip.Addr]time.Time
+	dests   []firewall.Destination
+	fwds    map[key]forward
 	fail    [numOps]error
 	calls   [numOps]int
 	closed  bool
@@ -58,7 +66,7 @@ func New(now func() time.Time) *Backend {
 	if now == nil {
 		now = time.Now
 	}
-	return &Backend{now: now, grants: map[key]time.Time{}, bans: map[netip.Addr]time.Time{}}
+	return &Backend{now: now, grants: map[key]time.Time{}, bans: map[netip.Addr]time.Time{}, fwds: map[key]forward{}}
 }
 
 // Fail makes every later call of op return err (nil: succeed again), changing nothing.
@@ -285,4 +293,81 @@ func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
+}
+
+// ApplyForwarding implements firewall.Forwarder: it records the destinations.
+func (b *Backend) ApplyForwarding(_ context.Context, dests []firewall.Destination) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(OpForward); err != nil {
+		return err
+	}
+	b.dests = slices.Clone(dests)
+	return nil
+}
+
+// Forward implements firewall.Forwarder: forwards are added or refreshed, all or none.
+func (b *Backend) Forward(_ context.Context, fwds ...firewall.Grant) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(OpForward); err != nil {
+		return err
+	}
+	if err := firewall.CheckForwards(fwds, true); err != nil {
+		return err
+	}
+	now := b.now()
+	for _, f := range fwds {
+		b.fwds[key{f.Src, f.Port}] = forward{to: f.To, expires: now.Add(f.Timeout)}
+	}
+	return nil
+}
+
+// Unforward implements firewall.Forwarder.
+func (b *Backend) Unforward(_ context.Context, fwds ...firewall.Grant) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(OpForward); err != nil {
+		return err
+	}
+	if err := firewall.CheckForwards(fwds, false); err != nil {
+		return err
+	}
+	for _, f := range fwds {
+		delete(b.fwds, key{f.Src, f.Port})
+	}
+	return nil
+}
+
+// ListForwards implements firewall.Forwarder: the forwards live by the clock, Timeout the time
+// each has left, sorted by source then port.
+func (b *Backend) ListForwards(context.Context) ([]firewall.Grant, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.enter(OpForward); err != nil {
+		return nil, err
+	}
+	now := b.now()
+	var out []firewall.Grant
+	for k, f := range b.fwds {
+		if !now.Before(f.expires) {
+			delete(b.fwds, k)
+			continue
+		}
+		out = append(out, firewall.Grant{Src: k.src, Port: k.port, To: f.to, Timeout: f.expires.Sub(now)})
+	}
+	slices.SortFunc(out, func(x, y firewall.Grant) int {
+		if c := x.Src.Compare(y.Src); c != 0 {
+			return c
+		}
+		return int(x.Port.Num) - int(y.Port.Num)
+	})
+	return out, nil
+}
+
+// Destinations are the destinations the last ApplyForwarding set.
+func (b *Backend) Destinations() []firewall.Destination {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.dests)
 }
