@@ -186,10 +186,20 @@ func TestIntegrationMigrateKnockd(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// The two modes run at once, each in a bed of its own; they are compared when both
+			// are done.
 			var got [2]string
+			beds := [2]*netnsbed.Bed{migBed(t, tc.hostDrop), migBed(t, tc.hostDrop)}
+			t.Cleanup(func() {
+				if got[0] != got[1] {
+					t.Errorf("the legacy configuration gave %s, the migrated one %s", got[0], got[1])
+				}
+				t.Logf("%-45s %s", tc.name, got[1])
+			})
 			for i, mode := range []string{"legacy", "migrated"} {
 				t.Run(mode, func(t *testing.T) {
-					bed := migBed(t, tc.hostDrop)
+					t.Parallel()
+					bed := beds[i]
 					dir := t.TempDir()
 					conf := filepath.Join(dir, "knockd.conf")
 					text := strings.NewReplacer("DIR", dir, "IPT", ipt).Replace(tc.conf)
@@ -239,10 +249,6 @@ func TestIntegrationMigrateKnockd(t *testing.T) {
 					}
 				})
 			}
-			if got[0] != got[1] {
-				t.Errorf("the legacy configuration gave %s, the migrated one %s", got[0], got[1])
-			}
-			t.Logf("%-45s %s", tc.name, got[1])
 		})
 	}
 }
@@ -304,14 +310,21 @@ func TestIntegrationMigrateFwknop(t *testing.T) {
 	client := netnsbed.Client4.String()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// The two modes run at once, each in a bed of its own, on the same packet; they
+			// are compared when both are done.
 			var got [2]string
-			var packet []byte
+			beds := [2]*netnsbed.Bed{migBed(t, true), migBed(t, true)}
+			packet := fwknopPacket(t, beds[0], strings.ReplaceAll(strings.Join(tc.packet, "\x00"), "CLIENT", client))
+			t.Cleanup(func() {
+				if got[0] != got[1] {
+					t.Errorf("the legacy configuration gave %s, the migrated one %s", got[0], got[1])
+				}
+				t.Logf("%-45s %s", tc.name, got[1])
+			})
 			for i, mode := range []string{"legacy", "migrated"} {
 				t.Run(mode, func(t *testing.T) {
-					bed := migBed(t, true)
-					if packet == nil {
-						packet = fwknopPacket(t, bed, strings.ReplaceAll(strings.Join(tc.packet, "\x00"), "CLIENT", client))
-					}
+					t.Parallel()
+					bed := beds[i]
 					dir := t.TempDir()
 					conf := filepath.Join(dir, "fwknop")
 					if err := os.Mkdir(conf, 0o700); err != nil {
@@ -357,10 +370,6 @@ func TestIntegrationMigrateFwknop(t *testing.T) {
 					}
 				})
 			}
-			if got[0] != got[1] {
-				t.Errorf("the legacy configuration gave %s, the migrated one %s", got[0], got[1])
-			}
-			t.Logf("%-45s %s", tc.name, got[1])
 		})
 	}
 }
