@@ -576,8 +576,13 @@ func (h *Policy) fwknopPolicy(d *decision, c *config.SPAClient, msg *fwknop.Mess
 		d.reason, d.detail = ReasonSourceAddrNeeded, "allow IP 0.0.0.0 with REQUIRE_SOURCE_ADDRESS"
 		return
 	}
-	if msg.Type.HasNAT() && !natRequested(d, c, msg, addr) {
-		return
+	var nat netip.AddrPort // the requested NAT destination (for --nat-local: the port)
+	localNAT := msg.Type == fwknop.TypeLocalNATAccess || msg.Type == fwknop.TypeClientTimeoutLocalNATAccess
+	if msg.Type.HasNAT() {
+		var ok bool
+		if nat, ok = natRequested(d, c, msg, addr, localNAT); !ok {
+			return
+		}
 	}
 	dur := msg.ClientTimeout
 	if !msg.Type.HasTimeout() {
@@ -592,7 +597,12 @@ func (h *Policy) fwknopPolicy(d *decision, c *config.SPAClient, msg *fwknop.Mess
 				d.reason, d.detail, d.grants = ReasonForwardNotAllowed, g.Port.String()+" is not forwarded", nil
 				break
 			}
-			d.grants[i].To = natTarget(msg, g)
+			if localNAT {
+				// This host (the unspecified address of g's family), the requested port.
+				d.grants[i].To = netip.AddrPortFrom(g.To.Addr(), nat.Port())
+			} else {
+				d.grants[i].To = nat
+			}
 		}
 	}
 }
@@ -601,19 +611,18 @@ func (h *Policy) fwknopPolicy(d *decision, c *config.SPAClient, msg *fwknop.Mess
 // client's forwards: each port the request names (-A) must be forwarded, and forwarded to the
 // destination the request names (the address and port of -N; for --nat-local this host and the
 // port of the NAT field). fwknopd forwards where the client asks; sesame only where the
-// configuration says.
-func natRequested(d *decision, c *config.SPAClient, msg *fwknop.Message, addr netip.Addr) bool {
+// configuration says. It returns the requested destination (for local NAT only its port counts).
+func natRequested(d *decision, c *config.SPAClient, msg *fwknop.Message, addr netip.Addr, localNAT bool) (netip.AddrPort, bool) {
 	host, port, _ := strings.Cut(msg.NATAccess, ",")
 	n, err := strconv.ParseUint(port, 10, 16)
 	dst, aerr := netip.ParseAddr(host)
-	localNAT := msg.Type == fwknop.TypeLocalNATAccess || msg.Type == fwknop.TypeClientTimeoutLocalNATAccess
 	switch {
 	case err != nil || n == 0:
 		d.reason, d.detail = ReasonMalformed, fmt.Sprintf("NAT field %q: bad port", msg.NATAccess)
-		return false
+		return netip.AddrPort{}, false
 	case aerr != nil && !localNAT:
 		d.reason, d.detail = ReasonForwardNotAllowed, fmt.Sprintf("NAT destination %q is not an IP address (names are not resolved)", host)
-		return false
+		return netip.AddrPort{}, false
 	}
 	want := netip.AddrPortFrom(dst.Unmap(), uint16(n))
 	for _, p := range msg.Ports {
@@ -640,21 +649,9 @@ func natRequested(d *decision, c *config.SPAClient, msg *fwknop.Message, addr ne
 		default:
 			d.reason, d.detail = ReasonForwardNotAllowed, fmt.Sprintf("NAT %s -> %s: the client's forward is %s", p, want, c.Forward[i])
 		}
-		return false
+		return netip.AddrPort{}, false
 	}
-	return true
-}
-
-// natTarget is the destination an accepted NAT request names for grant g: -N's address and
-// port, or for --nat-local this host's (the unspecified address of g's family) port.
-func natTarget(msg *fwknop.Message, g firewall.Grant) netip.AddrPort {
-	host, port, _ := strings.Cut(msg.NATAccess, ",")
-	n, _ := strconv.ParseUint(port, 10, 16)
-	if msg.Type == fwknop.TypeLocalNATAccess || msg.Type == fwknop.TypeClientTimeoutLocalNATAccess {
-		return netip.AddrPortFrom(g.To.Addr(), uint16(n))
-	}
-	dst, _ := netip.ParseAddr(host)
-	return netip.AddrPortFrom(dst.Unmap(), uint16(n))
+	return want, true
 }
 
 // fresh records key in the replay store, live at now until expiry; false (with the reason set)
