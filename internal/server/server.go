@@ -115,10 +115,10 @@ type Server struct {
 	knockd    atomic.Pointer[func(string)] // nil: no knockd-style lines
 	// forwarding is set once the forwarding rules were applied: forwards may be live.
 	forwarding atomic.Bool
-	Counters  Counters
-	stats     stats
-	grants    *attribution
-	started   time.Time
+	Counters   Counters
+	stats      stats
+	grants     *attribution
+	started    time.Time
 
 	mu  sync.Mutex // guards cur
 	cur *state
