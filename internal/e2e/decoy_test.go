@@ -185,6 +185,7 @@ func sendSpoofedSYN(t *testing.T, bed *netnsbed.Bed, src, dst netip.Addr, dport 
 // the visitor's bytes, never_ban holds, the ban survives kill -9 and a restart, and a valid SPA
 // packet from the banned address opens the port and lifts the ban.
 func TestIntegrationDecoy(t *testing.T) {
+	t.Parallel() // mostly waiting for timeouts: paired with another at the end of the run (doc.go)
 	for _, fam := range families {
 		t.Run(fam.name, func(t *testing.T) {
 			bed := skipUnlessRoot(t)
@@ -351,6 +352,7 @@ func TestIntegrationDecoy(t *testing.T) {
 // alerts as a SYN-only touch: the capture filter followed), the removed port is closed, and a
 // ban made before the reload stays.
 func TestIntegrationDecoyReload(t *testing.T) {
+	t.Parallel() // mostly waiting for timeouts: paired with another at the end of the run (doc.go)
 	const newDecoy = 2424
 	for _, fam := range families {
 		t.Run(fam.name, func(t *testing.T) {

@@ -44,6 +44,7 @@ func listen(t *testing.T, bed *netnsbed.Bed, fam family) netip.AddrPort {
 // TestIntegrationKnockOpensForSourceOnly covers door items 1 and 2 and grant expiry, for both
 // firewall backends and both address families.
 func TestIntegrationKnockOpensForSourceOnly(t *testing.T) {
+	t.Parallel() // mostly waiting for timeouts: paired with another at the end of the run (doc.go)
 	for _, fw := range []string{"nftables", "iptables"} {
 		for _, fam := range families {
 			t.Run(fw+"/"+fam.name, func(t *testing.T) {

@@ -136,6 +136,7 @@ open_for = "2s"
 // wins; sesame's start-up log names it, and after the documented connmark rule the connection
 // works, also after the grant expired.
 func TestIntegrationHostDropKnock(t *testing.T) {
+	t.Parallel() // mostly waiting for timeouts: paired with another at the end of the run (doc.go)
 	for _, tc := range []struct {
 		name, fw string
 		knockd   bool

@@ -99,6 +99,7 @@ func pingAnswered(t *testing.T, bed *netnsbed.Bed, dst netip.Addr) bool {
 // 'fwknop -P icmp' (an echo reply by default) and with --icmp-type 8 (an echo request) opens
 // too, and its packet again is a replay.
 func TestIntegrationSPAPing(t *testing.T) {
+	t.Parallel() // mostly waiting for timeouts: paired with another at the end of the run (doc.go)
 	skipWithoutFwknop(t)
 	bed := skipUnlessRoot(t)
 	for _, fam := range families {
@@ -243,6 +244,7 @@ func spaPingAnswered(t *testing.T, bed *netnsbed.Bed, dst netip.Addr, pkt []byte
 // ping too: its bytes come back), "dark" drops them (no reply, also to the SPA ping); an SPA
 // ping opens in every mode, and 'sesame open --icmp' is accepted in every mode.
 func TestIntegrationSPAPingStealth(t *testing.T) {
+	t.Parallel() // mostly waiting for timeouts: paired with another at the end of the run (doc.go)
 	for _, tc := range []struct {
 		firewall, stealth string
 		answered          bool

@@ -60,6 +60,7 @@ func banOf(t *testing.T, out string, src netip.Addr) time.Duration {
 // a second scan gets the next, longer ban time; a never_ban scanner is not banned; a knocker
 // elsewhere is unaffected.
 func TestIntegrationScanBan(t *testing.T) {
+	t.Parallel() // mostly waiting for timeouts: paired with another at the end of the run (doc.go)
 	nmap, err := exec.LookPath("nmap")
 	if err != nil {
 		t.Fatal("nmap is not installed (.ci/deps.sh installs it)")

@@ -47,6 +47,7 @@ max_open_for = "2s"
 // source_ports accepts 'sesame open --source-port' from its port only; IPv4 and IPv6, data both
 // ways.
 func TestIntegrationSourcePorts(t *testing.T) {
+	t.Parallel() // mostly waiting for timeouts: paired with another at the end of the run (doc.go)
 	bed := skipUnlessRoot(t)
 	for _, fam := range families {
 		listen(t, bed, fam)

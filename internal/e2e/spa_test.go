@@ -249,6 +249,7 @@ func TestIntegrationSPAFwknopClient(t *testing.T) {
 // TestIntegrationSPANative: packets sealed here with each credential kind open the port for
 // their source only, over IPv4 and IPv6, in UDP and sniff mode; the same packet again is a replay.
 func TestIntegrationSPANative(t *testing.T) {
+	t.Parallel() // mostly waiting for timeouts: paired with another at the end of the run (doc.go)
 	for _, mode := range spaModes {
 		t.Run(mode.name, func(t *testing.T) {
 			bed := skipUnlessRoot(t)

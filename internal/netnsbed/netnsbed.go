@@ -18,6 +18,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -57,9 +58,17 @@ func New(ctx context.Context) (*Bed, error) {
 		ClientIf: "eth0",
 	}
 	vs, vc := "vs"+tag, "vc"+tag
+	for _, ns := range []string{b.Server, b.Client} {
+		if err := ip(ctx, nil, "netns", "add", ns); err != nil {
+			b.Close()
+			return nil, err
+		}
+		if err := noDAD(ns); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
 	steps := [][]string{
-		{"netns", "add", b.Server},
-		{"netns", "add", b.Client},
 		{"link", "add", vs, "type", "veth", "peer", "name", vc},
 		{"link", "set", vs, "netns", b.Server},
 		{"link", "set", vc, "netns", b.Client},
@@ -94,6 +103,20 @@ func New(ctx context.Context) (*Bed, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return b, nil
+}
+
+// noDAD turns IPv6 duplicate address detection off in namespace ns for the interfaces moved
+// into it later: a bed's addresses are unique by construction, and the link-local address's
+// detection would otherwise keep it tentative for a second or two after the link comes up.
+func noDAD(ns string) error {
+	return Do(ns, func() error {
+		for _, conf := range []string{"all", "default"} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+conf+"/accept_dad", []byte("0\n"), 0o644); err != nil {
+				return fmt.Errorf("netnsbed: %s: accept_dad: %w", ns, err)
+			}
+		}
+		return nil
+	})
 }
 
 // Close deletes both namespaces; the veth pair goes with them.
